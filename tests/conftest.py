@@ -1,0 +1,60 @@
+"""Shared fixtures: paths to the official reference vectors."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_REFERENCE = Path(os.environ.get("LAMA_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """Folder with the official test vectors (``ffc_small.npz``, the state-dict manifest)."""
+    if not SHARED_REFERENCE.exists():
+        pytest.fail(f"reference vectors not found at {SHARED_REFERENCE} (set LAMA_REFERENCE_DIR)")
+    return SHARED_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 endpoint on loopback (moto's server), for the whole test session.
+
+    Sets ``AWS_ENDPOINT_URL`` and dummy credentials in this process's environment, so s3fs
+    here and in Ray worker processes started afterwards both reach it. Yields the URL.
+    """
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                             "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1")
+    yield url
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request) -> str:
+    """A fresh, empty bucket on the local S3 endpoint; yields ``s3://<name>``."""
+    import re
+    import uuid
+
+    import boto3
+
+    name = re.sub(r"[^a-z0-9-]", "-", f"t-{request.node.name.lower()}")[:40].rstrip("-") + "-" + uuid.uuid4().hex[:8]
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    return f"s3://{name}"
