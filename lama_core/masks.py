@@ -1,13 +1,16 @@
 """LaMa's random mask generators (strokes and boxes), reimplemented in NumPy + Pillow.
 
 Follows the official ``saicinpainting/training/data/masks.py`` and
-``configs/data_gen/random_*.yaml`` (advimman/lama) draw for draw, with two changes:
+``configs/data_gen/random_*.yaml`` (advimman/lama) draw for draw, with three changes:
 
 * Lines are drawn with Pillow instead of OpenCV, so the same seed gives the same pixels on
-  every machine (no OpenCV build differences).
+  every machine (no OpenCV build differences); ``_draw_thick_line`` reproduces OpenCV's
+  line footprint, so hole areas match the official sets.
 * Every mask has its own ``numpy.random.Generator`` seeded from ``(seed, index)``, so mask
   ``i`` does not depend on how many masks were drawn before it: a set generated in
   parallel, in any order, or resumed half-way is identical to one generated in a loop.
+* Where the official evaluation script skips an image (all 5 candidates over 50% area),
+  we draw again, so every index has a mask.
 
 A mask is an ``H x W`` float32 array in {0, 1}; 1 marks the hole (pixels to inpaint).
 """
@@ -24,13 +27,19 @@ from PIL import Image, ImageDraw
 
 @dataclass(frozen=True)
 class StrokeParams:
-    """Irregular brush strokes (official ``irregular_kwargs``); lengths and widths in pixels."""
+    """Irregular brush strokes (official ``irregular_kwargs``); lengths and widths in pixels.
+
+    A segment is ``min_len + U{0..max_len-1}`` long and ``min_width + U{0..max_width-1}``
+    thick; ``min_len`` and ``min_width`` are constants (10, 5) in the official code.
+    """
 
     min_times: int
     max_times: int
     max_width: int
     max_len: int
     max_angle: int = 4
+    min_width: int = 5
+    min_len: int = 10
 
 
 @dataclass(frozen=True)
@@ -69,8 +78,9 @@ class MaskSetSpec:
         if factor == 1:
             return self
         px = lambda v: max(1, round(v * factor))  # noqa: E731
-        strokes = dataclasses.replace(self.strokes, max_width=px(self.strokes.max_width),
-                                      max_len=px(self.strokes.max_len))
+        s = self.strokes
+        strokes = dataclasses.replace(s, max_width=px(s.max_width), max_len=px(s.max_len),
+                                      min_width=px(s.min_width), min_len=px(s.min_len))
         boxes = self.boxes and dataclasses.replace(
             self.boxes, min_size=px(self.boxes.min_size), max_size=px(self.boxes.max_size),
             margin=round(self.boxes.margin * factor))
@@ -115,18 +125,29 @@ def _draw_strokes(draw: ImageDraw.ImageDraw, p: StrokeParams, height: int, width
             angle = 0.01 + int(rng.integers(p.max_angle))
             if i % 2 == 0:  # the official code mirrors by stroke index i, not segment index
                 angle = 2 * 3.1415926 - angle
-            length = 10 + int(rng.integers(p.max_len))
-            brush_w = 5 + int(rng.integers(p.max_width))
+            length = p.min_len + int(rng.integers(p.max_len))
+            brush_w = p.min_width + int(rng.integers(p.max_width))
             # int() truncates toward zero like the official astype(np.int32); the official
             # clip is to [0, width] (one past the edge), kept as is.
             end_x = min(max(int(x + length * math.sin(angle)), 0), width)
             end_y = min(max(int(y + length * math.cos(angle)), 0), height)
-            # cv2.line(thickness=w) is a w-wide band with round caps of radius w/2 at both ends.
-            r = brush_w / 2
-            draw.line([(x, y), (end_x, end_y)], fill=255, width=brush_w)
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
-            draw.ellipse([end_x - r, end_y - r, end_x + r, end_y + r], fill=255)
+            _draw_thick_line(draw, x, y, end_x, end_y, brush_w)
             x, y = end_x, end_y
+
+
+def _draw_thick_line(draw: ImageDraw.ImageDraw, x0: int, y0: int, x1: int, y1: int, thickness: int) -> None:
+    """Pillow stand-in for ``cv2.line(mask, p0, p1, 1, thickness)``.
+
+    OpenCV fills every pixel within ``k = (thickness + 1) // 2`` of the segment: a band
+    ``2k + 1`` pixels wide with round caps of radius ``k`` (measured: thickness 5 paints a
+    7-pixel band). Drawing a nominal ``thickness``-wide line instead paints up to 30% less
+    for thin brushes and shifts thin_512's hole-area quartiles by -0.03; this matches
+    OpenCV's area within ~2%.
+    """
+    k = (thickness + 1) // 2
+    draw.line([(x0, y0), (x1, y1)], fill=255, width=2 * k + 1)
+    draw.ellipse([x0 - k, y0 - k, x0 + k, y0 + k], fill=255)
+    draw.ellipse([x1 - k, y1 - k, x1 + k, y1 + k], fill=255)
 
 
 def _draw_boxes(draw: ImageDraw.ImageDraw, p: BoxParams, height: int, width: int,
@@ -157,8 +178,14 @@ def _draw_one(spec: MaskSetSpec, height: int, width: int, rng: np.random.Generat
 
 
 def _image_hole_fraction(img: Image.Image) -> float:
+    """Hole fraction of a 0/255 'L' image, in [0, 1]."""
     hist = img.histogram()  # C-side count, cheaper than a NumPy pass over the pixels
     return 1.0 - hist[0] / (img.width * img.height)
+
+
+# Bounds the redraws of evaluation masks: only tiny images (where a minimum-size stroke
+# already covers half the image) ever need more than a couple of rounds.
+_MAX_ROUNDS = 20
 
 
 def draw_mask_image(spec: MaskSetSpec, seed: int, index: int, height: int | None = None,
@@ -169,18 +196,24 @@ def draw_mask_image(spec: MaskSetSpec, seed: int, index: int, height: int | None
     Evaluation specs follow the official selection: draw ``spec.variants`` candidates, drop
     those over ``max_hole_fraction``, keep one at random. Where the official script would
     give up on the image (all candidates rejected), we draw another round instead, so every
-    index has a mask.
+    index has a mask; after ``_MAX_ROUNDS`` rounds (only on tiny images, where every stroke
+    is large) the smallest candidate is kept.
     """
     height = spec.size if height is None else height
     width = spec.size if width is None else width
     rng = np.random.default_rng([seed, index])
     if spec.max_hole_fraction is None:
         return _draw_one(spec, height, width, rng)
-    while True:
+    smallest, smallest_fraction = None, 2.0
+    for _ in range(_MAX_ROUNDS):
         candidates = [_draw_one(spec, height, width, rng) for _ in range(spec.variants)]
-        kept = [m for m in candidates if _image_hole_fraction(m) <= spec.max_hole_fraction]
+        fractions = [_image_hole_fraction(m) for m in candidates]
+        kept = [m for m, f in zip(candidates, fractions) if f <= spec.max_hole_fraction]
         if kept:
             return kept[int(rng.integers(len(kept)))]
+        if min(fractions) < smallest_fraction:
+            smallest_fraction, smallest = min(fractions), candidates[fractions.index(min(fractions))]
+    return smallest
 
 
 class MaskGenerator:
@@ -199,6 +232,7 @@ class MaskGenerator:
         return draw_mask_image(self.spec, self.seed, index)
 
     def __call__(self, index: int) -> np.ndarray:
+        """Mask ``index``: ``(size, size)`` float32 in {0, 1}, 1 = hole."""
         return (np.asarray(self.image(index)) > 0).astype(np.float32)
 
 
@@ -233,12 +267,15 @@ def mask_png(mask: np.ndarray | Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def mask_grid_png(masks: list[np.ndarray], ncols: int = 8, pad: int = 2) -> bytes:
+def mask_grid_png(masks: list[np.ndarray], ncols: int = 8, pad: int = 2, tile: int = 256) -> bytes:
     """Render masks (each ``(H, W)``, values in [0, 1], all the same shape) as one PNG grid,
-    ``ncols`` wide, holes white on black, tiles separated by ``pad`` grey pixels."""
+    ``ncols`` wide, holes white on black, tiles separated by ``pad`` grey pixels. Masks
+    larger than ``tile`` pixels are subsampled by an integer step to keep the preview small."""
     if not masks:
         raise ValueError("no masks to draw")
-    h, w = np.asarray(masks[0]).shape
+    step = -(-max(np.asarray(masks[0]).shape) // tile)
+    masks = [np.asarray(m)[::step, ::step] for m in masks]
+    h, w = masks[0].shape
     ncols = max(1, min(ncols, len(masks)))
     nrows = -(-len(masks) // ncols)
     grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad), 128, np.uint8)
