@@ -58,3 +58,18 @@ def s3_bucket(s3_endpoint, request) -> str:
 
     s3fs.S3FileSystem.clear_instance_cache()
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_endpoint):
+    """One local Ray instance for the whole test session (2 CPUs, small object store).
+
+    Started after the S3 endpoint so that Ray's worker processes inherit its address and
+    credentials. ``address="local"`` never attaches to another cluster on the machine.
+    """
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=512 * 2**20,
+             log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -1,0 +1,25 @@
+"""Quality metrics of inpainting results, as LaMa's evaluation protocol computes them.
+
+Images are float tensors ``N x 3 x H x W`` in [0, 1]; masks ``N x 1 x H x W`` with
+1 = hole. Pixel metrics (``psnr``, ``ssim``, ``l1``) over the whole image or the hole;
+``LPIPS`` (v0.1, VGG or AlexNet); FID with pytorch-fid's InceptionV3 and a float64
+Fréchet distance; metrics registered by name (``METRICS``, ``compute_metrics``) and
+summarised per hole-area bin (``summarize_by_hole_area``). Weights are never downloaded:
+``resolve_weight`` finds the standard files in ``weights_dir`` or at explicit paths.
+"""
+from .fid import (FeatureStats, cached_arrays, cached_stats, content_hash, fid_from_features, fid_from_stats,
+                  frechet_distance)
+from .inception import FEATURE_DIM, FIDInceptionV3, load_inception
+from .lpips import LPIPS, load_lpips
+from .pixel import l1, psnr, ssim, ssim_map
+from .registry import METRICS, Metric, MetricContext, compute_metrics, register_metric
+from .summary import ALL, HOLE_AREA_BINS, hole_area_bin, hole_fraction, summarize_by_hole_area
+from .weights import STANDARD_WEIGHT_FILES, default_weights_dir, read_weights, resolve_weight
+
+__all__ = [
+    "FeatureStats", "cached_arrays", "cached_stats", "content_hash", "fid_from_features", "fid_from_stats",
+    "frechet_distance", "FEATURE_DIM", "FIDInceptionV3", "load_inception", "LPIPS", "load_lpips",
+    "l1", "psnr", "ssim", "ssim_map", "METRICS", "Metric", "MetricContext", "compute_metrics",
+    "register_metric", "ALL", "HOLE_AREA_BINS", "hole_area_bin", "hole_fraction", "summarize_by_hole_area",
+    "STANDARD_WEIGHT_FILES", "default_weights_dir", "read_weights", "resolve_weight",
+]

@@ -1,0 +1,44 @@
+"""The sample photos scikit-image ships: the zero-config data of every job.
+
+They are public-domain or freely licensed test images bundled inside the scikit-image
+wheel, so jobs run on a laptop with no data and no network.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+# RGB photographs of varied content and size in ``skimage.data``.
+SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "motorcycle_left",
+                 "motorcycle_right", "retina", "colorwheel", "logo", "hubble_deep_field", "cat", "camera")
+
+
+def sample_photos() -> dict[str, np.ndarray]:
+    """``{name: uint8 H x W x 3}`` for the bundled photos (grayscale ones replicated to RGB,
+    RGBA ones without alpha). Names missing from the installed scikit-image are skipped."""
+    import skimage.data
+
+    photos = {}
+    for name in SAMPLE_PHOTOS:
+        loader = getattr(skimage.data, name, None)
+        if loader is None:
+            continue
+        try:
+            image = np.asarray(loader())
+        except Exception:  # noqa: BLE001 - some datasets need an optional download (pooch); skip them
+            continue
+        if image.dtype != np.uint8:
+            continue
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        photos[name] = np.ascontiguousarray(image[:, :, :3])
+    return photos
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """uint8 ``H x W x 3`` (or ``H x W``) -> PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()

@@ -1,0 +1,429 @@
+"""Distributed LaMa GAN training with Ray Train (TorchTrainer, DDP over gloo or NCCL).
+
+The driver (``run_training``) lists the training images, builds a Ray Data pipeline that
+decodes them and cuts random crops, fixes a validation batch, and starts a ``TorchTrainer``
+whose workers run ``train_loop``. Each worker:
+
+- builds G and D (optionally fine-tuning from an official or our own checkpoint), wraps both
+  with DDP through ``prepare_model``, and trains them with ``lama_core.training.GANTrainingStep``;
+- takes its shard of the crops (``get_dataset_shard``: equal split, full batches only, so
+  every rank takes the same number of steps) and draws masks on the fly, each rank its own
+  index range of the seeded mask set;
+- reports metrics every ``log_every`` steps, and a checkpoint (rank 0) every
+  ``checkpoint_every`` steps and at the end. ``ray.train.report`` is a barrier: all ranks call
+  it at the same steps.
+
+A checkpoint directory holds ``generator.safetensors`` (loadable by
+``lama_core.load_generator``), ``discriminator.safetensors``, ``training_state.pt`` (both
+optimizers and the step counter; plain tensors, ``weights_only`` loadable),
+``config.json`` and ``validation.png`` (input | mask | output | target rows).
+
+Resume: a rerun with the same ``output`` and ``name`` continues from the latest checkpoint
+(Ray Train's own restore); a worker failure restarts the group from the last checkpoint up
+to ``max_failures`` times.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from lama_core.augment import random_crop
+from lama_core.checkpoint import (load_state_checked, read_checkpoint, save_discriminator,
+                                  save_generator)
+from lama_core.losses import LossConfig
+from lama_core.models import build_discriminator, build_generator
+from lama_core.storage import filesystem_for, join_uri
+from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch, unwrap
+
+from .codecs import RecordError, decode_image
+from .records import is_image_file, list_files
+from .samples import png_bytes, sample_photos
+
+TRAINING_STATE_FILE = "training_state.pt"
+VALIDATION_GRID_FILE = "validation.png"
+# Mask indices of the validation batch live far from the training ranges.
+VALIDATION_MASK_OFFSET = 10**9
+
+
+@dataclass
+class TrainJobConfig:
+    """``jobs/train.py`` arguments. ``data``: folder/prefix of images (png/jpg/webp, recursive)
+    or of Parquet shards with an ``image`` bytes column; empty = scikit-image's sample photos.
+    ``output``: where runs live (local or ``s3://``); the run is ``output/name``.
+    ``batch_size`` is per worker. ``init_from``: official LaMa dir/``best.ckpt`` or our
+    checkpoint to fine-tune (G, and D where present). ``perceptual_weights``: ADE20k
+    ``encoder_epoch_20.pth`` (or a ``weights_dir`` holding it) for the HRF loss; empty = off.
+    ``cpus_per_worker``: CPUs reserved per training worker; leave some free on each node
+    for the data stage's decode tasks (0.5 on a 2-core laptop with 2 workers).
+    ``fail_at_step``: testing aid, a worker of rank ``world_size - 1`` raises once at this
+    step in a run that started without a checkpoint (-1 = never)."""
+
+    data: str = ""
+    output: str = "outputs/train"
+    name: str = "lama"
+    preset: str = "small"
+    steps: int = 200
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    batch_size: int = 4
+    crop_size: int = 128
+    accum_steps: int = 1
+    precision: str = "fp32"
+    generator_lr: float = 1e-3
+    discriminator_lr: float = 1e-4
+    l1_weight_known: float = 10.0
+    adversarial_weight: float = 10.0
+    feature_matching_weight: float = 100.0
+    hrf_weight: float = 30.0
+    r1_gamma: float = 0.001
+    perceptual_weights: str = ""
+    mask_kind: str = "wide_256"
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    validation_images: int = 4
+    max_failures: int = 2
+    sync_batchnorm: bool = True
+    init_from: str = ""
+    endpoint_url: str = ""
+    fail_at_step: int = -1
+
+
+# -- data -------------------------------------------------------------------------------
+
+def list_training_inputs(data: str, endpoint_url: str | None = None) -> tuple[str, list[str]]:
+    """``("images" | "parquet", [filesystem paths])`` for the training data at ``data``.
+    Raises ``FileNotFoundError`` naming ``data`` when it holds neither images nor shards."""
+    fs, root = filesystem_for(data, endpoint_url)
+    if not fs.exists(root):
+        raise FileNotFoundError(f"training data not found: {data}")
+    rel = list_files(fs, root)
+    is_file = fs.isfile(root)
+    paths = [root if is_file else f"{root.rstrip('/')}/{r}" for r in rel]
+    shards = [p for p in paths if p.endswith(".parquet")]
+    if shards:
+        return "parquet", shards
+    images = [p for p in paths if is_image_file(p)]
+    if not images:
+        raise FileNotFoundError(f"no images (png/jpg/webp) or Parquet shards under {data}")
+    return "images", images
+
+
+def decode_and_crop(batch: dict[str, np.ndarray], crop_size: int) -> dict[str, np.ndarray]:
+    """Ray Data batch function: encoded ``bytes`` column (and optional ``path``) -> ``image``
+    column of uint8 ``crop x crop x 3`` random crops (``lama_core.augment.random_crop``).
+
+    Undecodable images are dropped and logged: a training set tolerates a few bad files, an
+    inference job does not. Crops come from fresh OS entropy, so every epoch (the stream
+    re-executes this stage) sees new crops; runs are therefore not bit-reproducible.
+    """
+    rng = np.random.default_rng()
+    crops = []
+    names = batch["path"] if "path" in batch else [""] * len(batch["bytes"])
+    for data, name in zip(batch["bytes"], names):
+        try:
+            image, _ = decode_image(bytes(data), str(name))
+        except RecordError as exc:
+            print(f"skipping training image: {exc}")
+            continue
+        crops.append(random_crop(image, crop_size, rng))
+    if not crops:
+        return {"image": np.zeros((0, crop_size, crop_size, 3), np.uint8)}
+    return {"image": np.stack(crops)}
+
+
+def build_training_dataset(cfg: TrainJobConfig):
+    """The Ray Dataset of training crops (column ``image``: uint8 ``crop x crop x 3``)."""
+    import ray.data
+
+    from .ray_filesystem import pyarrow_filesystem
+
+    if not cfg.data:
+        items = [{"bytes": png_bytes(img), "path": f"sample:{name}"} for name, img in sample_photos().items()]
+        ds = ray.data.from_items(items)
+    else:
+        kind, paths = list_training_inputs(cfg.data, cfg.endpoint_url or None)
+        filesystem = pyarrow_filesystem(cfg.data, cfg.endpoint_url or None)
+        if kind == "parquet":
+            ds = ray.data.read_parquet(paths, filesystem=filesystem, columns=["image"])
+            ds = ds.rename_columns({"image": "bytes"})
+        else:
+            ds = ray.data.read_binary_files(paths, filesystem=filesystem, include_paths=True)
+    return ds.map_batches(decode_and_crop, fn_kwargs={"crop_size": cfg.crop_size}, batch_size=8)
+
+
+def validation_batch(cfg: TrainJobConfig) -> dict[str, np.ndarray]:
+    """A fixed validation batch: the first ``validation_images`` training images, centre
+    crops, with masks of fixed indices. ``{"images": N x 3 x S x S float32 [0,1],
+    "masks": N x 1 x S x S float32 {0,1}}``."""
+    size = cfg.crop_size
+    if not cfg.data:
+        sources = list(sample_photos().values())[: cfg.validation_images]
+    else:
+        import pyarrow.parquet as pq
+
+        from lama_core.storage import filesystem_for as _fs
+
+        kind, paths = list_training_inputs(cfg.data, cfg.endpoint_url or None)
+        fs, _ = _fs(cfg.data, cfg.endpoint_url or None)
+        sources = []
+        for path in paths:
+            if len(sources) >= cfg.validation_images:
+                break
+            try:
+                if kind == "parquet":
+                    with fs.open(path, "rb") as f:
+                        column = pq.read_table(f, columns=["image"]).column("image").to_pylist()
+                    for data in column[: cfg.validation_images - len(sources)]:
+                        sources.append(decode_image(data, path)[0])
+                else:
+                    with fs.open(path, "rb") as f:
+                        sources.append(decode_image(f.read(), path)[0])
+            except RecordError:
+                continue
+    if not sources:
+        raise FileNotFoundError(f"no decodable validation image in {cfg.data or 'the sample photos'}")
+    rng = np.random.default_rng(cfg.seed)
+    crops = []
+    for image in sources:
+        h, w = image.shape[:2]
+        if min(h, w) >= size:  # centre crop; random_crop handles upscaling of small ones
+            y, x = (h - size) // 2, (w - size) // 2
+            crops.append(np.ascontiguousarray(image[y:y + size, x:x + size]))
+        else:
+            crops.append(random_crop(image, size, rng, flip=False))
+    images = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    masks = make_mask_batch(cfg.mask_kind, cfg.seed, VALIDATION_MASK_OFFSET, len(crops), size, size).numpy()
+    return {"images": images, "masks": masks}
+
+
+# -- checkpoints ------------------------------------------------------------------------
+
+def state_digest(module: torch.nn.Module) -> str:
+    """SHA-256 over a module's state dict (names, shapes and bytes): equal digests mean
+    identical weights and buffers."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def validation_grid_png(images: np.ndarray, masks: np.ndarray, outputs: np.ndarray) -> bytes:
+    """A PNG with one row per validation image: input (holes grey) | mask | output | target.
+    Arrays as in ``validation_batch``; ``outputs`` ``N x 3 x S x S`` in [0, 1]."""
+    from PIL import Image
+
+    rows = []
+    for img, mask, out in zip(images, masks, outputs):
+        hole = mask[0] > 0
+        masked = img.copy()
+        masked[:, hole] = 0.5
+        panels = [masked, np.repeat(mask, 3, 0), out, img]
+        rows.append(np.concatenate([p.transpose(1, 2, 0) for p in panels], axis=1))
+    grid = np.clip(np.concatenate(rows, axis=0) * 255 + 0.5, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_checkpoint(directory: str, trainer: GANTrainingStep, cfg: TrainJobConfig, grid_png: bytes) -> None:
+    """Write a checkpoint directory (see module docstring) for the trainer's current state."""
+    state = trainer.state_dict()
+    save_generator(unwrap(trainer.generator), directory, metadata={"step": str(state["step"])})
+    save_discriminator(unwrap(trainer.discriminator), directory)
+    torch.save({k: state[k] for k in ("generator_optimizer", "discriminator_optimizer", "step")},
+               os.path.join(directory, TRAINING_STATE_FILE))
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(asdict(cfg) if not isinstance(cfg, dict) else cfg, f, indent=1)
+    with open(os.path.join(directory, VALIDATION_GRID_FILE), "wb") as f:
+        f.write(grid_png)
+
+
+def restore_checkpoint(directory: str, trainer: GANTrainingStep) -> int:
+    """Load a checkpoint directory into the trainer; returns the step it was taken at."""
+    contents = read_checkpoint(directory)
+    extra = torch.load(os.path.join(directory, TRAINING_STATE_FILE), map_location="cpu", weights_only=True)
+    device = trainer.device
+    trainer.load_state_dict({
+        "generator": {k: v.to(device) for k, v in contents.generator_state.items()},
+        "discriminator": {k: v.to(device) for k, v in (contents.discriminator_state or {}).items()},
+        "generator_optimizer": extra["generator_optimizer"],
+        "discriminator_optimizer": extra["discriminator_optimizer"],
+        "step": extra["step"],
+    })
+    return int(extra["step"])
+
+
+# -- the worker loop --------------------------------------------------------------------
+
+def _training_config(cfg: TrainJobConfig) -> TrainingConfig:
+    losses = LossConfig(l1_weight_known=cfg.l1_weight_known, adversarial_weight=cfg.adversarial_weight,
+                        feature_matching_weight=cfg.feature_matching_weight, hrf_weight=cfg.hrf_weight,
+                        r1_gamma=cfg.r1_gamma)
+    return TrainingConfig(losses=losses, generator_lr=cfg.generator_lr, discriminator_lr=cfg.discriminator_lr,
+                          accum_steps=cfg.accum_steps, precision=cfg.precision, mask_kind=cfg.mask_kind,
+                          perceptual_weights=cfg.perceptual_weights or None)
+
+
+def _build_models(cfg: TrainJobConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+    generator, discriminator = build_generator(cfg.preset), build_discriminator(cfg.preset)
+    if cfg.init_from:
+        contents = read_checkpoint(cfg.init_from, endpoint_url=cfg.endpoint_url or None)
+        load_state_checked(generator, contents.generator_state, cfg.init_from, "generator")
+        if contents.discriminator_state:
+            load_state_checked(discriminator, contents.discriminator_state, cfg.init_from, "discriminator")
+    return generator, discriminator
+
+
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker entry point. ``loop_config``: ``{"cfg": TrainJobConfig as dict,
+    "validation": validation_batch(...)}``."""
+    import ray.train
+    from ray.train import Checkpoint
+    from ray.train.torch import get_device, prepare_model
+
+    cfg = TrainJobConfig(**loop_config["cfg"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(cfg.seed * 1000 + rank)
+    device = get_device()
+
+    generator, discriminator = _build_models(cfg)
+    if cfg.use_gpu and cfg.sync_batchnorm and world > 1:
+        generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
+        discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
+    generator, discriminator = prepare_model(generator), prepare_model(discriminator)
+    trainer = GANTrainingStep(generator, discriminator, _training_config(cfg))
+
+    start_step, restored = 0, ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as directory:
+            start_step = restore_checkpoint(directory, trainer)
+    # Reported once, so a resume can be checked against the checkpoint it came from.
+    start_digest = state_digest(unwrap(trainer.generator))
+    val_images = torch.from_numpy(loop_config["validation"]["images"])
+    val_masks = torch.from_numpy(loop_config["validation"]["masks"])
+
+    shard = ray.train.get_dataset_shard("train")
+    step, window_start, window_images = start_step, time.perf_counter(), 0
+    sums: dict[str, float] = {}
+    first_report = True
+    while step < cfg.steps:
+        batches_this_epoch = 0
+        for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True):
+            batches_this_epoch += 1
+            images = batch["image"].permute(0, 3, 1, 2).float().div_(255.0)
+            masks = make_mask_batch(cfg.mask_kind, cfg.seed, (trainer.micro_step + step * cfg.accum_steps)
+                                    * world * cfg.batch_size + rank * cfg.batch_size, images.shape[0],
+                                    images.shape[2], images.shape[3])
+            parts = trainer.step(images, masks)
+            window_images += images.shape[0] * world
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + value
+            if trainer.micro_step != 0:
+                continue  # inside an accumulation window
+            step = trainer.global_step
+            if cfg.fail_at_step == step and restored is None and rank == world - 1:
+                raise RuntimeError(f"fail_at_step={step}: simulated worker failure (testing aid)")
+            is_ckpt = step % cfg.checkpoint_every == 0 or step >= cfg.steps
+            if step % cfg.log_every == 0 or is_ckpt:
+                elapsed = time.perf_counter() - window_start
+                count = max(1, cfg.log_every * cfg.accum_steps if step % cfg.log_every == 0 else 1)
+                metrics = {name: value / count for name, value in sums.items()}
+                metrics.update(step=step, images_per_s=window_images / max(elapsed, 1e-9),
+                               generator_lr=trainer.generator_optimizer.param_groups[0]["lr"],
+                               discriminator_lr=trainer.discriminator_optimizer.param_groups[0]["lr"])
+                if first_report:
+                    metrics.update(start_step=start_step, start_generator_digest=start_digest)
+                sums, window_start, window_images = {}, time.perf_counter(), 0
+                with tempfile.TemporaryDirectory() as directory:
+                    checkpoint = None
+                    if is_ckpt:
+                        metrics["validation_l1"] = trainer.evaluate_l1(val_images, val_masks)
+                        if rank == 0:
+                            outputs = _validation_outputs(trainer, val_images, val_masks)
+                            grid = validation_grid_png(val_images.numpy(), val_masks.numpy(), outputs)
+                            write_checkpoint(directory, trainer, cfg, grid)
+                            checkpoint = Checkpoint.from_directory(directory)
+                    ray.train.report(metrics, checkpoint=checkpoint)
+                first_report = False
+            if step >= cfg.steps:
+                break
+        if batches_this_epoch == 0:
+            raise RuntimeError(f"worker {rank} received no full batch of {cfg.batch_size}: the training set is "
+                               f"smaller than batch_size x num_workers ({cfg.batch_size} x {world})")
+
+
+@torch.no_grad()
+def _validation_outputs(trainer: GANTrainingStep, images: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
+    generator = unwrap(trainer.generator)
+    was_training = generator.training
+    generator.eval()
+    try:
+        out = generator(torch.cat([images * (1 - masks), masks], 1).to(trainer.device)).float().cpu()
+    finally:
+        generator.train(was_training)
+    return (masks * out + (1 - masks) * images).numpy()
+
+
+# -- the driver -------------------------------------------------------------------------
+
+@dataclass
+class TrainingOutcome:
+    """What a finished run left: the latest checkpoint's URI and the last reported metrics."""
+
+    checkpoint: str
+    metrics: dict[str, Any]
+
+
+def run_training(cfg: TrainJobConfig) -> TrainingOutcome:
+    """Train per ``cfg`` on the Ray cluster this process is connected to (see
+    ``pipelines.ray_setup.init_ray``). Returns the latest checkpoint (a directory URI that
+    ``lama_core.load_generator`` accepts) and the last metrics. Raises ``RuntimeError``
+    with the workers' error when training failed for good."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+    from ray.train.torch import TorchTrainer
+
+    from .ray_filesystem import storage_location, uri_of
+
+    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.num_workers < 1:
+        raise ValueError("steps, batch_size and num_workers must be >= 1")
+    if cfg.crop_size % 8:
+        raise ValueError(f"crop_size must be a multiple of 8, got {cfg.crop_size}")
+    dataset = build_training_dataset(cfg)
+    validation = validation_batch(cfg)
+    storage_path, storage_fs = storage_location(cfg.output, cfg.endpoint_url or None)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": asdict(cfg), "validation": validation},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker,
+                                                           **({"GPU": 1} if cfg.use_gpu else {})}),
+        run_config=RunConfig(name=cfg.name, storage_path=storage_path, storage_filesystem=storage_fs,
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
+        datasets={"train": dataset},
+    )
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as exc:  # raised once max_failures restarts are used up
+        raise RuntimeError(f"training failed: {exc}") from exc
+    if result.error is not None:
+        raise RuntimeError(f"training failed: {result.error}")
+    if result.checkpoint is None:
+        raise RuntimeError("training finished without a checkpoint")
+    return TrainingOutcome(uri_of(result.checkpoint.path, cfg.output), dict(result.metrics or {}))
