@@ -59,7 +59,8 @@ class TrainJobConfig:
     """``jobs/train.py`` arguments. ``data``: folder/prefix of images (png/jpg/webp, recursive)
     or of Parquet shards with an ``image`` bytes column; empty = scikit-image's sample photos.
     ``output``: where runs live (local or ``s3://``); the run is ``output/name``.
-    ``batch_size`` is per worker. ``init_from``: official LaMa dir/``best.ckpt`` or our
+    ``batch_size`` is per worker; ``crops_per_image`` random crops are cut from each decoded
+    image per epoch. ``init_from``: official LaMa dir/``best.ckpt`` or our
     checkpoint to fine-tune (G, and D where present). ``perceptual_weights``: ADE20k
     ``encoder_epoch_20.pth`` (or a ``weights_dir`` holding it) for the HRF loss; empty = off.
     ``cpus_per_worker``: CPUs reserved per training worker; leave some free on each node
@@ -77,6 +78,7 @@ class TrainJobConfig:
     cpus_per_worker: float = 1.0
     batch_size: int = 4
     crop_size: int = 128
+    crops_per_image: int = 1
     accum_steps: int = 1
     precision: str = "fp32"
     generator_lr: float = 1e-3
@@ -120,9 +122,11 @@ def list_training_inputs(data: str, endpoint_url: str | None = None) -> tuple[st
     return "images", images
 
 
-def decode_and_crop(batch: dict[str, np.ndarray], crop_size: int) -> dict[str, np.ndarray]:
+def decode_and_crop(batch: dict[str, np.ndarray], crop_size: int, crops_per_image: int = 1) -> dict[str, np.ndarray]:
     """Ray Data batch function: encoded ``bytes`` column (and optional ``path``) -> ``image``
-    column of uint8 ``crop x crop x 3`` random crops (``lama_core.augment.random_crop``).
+    column of uint8 ``crop x crop x 3`` random crops (``lama_core.augment.random_crop``),
+    ``crops_per_image`` of them per image (decode once, crop many: small datasets then fill
+    an epoch with full batches instead of paying a pipeline restart per step).
 
     Undecodable images are dropped and logged: a training set tolerates a few bad files, an
     inference job does not. Crops come from fresh OS entropy, so every epoch (the stream
@@ -137,7 +141,7 @@ def decode_and_crop(batch: dict[str, np.ndarray], crop_size: int) -> dict[str, n
         except RecordError as exc:
             print(f"skipping training image: {exc}")
             continue
-        crops.append(random_crop(image, crop_size, rng))
+        crops.extend(random_crop(image, crop_size, rng) for _ in range(crops_per_image))
     if not crops:
         return {"image": np.zeros((0, crop_size, crop_size, 3), np.uint8)}
     return {"image": np.stack(crops)}
@@ -160,7 +164,8 @@ def build_training_dataset(cfg: TrainJobConfig):
             ds = ds.rename_columns({"image": "bytes"})
         else:
             ds = ray.data.read_binary_files(paths, filesystem=filesystem, include_paths=True)
-    return ds.map_batches(decode_and_crop, fn_kwargs={"crop_size": cfg.crop_size}, batch_size=8)
+    return ds.map_batches(decode_and_crop, fn_kwargs={"crop_size": cfg.crop_size,
+                                                      "crops_per_image": cfg.crops_per_image}, batch_size=8)
 
 
 def validation_batch(cfg: TrainJobConfig) -> dict[str, np.ndarray]:

@@ -1,0 +1,710 @@
+"""Bulk inpainting of a dataset in object storage with Ray Data (``jobs/inpaint.py``).
+
+    list (driver, names only) -> read + decode (CPU tasks) -> inpaint (actor pool, GPU or
+    CPU) -> encode + write OUTPUT/images/ID.png (CPU tasks) -> write_parquet OUTPUT/records/
+
+Every record flows through every stage as one row with a ``status``: a stage that fails on
+one record turns it into an error row (``status='error'``, ``error`` naming the file) and
+later stages pass error rows through untouched, so one bad file never stops a job and
+every input id appears in ``records/`` exactly once. Rerunning with the same output skips
+ids already in ``records/``; ``overwrite=true`` redoes everything.
+
+Between stages rows carry plain NumPy: uint8 ``H x W x 3`` images, uint8 ``H x W`` masks in
+{0, 1} (1 = hole); missing numbers travel as -1 / NaN and become nulls in ``records/``.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from lama_core import CheckpointError, GENERATOR_PRESETS, Inpainter, build_generator, load_generator
+from lama_core.storage import filesystem_for, join_uri
+
+from .codecs import RecordError, decode_image, decode_mask, encode_image, output_extension
+from .job_config import JobError
+from .records import Listing, detect_format, list_files, list_folder, list_parquet, read_done_ids, remove_records
+
+try:  # written alongside this module; the job degrades gracefully without them
+    from lama_core.masks import MASK_SETS, generate_mask
+except ImportError:  # pragma: no cover
+    MASK_SETS, generate_mask = None, None
+try:
+    from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
+except ImportError:  # pragma: no cover
+    _psnr, _ssim = None, None
+
+#: The model a job uses when none is given. A preset name means seeded random weights (the
+#: job says so loudly); point this at a shipped demo checkpoint URI once there is one.
+DEFAULT_MODEL = "small"
+#: Default input: scikit-image's bundled photos, written there as a Parquet shard on first use.
+DEFAULT_INPUT = "outputs/samples"
+DEFAULT_OUTPUT = "outputs/inpaint"
+SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "camera")
+
+
+@dataclass
+class InpaintConfig:
+    """``jobs/inpaint.py`` arguments (``key=value``); ``jobs/configs/inpaint.yaml`` documents them."""
+
+    input: str = DEFAULT_INPUT
+    output: str = DEFAULT_OUTPUT
+    model: str = DEFAULT_MODEL
+    overwrite: bool = False
+    mask_dir: Optional[str] = None
+    input_format: str = "auto"
+    mask_kind: str = "thick_512"
+    mask_seed: int = 0
+    output_format: str = "png"
+    png_compress_level: int = 1
+    jpeg_quality: int = 95
+    batch_size: int = 4
+    codec_batch_size: int = 8
+    num_actors: int = 0
+    num_gpus: float = -1.0
+    num_cpus_per_actor: float = 1.0
+    device: str = "auto"
+    precision: str = "fp32"
+    max_pixels: int = 2048 * 2048
+    records_per_file: int = 1000
+    seed: int = 0
+    endpoint_url: Optional[str] = None
+
+
+#: One row per record in OUTPUT/records/*.parquet (nulls where a value is unknown).
+RECORD_SCHEMA = pa.schema([
+    ("id", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("source", pa.string()), ("mask_source", pa.string()), ("output", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("hole_fraction", pa.float64()),
+    ("mask_generated", pa.bool_()), ("mask_index", pa.int64()), ("mask_binarized", pa.bool_()),
+    ("converted", pa.bool_()), ("resized", pa.bool_()),
+    ("psnr", pa.float64()), ("ssim", pa.float64()), ("psnr_hole", pa.float64()), ("ssim_hole", pa.float64()),
+    ("model", pa.string()), ("seconds", pa.float64()), ("run", pa.string()),
+])
+
+_EMPTY_IMAGE = np.zeros((0, 0, 3), np.uint8)
+_EMPTY_MASK = np.zeros((0, 0), np.uint8)
+# Columns of a decoded row and their values when unknown.
+_DECODED = {
+    "id": "", "source": "", "mask_source": "", "status": "ok", "error": "", "width": -1, "height": -1,
+    "hole_fraction": math.nan, "mask_binarized": False, "converted": False, "mask_generated": False,
+    "mask_index": -1, "seconds": 0.0,
+}
+_METRICS = ("psnr", "ssim", "psnr_hole", "ssim_hole")
+
+
+# ----------------------------------------------------------------------------- the model
+
+@dataclass
+class LoadedModel:
+    """A generator ready for inference, its id for the ``model`` column, and whether its
+    weights are random (a preset name was given instead of a checkpoint)."""
+
+    generator: torch.nn.Module
+    model_id: str
+    random_weights: bool
+
+
+def load_model(model: str, seed: int = 0, endpoint_url: str | None = None) -> LoadedModel:
+    """``model``: a preset name (``small``, ``lama-fourier``, ``big-lama``: weights drawn
+    with ``torch.manual_seed(seed)``) or a checkpoint URI that ``lama_core.load_generator``
+    reads. The id is ``preset:NAME:random-seed-S`` or ``URI@sha256:`` + the first 12 hex
+    digits of a hash of the weights (the same weights give the same id in any format).
+    Raises ``FileNotFoundError`` / ``CheckpointError``."""
+    if model in GENERATOR_PRESETS:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            generator = build_generator(model)
+        return LoadedModel(generator.eval(), f"preset:{model}:random-seed-{seed}", True)
+    generator = load_generator(model, endpoint_url=endpoint_url)
+    digest = hashlib.sha256()
+    for key, value in sorted(generator.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return LoadedModel(generator, f"{model}@sha256:{digest.hexdigest()[:12]}", False)
+
+
+def mask_index_for(record_id: str) -> int:
+    """Index of the generated mask of a record: the first 4 bytes of ``sha256(id)`` as a
+    big-endian integer, so a record gets the same mask in any run, order or shard layout
+    (``lama_core.masks.generate_mask(kind, seed, index, h, w)`` redraws it)."""
+    return int.from_bytes(hashlib.sha256(record_id.encode("utf-8")).digest()[:4], "big")
+
+
+def _unsafe_id(record_id: str) -> bool:
+    """Ids become output paths (``images/ID.png``): refuse ones that would leave the folder."""
+    return (not record_id or record_id.startswith("/") or "\\" in record_id or "\x00" in record_id
+            or any(part in ("", ".", "..") for part in record_id.split("/")))
+
+
+# ----------------------------------------------------------------------------- stage 1: decode
+
+def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask_source: str,
+                   mask_kind: str | None, mask_seed: int, label: str = "") -> dict[str, Any]:
+    """One decoded row (``_DECODED`` columns + ``image``, ``mask``), or an error row.
+
+    ``source`` / ``mask_source``: URIs of the files (``mask_source`` empty when the mask is
+    drawn); ``label`` (e.g. ``(id 'x')`` for rows of a Parquet shard) follows them in error
+    messages. ``mask_bytes=None`` draws the mask from ``mask_kind`` (ground truth known).
+    """
+    row: dict[str, Any] = {**_DECODED, "id": rid, "source": source, "mask_source": mask_source,
+                           "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK}
+    image_name, mask_name = f"{source}{label}", f"{mask_source}{label}"
+    start = time.perf_counter()
+    try:
+        if _unsafe_id(rid):
+            raise RecordError(f"id {rid!r} of {source} cannot be used as an output file name")
+        if image_bytes is None:
+            raise RecordError(f"no image bytes for {image_name}")
+        image, row["converted"] = decode_image(bytes(image_bytes), image_name)
+        row["height"], row["width"] = image.shape[:2]
+        if mask_bytes is not None:
+            hole, row["mask_binarized"] = decode_mask(bytes(mask_bytes), mask_name)
+            if hole.shape != image.shape[:2]:
+                raise RecordError(f"size mismatch: mask {mask_name} is {hole.shape[1]}x{hole.shape[0]} but image "
+                                  f"{image_name} is {image.shape[1]}x{image.shape[0]} (WxH)")
+        else:
+            if generate_mask is None or mask_kind is None:
+                raise RecordError(f"no mask for {image_name} and mask generation is unavailable")
+            row["mask_index"] = mask_index_for(rid)
+            hole = generate_mask(mask_kind, mask_seed, row["mask_index"], *image.shape[:2]).astype(np.uint8)
+            row["mask_generated"] = True
+        row["hole_fraction"] = float(hole.mean())
+        row["image"], row["mask"] = image, hole
+    except Exception as exc:  # RecordError, or anything unforeseen: still one row
+        row.update(status="error", error=str(exc) if isinstance(exc, RecordError)
+                   else f"cannot decode {image_name}: {type(exc).__name__}: {exc}", image=_EMPTY_IMAGE, mask=_EMPTY_MASK)
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def _to_batch(rows: list[dict[str, Any]], passthrough: dict[str, Any]) -> dict[str, Any]:
+    """Rows -> a column batch with fixed dtypes (so blocks of error rows keep the schema)."""
+    out: dict[str, Any] = {}
+    for key, default in passthrough.items():
+        values = [r[key] for r in rows]
+        if isinstance(default, bool):
+            out[key] = np.array(values, dtype=bool)
+        elif isinstance(default, int):
+            out[key] = np.array(values, dtype=np.int64)
+        elif isinstance(default, float):
+            out[key] = np.array(values, dtype=np.float64)
+        elif isinstance(default, str):
+            out[key] = np.array(values, dtype=object)
+        else:  # images and masks: lists of arrays of varying shapes
+            out[key] = values
+    return out
+
+
+def _read_all(fs: fsspec.AbstractFileSystem, paths: list[str]) -> dict[str, Any]:
+    """Fetch many files in one call (s3fs runs the requests concurrently); a failed read is
+    returned as its exception instead of raised."""
+    if not paths:
+        return {}
+    try:
+        got = fs.cat(paths, on_error="return")
+    except Exception as exc:  # e.g. the endpoint went away: every file of the batch fails
+        return {p: exc for p in paths}
+    return got if isinstance(got, dict) else {paths[0]: got}
+
+
+def _blob(blobs: dict[str, Any], path: str, uri: str) -> bytes:
+    data = blobs.get(path)
+    if isinstance(data, BaseException) or data is None:
+        reason = "file not found" if isinstance(data, FileNotFoundError) or data is None \
+            else f"{type(data).__name__}: {data}"
+        raise RecordError(f"cannot read {uri}: {reason}")
+    return data
+
+
+def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractFileSystem,
+                        mask_fs: fsspec.AbstractFileSystem) -> dict[str, Any]:
+    """Ray Data stage for folder records (``pipelines.records`` columns): read the image and
+    mask files of the batch and decode them. Returns the decoded columns: ``_DECODED`` +
+    ``image`` (uint8 H x W x 3) + ``mask`` (uint8 H x W in {0, 1}); error rows carry 0x0
+    arrays. Listing errors (e.g. an image without a mask) pass through as error rows."""
+    n = len(batch["id"])
+    start = time.perf_counter()
+    images = _read_all(image_fs, [p for p, e in zip(batch["image_path"], batch["error"]) if p and not e])
+    masks = _read_all(mask_fs, [p for p, e in zip(batch["mask_path"], batch["error"]) if p and not e])
+    read_share = (time.perf_counter() - start) / max(1, n)
+    rows = []
+    for i in range(n):
+        rid, source, mask_uri, listing_error = (str(batch[k][i]) for k in ("id", "source", "mask_source", "error"))
+        try:
+            if listing_error:
+                raise RecordError(listing_error)
+            image_bytes = _blob(images, batch["image_path"][i], source)
+            mask_bytes = _blob(masks, batch["mask_path"][i], mask_uri)
+        except RecordError as exc:
+            rows.append({**_DECODED, "id": rid, "source": source, "mask_source": mask_uri, "status": "error",
+                         "error": str(exc), "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK})
+            continue
+        row = _decode_record(rid, source, image_bytes, mask_bytes, mask_uri, None, 0)
+        row["seconds"] += read_share
+        rows.append(row)
+    return _to_batch(rows, {**_DECODED, "image": None, "mask": None})
+
+
+def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str], skip_ids: frozenset[str],
+                         mask_kind: str, mask_seed: int) -> dict[str, Any]:
+    """Ray Data stage for rows read from Parquet shards (``id``, ``image`` bytes, optional
+    ``mask`` bytes, ``path`` of the shard): drop ids in ``skip_ids`` (done by an earlier
+    run), decode the rest; a missing/null mask is drawn from ``mask_kind``/``mask_seed``.
+    Returns the same columns as ``decode_folder_batch``; ``source`` (and ``mask_source``
+    when the mask comes from the shard) is the shard's URI."""
+    rows = []
+    masks = batch.get("mask")
+    for i in range(len(batch["id"])):
+        rid = str(batch["id"][i])
+        if rid in skip_ids:
+            continue
+        shard = shard_uris.get(str(batch["path"][i]), str(batch["path"][i]))
+        mask_bytes = masks[i] if masks is not None else None
+        rows.append(_decode_record(rid, shard, batch["image"][i], mask_bytes, shard if mask_bytes is not None else "",
+                                   mask_kind, mask_seed, label=f" (id {rid!r})"))
+    return _to_batch(rows, {**_DECODED, "image": None, "mask": None})
+
+
+# ----------------------------------------------------------------------------- stage 2: inpaint
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class InpaintStage:
+    """Ray Data actor: loads the model once, then inpaints batches of decoded rows.
+
+    Takes the decoded columns, returns them without ``image``/``mask`` but with ``result``
+    (uint8 H x W x 3, 0x0 for error rows), ``resized`` (pixel budget hit) and, for rows
+    with generated masks (ground truth known), ``psnr``, ``ssim``, ``psnr_hole``,
+    ``ssim_hole`` of the result against the original (NaN otherwise). Error rows pass
+    through untouched; a record the model fails on becomes an error row.
+    """
+
+    def __init__(self, model: str, seed: int, device: str, precision: str, max_pixels: int, batch_size: int,
+                 num_threads: int, endpoint_url: str | None):
+        # Actors share their node's cores with the decode/encode tasks: use only our share.
+        torch.set_num_threads(max(1, num_threads))
+        loaded = load_model(model, seed, endpoint_url)
+        self.inpainter = Inpainter(loaded.generator, device=_resolve_device(device), batch_size=batch_size,
+                                   precision=precision, max_pixels=max_pixels or None)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        n = len(batch["id"])
+        out = {k: np.array(v, copy=True) for k, v in batch.items() if k not in ("image", "mask")}
+        out["result"] = [_EMPTY_IMAGE] * n
+        out["resized"] = np.zeros(n, bool)
+        for name in _METRICS:
+            out[name] = np.full(n, math.nan)
+        todo = [i for i in range(n) if out["status"][i] == "ok"]
+        if not todo:
+            return out
+        start = time.perf_counter()
+        try:
+            done = list(zip(todo, self.inpainter.inpaint([batch["image"][i] for i in todo],
+                                                         [batch["mask"][i] for i in todo])))
+        except Exception:
+            # Find the record that broke the batch (e.g. out of memory on one huge image).
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            done = []
+            for i in todo:
+                try:
+                    done.append((i, self.inpainter.inpaint([batch["image"][i]], [batch["mask"][i]])[0]))
+                except Exception as exc:
+                    out["status"][i] = "error"
+                    out["error"][i] = f"inpainting failed for {out['source'][i]}: {type(exc).__name__}: {exc}"
+        share = (time.perf_counter() - start) / len(todo)
+        for i, result in done:
+            out["result"][i] = result.image
+            out["resized"][i] = result.resized
+            out["seconds"][i] += share
+            if out["mask_generated"][i]:
+                metrics_start = time.perf_counter()
+                values = self._metrics(result.image, batch["image"][i], batch["mask"][i])
+                for name, value in zip(_METRICS, values):
+                    out[name][i] = value
+                out["seconds"][i] += time.perf_counter() - metrics_start
+        return out
+
+    def _metrics(self, result: np.ndarray, original: np.ndarray, hole: np.ndarray) -> tuple[float, ...]:
+        """PSNR, SSIM, hole PSNR, hole SSIM of the uint8 result against the uint8 original
+        (as saved; data range 1), on the model's device. NaN where undefined (no hole,
+        images under 11 px for SSIM) or when the metrics module is unavailable."""
+        if _psnr is None:
+            return (math.nan,) * 4
+        device = self.inpainter.device
+        pred = torch.tensor(result, device=device).permute(2, 0, 1)[None].float() / 255
+        target = torch.tensor(original, device=device).permute(2, 0, 1)[None].float() / 255
+        mask = torch.tensor(hole, device=device)[None, None].float()
+        values = []
+        for fn, m in ((_psnr, None), (_ssim, None), (_psnr, mask), (_ssim, mask)):
+            try:
+                values.append(float(fn(pred, target, m)[0]))
+            except ValueError:
+                values.append(math.nan)
+        return tuple(values)
+
+
+# ----------------------------------------------------------------------------- stage 3: encode + write
+
+def _put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    if "file" in fs.protocol or "local" in fs.protocol:  # object stores have no folders to create
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, data)
+
+
+def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, images_root: str, images_uri: str,
+                 output_format: str, png_compress_level: int, jpeg_quality: int, model_id: str,
+                 run_id: str) -> pa.Table:
+    """Ray Data stage: encode each ``result`` and write it to ``images_root/ID.png`` (or
+    ``.jpg``), then return the final rows as a ``RECORD_SCHEMA`` table. A failed write
+    makes an error row naming the output file."""
+    n = len(batch["id"])
+    ext = output_extension(output_format)
+    status = list(batch["status"])
+    error = [str(e) if e else None for e in batch["error"]]
+    output: list[str | None] = [None] * n
+    seconds = np.array(batch["seconds"], dtype=np.float64)
+    for i in range(n):
+        if status[i] != "ok":
+            continue
+        rid = str(batch["id"][i])
+        uri = join_uri(images_uri, rid + ext)
+        start = time.perf_counter()
+        try:
+            data = encode_image(batch["result"][i], output_format, png_compress_level, jpeg_quality)
+            _put(out_fs, f"{images_root}/{rid}{ext}", data)
+            output[i] = uri
+        except Exception as exc:
+            status[i] = "error"
+            error[i] = f"cannot write output {uri} for {batch['source'][i]}: {type(exc).__name__}: {exc}"
+        seconds[i] += time.perf_counter() - start
+
+    def nullable(values, missing):
+        return [None if (v == missing or (isinstance(v, float) and math.isnan(v))) else v for v in values]
+
+    columns = {
+        "id": [str(x) for x in batch["id"]], "status": status, "error": error,
+        "source": [str(x) for x in batch["source"]], "mask_source": nullable([str(x) for x in batch["mask_source"]], ""),
+        "output": output,
+        "width": nullable(batch["width"].tolist(), -1), "height": nullable(batch["height"].tolist(), -1),
+        "hole_fraction": nullable(batch["hole_fraction"].tolist(), None),
+        "mask_generated": batch["mask_generated"].tolist(), "mask_index": nullable(batch["mask_index"].tolist(), -1),
+        "mask_binarized": batch["mask_binarized"].tolist(), "converted": batch["converted"].tolist(),
+        "resized": batch["resized"].tolist(),
+        **{name: nullable(batch[name].tolist(), None) for name in _METRICS},
+        "model": [model_id] * n, "seconds": seconds.tolist(), "run": [run_id] * n,
+    }
+    return pa.table(columns, schema=RECORD_SCHEMA)
+
+
+# ----------------------------------------------------------------------------- the driver
+
+@dataclass
+class InpaintSummary:
+    """What a run did: records written ok / as errors, skipped (already done), input files
+    ignored, seconds the pipeline ran, where the results are."""
+
+    ok: int
+    failed: int
+    skipped: int
+    ignored: int
+    seconds: float
+    output: str
+    run_id: str
+    model_id: str
+    random_weights: bool
+    records_files: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.ok + self.failed) / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        """The one-line summary a job prints last."""
+        warning = " [model has RANDOM weights]" if self.random_weights else ""
+        return (f"inpaint: {self.ok} ok / {self.failed} failed / {self.skipped} skipped (resumed) / "
+                f"{self.ignored} ignored files / {self.images_per_second:.2f} images/s / output {self.output}{warning}")
+
+
+def _absolute(uri: str | None) -> str | None:
+    """Local relative paths -> absolute (Ray workers do not share the driver's cwd)."""
+    if not uri:
+        return uri
+    if "://" in uri:
+        return uri
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+def _reach(uri: str, what: str, endpoint_url: str | None) -> tuple[fsspec.AbstractFileSystem, str, bool]:
+    """``(filesystem, path, exists)`` for ``uri``; ``JobError`` when the storage cannot be reached."""
+    try:
+        fs, path = filesystem_for(uri, endpoint_url)
+        return fs, path.rstrip("/") or path, fs.exists(path)
+    except Exception as exc:
+        raise JobError(f"cannot reach {what} {uri}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                       ) from exc
+
+
+def write_sample_input(uri: str, endpoint_url: str | None = None) -> str:
+    """Write scikit-image's bundled photos (``SAMPLE_PHOTOS``) as ``URI/samples.parquet``:
+    columns ``id`` (photo name) and ``image`` (PNG bytes), no masks, so the job draws masks
+    and measures PSNR/SSIM against the originals. Returns the shard's URI."""
+    import io
+
+    import skimage.data
+    from PIL import Image
+
+    ids, images = [], []
+    for name in SAMPLE_PHOTOS:
+        buf = io.BytesIO()
+        Image.fromarray(getattr(skimage.data, name)()).save(buf, format="PNG", compress_level=1)
+        ids.append(name)
+        images.append(buf.getvalue())
+    fs, path = filesystem_for(uri, endpoint_url)
+    fs.makedirs(path, exist_ok=True)
+    with fs.open(f"{path.rstrip('/')}/samples.parquet", "wb") as f:
+        pq.write_table(pa.table({"id": ids, "image": pa.array(images, pa.binary())}), f)
+    return join_uri(uri, "samples.parquet")
+
+
+def _check_config(cfg: Any) -> None:
+    problems = []
+    if cfg.output_format not in ("png", "jpg", "jpeg"):
+        problems.append(f"output_format must be png or jpg, got {cfg.output_format!r}")
+    if cfg.precision not in ("fp32", "bf16", "fp16"):
+        problems.append(f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}")
+    if cfg.batch_size < 1 or cfg.codec_batch_size < 1 or cfg.records_per_file < 1:
+        problems.append("batch_size, codec_batch_size and records_per_file must be >= 1")
+    if not 0 <= cfg.png_compress_level <= 9 or not 1 <= cfg.jpeg_quality <= 100:
+        problems.append("png_compress_level must be in 0..9 and jpeg_quality in 1..100")
+    if MASK_SETS is not None and cfg.mask_kind not in MASK_SETS:
+        problems.append(f"unknown mask_kind {cfg.mask_kind!r}; valid: {', '.join(MASK_SETS)}")
+    if problems:
+        raise JobError("bad config: " + "; ".join(problems))
+
+
+def _announce_random_weights(model: str, seed: int) -> None:
+    bar = "!" * 100
+    print(f"{bar}\n!!! WARNING: model={model!r} is a preset name, not a checkpoint: its weights are RANDOM "
+          f"(seed {seed}).\n!!! The output images are NOT real inpaintings. Pass model=PATH_OR_URI of a big-lama "
+          f"folder, a best.ckpt or a generator.safetensors.\n{bar}", flush=True)
+
+
+def _actor_plan(cfg: Any, local: bool) -> tuple[int, float, str]:
+    """``(num_actors, num_gpus per actor, device)`` from the config and the cluster.
+
+    Auto (``num_gpus=-1``, ``num_actors=0``, ``device=auto``): one actor per GPU when the
+    cluster has GPUs; else CPU actors, one per two CPUs (half the cores stay free for
+    decoding and encoding), each using ``num_cpus_per_actor`` threads.
+    """
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
+    num_gpus = cfg.num_gpus if cfg.num_gpus >= 0 else (1.0 if gpus else 0.0)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if num_gpus > 0 else "cpu")
+    if device.startswith("cuda") and num_gpus <= 0:
+        raise JobError(f"device={device} needs num_gpus > 0 (Ray hides GPUs from actors that request none)")
+    if device == "cpu" and cfg.precision == "fp16":
+        raise JobError("precision=fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+    if num_gpus > 0 and not gpus:
+        if local:
+            raise JobError(f"num_gpus={num_gpus} but this machine has no GPU visible to Ray: use num_gpus=0")
+        print("warning: the Ray cluster has no GPU now; the model actors wait for GPU nodes (autoscaling)")
+    if cfg.num_actors > 0:
+        actors = cfg.num_actors
+    elif num_gpus > 0:
+        actors = max(1, int(gpus // num_gpus))
+    else:
+        actors = max(1, int(cpus // (2 * max(cfg.num_cpus_per_actor, 1e-3))))
+    if actors * cfg.num_cpus_per_actor >= cpus:
+        print(f"warning: {actors} model actors x {cfg.num_cpus_per_actor} CPUs take all {cpus:g} CPUs of the "
+              "cluster: reading, decoding and encoding will wait for them")
+    return actors, num_gpus, device
+
+
+def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem,
+                   mask_fs: fsspec.AbstractFileSystem) -> "ray.data.Dataset":
+    """The read + decode part of the pipeline: a dataset of decoded rows."""
+    import ray
+
+    if listing.kind == "folder":
+        # Records are a few strings each; blocks of codec_batch_size records spread the reads
+        # over all decode tasks from the start.
+        blocks = max(1, min(math.ceil(len(listing.records) / cfg.codec_batch_size), 10_000))
+        ds = ray.data.from_items(listing.records, override_num_blocks=blocks)
+        return ds.map_batches(decode_folder_batch, batch_size=cfg.codec_batch_size,
+                              fn_kwargs=dict(image_fs=in_fs, mask_fs=mask_fs))
+    parts = []
+    for shards, columns in ((listing.shards_with_mask, ["id", "image", "mask"]),
+                            (listing.shards_without_mask, ["id", "image"])):
+        if not shards:
+            continue
+        # Shards with and without a mask column are read apart (one read needs one schema);
+        # the column selection is pushed down into the Parquet reader.
+        part = ray.data.read_parquet(shards, filesystem=in_fs, include_paths=True).select_columns(columns + ["path"])
+        parts.append(part.map_batches(
+            decode_parquet_batch, batch_size=cfg.codec_batch_size,
+            fn_kwargs=dict(shard_uris=listing.shard_uris, skip_ids=frozenset(listing.skip_ids),
+                           mask_kind=cfg.mask_kind, mask_seed=cfg.mask_seed)))
+    return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+
+
+@dataclass
+class _Storage:
+    """Where a run reads and writes: URIs as given (local paths made absolute) and their
+    fsspec filesystems and paths."""
+
+    input_uri: str
+    output_uri: str
+    mask_uri: str | None
+    in_fs: fsspec.AbstractFileSystem
+    in_root: str
+    out_fs: fsspec.AbstractFileSystem
+    out_root: str
+    mask_fs: fsspec.AbstractFileSystem
+    mask_root: str | None
+
+
+def _open_storage(cfg: Any, endpoint: str | None) -> _Storage:
+    input_uri, output_uri, mask_uri = _absolute(cfg.input), _absolute(cfg.output), _absolute(cfg.mask_dir)
+    if cfg.input == DEFAULT_INPUT and not os.path.exists(input_uri):
+        print(f"writing sample photos to {write_sample_input(input_uri)} (first run with the default input)")
+    in_fs, in_root, in_exists = _reach(input_uri, "input", endpoint)
+    if not in_exists:
+        raise JobError(f"input not found: {input_uri}")
+    mask_fs, mask_root = in_fs, None
+    if mask_uri:
+        mask_fs, mask_root, mask_exists = _reach(mask_uri, "mask_dir", endpoint)
+        if not mask_exists:
+            raise JobError(f"mask_dir not found: {mask_uri}")
+    out_fs, out_root, _ = _reach(output_uri, "output", endpoint)
+    if "s3" in out_fs.protocol and not out_fs.exists(out_root.split("/", 1)[0]):
+        raise JobError(f"output bucket of {output_uri} does not exist")
+    return _Storage(input_uri, output_uri, mask_uri, in_fs, in_root, out_fs, out_root, mask_fs, mask_root)
+
+
+def _check_model(cfg: Any, endpoint: str | None) -> tuple[str, str, bool]:
+    """Load the model once here, so a missing or incompatible one fails before Ray starts.
+    Returns ``(model URI or preset for the actors, model id, random_weights)``."""
+    model = cfg.model if cfg.model in GENERATOR_PRESETS else _absolute(cfg.model)
+    try:
+        loaded = load_model(model, cfg.seed, endpoint)
+    except (FileNotFoundError, CheckpointError, ValueError) as exc:
+        hint = "" if "://" in cfg.model or os.path.sep in cfg.model else f" (presets: {', '.join(GENERATOR_PRESETS)})"
+        raise JobError(f"cannot load model {cfg.model}: {str(exc).splitlines()[0]}{hint}") from exc
+    if loaded.random_weights:
+        _announce_random_weights(cfg.model, cfg.seed)
+    return model, loaded.model_id, loaded.random_weights
+
+
+def _list_inputs(cfg: Any, st: _Storage, done: set[str]) -> Listing:
+    # An output or mask folder inside the input folder is not input.
+    exclude = tuple(p for p, fs in ((st.out_root, st.out_fs), (st.mask_root, st.mask_fs))
+                    if p and type(fs) is type(st.in_fs))
+    try:
+        rel_files = list_files(st.in_fs, st.in_root, exclude)
+        if detect_format(rel_files, cfg.input_format) == "parquet":
+            if st.mask_uri:
+                raise JobError("mask_dir applies to folder input only; Parquet input carries masks in a mask column")
+            return list_parquet(st.in_fs, st.in_root, st.input_uri, rel_files, done)
+        if st.in_fs.isfile(st.in_root):
+            raise JobError(f"input {st.input_uri} is a file: give a folder of images, or a .parquet shard")
+        mask_rel = list_files(st.mask_fs, st.mask_root) if st.mask_root else None
+        records, ignored = list_folder(st.in_fs, st.in_root, st.input_uri, rel_files, st.mask_fs, st.mask_root,
+                                       st.mask_uri, mask_rel)
+    except JobError:
+        raise
+    except Exception as exc:
+        raise JobError(f"cannot list input {st.input_uri}: {type(exc).__name__}: {exc}") from exc
+    todo = [r for r in records if r["id"] not in done]
+    return Listing("folder", total=len(records), skipped=len(records) - len(todo), ignored=ignored, records=todo)
+
+
+def _count_statuses(fs: fsspec.AbstractFileSystem, files: list[str]) -> tuple[int, int]:
+    """``(ok, error)`` rows in the given records files."""
+    ok = failed = 0
+    for path in files:
+        with fs.open(path, "rb") as f:
+            status = pq.read_table(f, columns=["status"]).column("status").to_pylist()
+        ok += status.count("ok")
+        failed += len(status) - status.count("ok")
+    return ok, failed
+
+
+def run_inpaint(cfg: Any) -> InpaintSummary:
+    """Run the bulk inpainting job described by ``cfg`` (an ``InpaintConfig`` or its
+    OmegaConf form) and return its summary. Raises ``JobError`` when the job cannot run:
+    bad config, input missing, storage unreachable, model missing or incompatible."""
+    import ray
+    from ray.data.datasource import FilenameProvider
+
+    from .ray_setup import init_ray
+
+    _check_config(cfg)
+    endpoint = cfg.endpoint_url or None
+    st = _open_storage(cfg, endpoint)
+    model, model_id, random_weights = _check_model(cfg, endpoint)
+
+    records_root = f"{st.out_root}/records"
+    if cfg.overwrite and (removed := remove_records(st.out_fs, records_root)):
+        print(f"overwrite=true: removed {removed} earlier records files")
+    done = set() if cfg.overwrite else read_done_ids(st.out_fs, records_root)
+    listing = _list_inputs(cfg, st, done)
+    run_id = f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    print(f"inpaint: {listing.total} records in {st.input_uri} ({listing.kind}), {listing.pending} to do, "
+          f"{listing.skipped} already done, {listing.ignored} files ignored; run {run_id}", flush=True)
+    summary = InpaintSummary(0, 0, listing.skipped, listing.ignored, 0.0, st.output_uri, run_id, model_id,
+                             random_weights)
+    if listing.pending == 0:
+        return summary
+
+    num_actors, num_gpus, device = _actor_plan(cfg, local=init_ray() == "local")
+    ds = _build_dataset(cfg, listing, st.in_fs, st.mask_fs)
+    # Re-block decoded rows into model batches. This also keeps Ray Data from fusing the
+    # decode tasks into the model actors (it fuses a task stage into the next actor stage
+    # when their resources match, as on CPU-only runs, but never across a repartition):
+    # reading and decoding stay on their own CPU tasks.
+    ds = ds.repartition(target_num_rows_per_block=cfg.batch_size)
+    ds = ds.map_batches(
+        InpaintStage, compute=ray.data.ActorPoolStrategy(size=num_actors), batch_size=cfg.batch_size,
+        num_gpus=num_gpus, num_cpus=cfg.num_cpus_per_actor,
+        fn_constructor_kwargs=dict(model=model, seed=cfg.seed, device=device, precision=cfg.precision,
+                                   max_pixels=cfg.max_pixels, batch_size=cfg.batch_size,
+                                   num_threads=max(1, int(cfg.num_cpus_per_actor)), endpoint_url=endpoint))
+    ds = ds.map_batches(
+        encode_batch, batch_size=cfg.codec_batch_size,
+        fn_kwargs=dict(out_fs=st.out_fs, images_root=f"{st.out_root}/images",
+                       images_uri=join_uri(st.output_uri, "images"), output_format=cfg.output_format,
+                       png_compress_level=cfg.png_compress_level, jpeg_quality=cfg.jpeg_quality,
+                       model_id=model_id, run_id=run_id))
+    start = time.perf_counter()
+    try:
+        # Run-unique file names: a rerun never overwrites the records of an earlier run.
+        ds.write_parquet(records_root, filesystem=st.out_fs, min_rows_per_file=cfg.records_per_file,
+                         filename_provider=FilenameProvider(dataset_uuid=run_id, file_format="parquet"))
+    except ray.exceptions.ActorDiedError as exc:
+        # Typically the model cannot be loaded where the actors run (a path that exists on
+        # the driver's machine only, no GPU memory): one line here, Ray logged the details.
+        cause = [line.strip() for line in str(exc).splitlines() if line.strip()][-1]
+        raise JobError(f"the model actors could not start: {cause} (records written so far are kept; "
+                       "rerun to resume)") from exc
+    summary.seconds = time.perf_counter() - start
+    summary.records_files = sorted(st.out_fs.glob(f"{records_root}/{run_id}_*.parquet"))
+    summary.ok, summary.failed = _count_statuses(st.out_fs, summary.records_files)
+    return summary
