@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .fast_inference import optimize_for_inference
 from .ffc import FFCResNetGenerator
 
 DEFAULT_MASK_THRESHOLD = 0.5
@@ -137,26 +138,30 @@ class Inpainter:
     ``generator``: an ``FFCResNetGenerator`` (put into eval mode and moved to ``device``).
     ``batch_size``: images per forward pass. ``precision``: ``"fp32"``, or ``"bf16"`` /
     ``"fp16"`` autocast (CUDA; FFTs stay fp32). ``max_pixels``: pixel budget per image
-    (None = unlimited). ``mask_threshold``: see the module docstring.
+    (None = unlimited). ``mask_threshold``: see the module docstring. ``fold_batchnorm``:
+    run ``lama_core.fast_inference.fold_batchnorm``'s copy of the generator (same function
+    within float rounding, fewer memory passes); ``channels_last``: NHWC layout.
     """
 
     def __init__(self, generator: FFCResNetGenerator, device: str | torch.device = "cpu", batch_size: int = 4,
                  precision: str = "fp32", mask_threshold: float = DEFAULT_MASK_THRESHOLD,
-                 max_pixels: int | None = None, channels_last: bool = False):
+                 max_pixels: int | None = None, channels_last: bool = False, fold_batchnorm: bool = True):
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        self.generator = generator.eval().to(self.device)
         self.channels_last = channels_last
-        if channels_last:
-            self.generator = self.generator.to(memory_format=torch.channels_last)
+        if fold_batchnorm:
+            generator = optimize_for_inference(generator, channels_last=channels_last)
+        elif channels_last:
+            generator = generator.to(memory_format=torch.channels_last)
+        self.generator = generator.eval().to(self.device)
         self.batch_size = batch_size
         self.precision = precision
         self.mask_threshold = mask_threshold
         self.max_pixels = max_pixels
-        self.multiple = max(8, generator.size_multiple)
+        self.multiple = max(8, self.generator.size_multiple)
 
     def predict(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The generator's blended output for a batch.

@@ -44,9 +44,11 @@ try:
 except ImportError:  # pragma: no cover
     _psnr, _ssim = None, None
 
-#: The model a job uses when none is given. A preset name means seeded random weights (the
-#: job says so loudly); point this at a shipped demo checkpoint URI once there is one.
-DEFAULT_MODEL = "small"
+#: The model a job uses when none is given: the demo checkpoint shipped in this repository
+#: (the ``small`` preset trained on CPU on scikit-image's sample photos by ``jobs/train.py``;
+#: see README). A relative path is looked up in the working directory, then in the checkout.
+DEFAULT_MODEL = "assets/lama-small-demo"
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Default input: scikit-image's bundled photos, written there as a Parquet shard on first use.
 DEFAULT_INPUT = "outputs/samples"
 DEFAULT_OUTPUT = "outputs/inpaint"
@@ -447,7 +449,10 @@ def _absolute(uri: str | None) -> str | None:
         return uri
     if "://" in uri:
         return uri
-    return os.path.abspath(os.path.expanduser(uri))
+    path = os.path.expanduser(uri)
+    if not os.path.isabs(path) and not os.path.exists(path) and os.path.exists(os.path.join(_REPO_ROOT, path)):
+        return os.path.join(_REPO_ROOT, path)  # e.g. the shipped demo model, run from another folder
+    return os.path.abspath(path)
 
 
 def _reach(uri: str, what: str, endpoint_url: str | None) -> tuple[fsspec.AbstractFileSystem, str, bool]:
