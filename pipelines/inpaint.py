@@ -35,14 +35,8 @@ from .codecs import RecordError, decode_image, decode_mask, encode_image, output
 from .job_config import JobError
 from .records import Listing, detect_format, list_files, list_folder, list_parquet, read_done_ids, remove_records
 
-try:  # written alongside this module; the job degrades gracefully without them
-    from lama_core.masks import MASK_SETS, generate_mask
-except ImportError:  # pragma: no cover
-    MASK_SETS, generate_mask = None, None
-try:
-    from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
-except ImportError:  # pragma: no cover
-    _psnr, _ssim = None, None
+from lama_core.masks import MASK_SETS, generate_mask
+from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
 
 #: The model a job uses when none is given: the demo checkpoint shipped in this repository
 #: (the ``small`` preset trained on CPU on scikit-image's sample photos by ``jobs/train.py``;
@@ -176,8 +170,8 @@ def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mas
                 raise RecordError(f"size mismatch: mask {mask_name} is {hole.shape[1]}x{hole.shape[0]} but image "
                                   f"{image_name} is {image.shape[1]}x{image.shape[0]} (WxH)")
         else:
-            if generate_mask is None or mask_kind is None:
-                raise RecordError(f"no mask for {image_name} and mask generation is unavailable")
+            if mask_kind is None:
+                raise RecordError(f"no mask for {image_name}")
             row["mask_index"] = mask_index_for(rid)
             hole = generate_mask(mask_kind, mask_seed, row["mask_index"], *image.shape[:2]).astype(np.uint8)
             row["mask_generated"] = True
@@ -345,9 +339,7 @@ class InpaintStage:
     def _metrics(self, result: np.ndarray, original: np.ndarray, hole: np.ndarray) -> tuple[float, ...]:
         """PSNR, SSIM, hole PSNR, hole SSIM of the uint8 result against the uint8 original
         (as saved; data range 1), on the model's device. NaN where undefined (no hole,
-        images under 11 px for SSIM) or when the metrics module is unavailable."""
-        if _psnr is None:
-            return (math.nan,) * 4
+        images under 11 px for SSIM)."""
         device = self.inpainter.device
         pred = torch.tensor(result, device=device).permute(2, 0, 1)[None].float() / 255
         target = torch.tensor(original, device=device).permute(2, 0, 1)[None].float() / 255
@@ -497,7 +489,7 @@ def _check_config(cfg: Any) -> None:
         problems.append("batch_size, codec_batch_size and records_per_file must be >= 1")
     if not 0 <= cfg.png_compress_level <= 9 or not 1 <= cfg.jpeg_quality <= 100:
         problems.append("png_compress_level must be in 0..9 and jpeg_quality in 1..100")
-    if MASK_SETS is not None and cfg.mask_kind not in MASK_SETS:
+    if cfg.mask_kind not in MASK_SETS:
         problems.append(f"unknown mask_kind {cfg.mask_kind!r}; valid: {', '.join(MASK_SETS)}")
     if problems:
         raise JobError("bad config: " + "; ".join(problems))

@@ -58,6 +58,6 @@ def run_job(main, schema: type[T], defaults_yaml: str | Path | None = None) -> N
     cfg = parse_job_config(schema, sys.argv[1:], defaults_yaml)
     try:
         main(cfg)
-    except JobError as exc:
+    except (JobError, OSError) as exc:  # OSError: unreachable storage, permissions, ...
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1)

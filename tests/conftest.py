@@ -69,7 +69,10 @@ def ray_local(s3_endpoint):
     """
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=512 * 2**20,
-             log_to_driver=False)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=512 * 2**20,
+                 log_to_driver=False)
     yield
-    ray.shutdown()
+    if started:
+        ray.shutdown()

@@ -27,20 +27,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def ray_session(s3_endpoint):
-    """One local Ray for every test here. Started after the S3 endpoint so that its worker
-    processes inherit ``AWS_ENDPOINT_URL`` and the test credentials."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 2**20)
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="session")
 def model_uri(tmp_path_factory) -> str:
     """A seeded ``small`` generator saved in our safetensors format."""
     torch.manual_seed(0)
@@ -83,7 +69,7 @@ def test_listing_pairs_masks_and_names_ids_by_contract(tmp_path):
     assert "no image for mask" in by_id["gone_mask000"]["error"]
 
 
-def test_folder_in_images_and_records_out_then_resume_and_overwrite(ray_session, model_uri, tmp_path):
+def test_folder_in_images_and_records_out_then_resume_and_overwrite(ray_local, model_uri, tmp_path):
     inputs = lama_folder(tmp_path / "in")
     out = tmp_path / "out"
     summary = run(model_uri, tmp_path / "in", out)
@@ -119,7 +105,7 @@ def test_folder_in_images_and_records_out_then_resume_and_overwrite(ray_session,
     assert len(rows) == 5 and {r["run"] for r in rows.values()} == {redo.run_id}
 
 
-def test_parquet_shards_with_and_without_masks(ray_session, model_uri, tmp_path):
+def test_parquet_shards_with_and_without_masks(ray_local, model_uri, tmp_path):
     images = parquet_shards(tmp_path / "shards")
     out = tmp_path / "out"
     summary = run(model_uri, tmp_path / "shards", out, mask_kind="thick_256", mask_seed=3)
@@ -156,7 +142,7 @@ def test_parquet_shards_with_and_without_masks(ray_session, model_uri, tmp_path)
     assert set(records(out)) == set(images) | {"img9"}
 
 
-def test_mask_dir_matches_masks_by_image_name(ray_session, model_uri, tmp_path):
+def test_mask_dir_matches_masks_by_image_name(ray_local, model_uri, tmp_path):
     x, y = rng_image(4, 40, 48), rng_image(5, 32, 32)
     write(tmp_path / "in" / "x.jpg", encode(x, "JPEG", quality=95))
     write(tmp_path / "in" / "sub" / "y.png", encode(y))
@@ -174,7 +160,7 @@ def test_mask_dir_matches_masks_by_image_name(ray_session, model_uri, tmp_path):
     assert rows["z"]["status"] == "error" and f"{tmp_path}/in/z.png" in rows["z"]["error"]
 
 
-def test_s3_input_and_output_on_local_endpoint(ray_session, model_uri, tmp_path, s3_bucket):
+def test_s3_input_and_output_on_local_endpoint(ray_local, model_uri, tmp_path, s3_bucket):
     import fsspec
 
     inputs = lama_folder(tmp_path / "in")
@@ -195,7 +181,7 @@ def test_s3_input_and_output_on_local_endpoint(ray_session, model_uri, tmp_path,
     assert (resumed.ok, resumed.failed, resumed.skipped, resumed.ignored) == (0, 0, 4, 1)
 
 
-def test_bad_records_each_give_one_row_with_reason(ray_session, model_uri, tmp_path):
+def test_bad_records_each_give_one_row_with_reason(ray_local, model_uri, tmp_path):
     d = tmp_path / "in"
     good = rng_image(20, 48, 48)
     write(d / "good.png", encode(good))
@@ -295,7 +281,7 @@ def _job(*args: str, ray_address: str | None = None, timeout: int = 240) -> subp
                           text=True, timeout=timeout)
 
 
-def test_cli_joins_ray_address_runs_to_the_end_and_prints_the_summary(ray_session, tmp_path, model_uri):
+def test_cli_joins_ray_address_runs_to_the_end_and_prints_the_summary(ray_local, tmp_path, model_uri):
     import ray
 
     # As under `ray job submit`: RAY_ADDRESS names the cluster (this session's), the job joins it.
