@@ -109,7 +109,12 @@ def test_ray_job_submit_runs_training_on_a_local_cluster(tmp_path):
                RAY_AUTH_MODE="token")
     env.pop("RAY_ADDRESS", None)
     gcs_port, dash_port = _free_port(), _free_port()
+    # The test session's own Ray already holds the default agent ports on this machine.
+    agent_ports = [f"--{name}={_free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port")]
     head = subprocess.Popen([str(bin_dir / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
+                             *agent_ports,
                              f"--dashboard-port={dash_port}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
                              "--include-dashboard=true", f"--temp-dir={ray_tmp}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
