@@ -42,7 +42,8 @@ class FourierUnit(nn.Module):
             ffted = torch.fft.rfftn(x.float(), dim=(-2, -1), norm="ortho")
         # (N, C, H, W/2+1) complex -> (N, 2C, H, W/2+1) real, channel order (c0.re, c0.im, c1.re, ...)
         ffted = torch.stack((ffted.real, ffted.imag), dim=2).reshape(n, -1, h, ffted.shape[-1])
-        ffted = self.relu(self.bn(self.conv_layer(ffted)))  # under autocast this conv may run in bf16
+        # Back to the module's own dtype (a bf16 inference copy); under autocast the conv casts itself.
+        ffted = self.relu(self.bn(self.conv_layer(ffted.to(self.conv_layer.weight.dtype))))
         ffted = ffted.float().reshape(n, -1, 2, h, ffted.shape[-1])
         with torch.autocast(device_type=x.device.type, enabled=False):
             spatial = torch.fft.irfftn(torch.complex(ffted[:, :, 0], ffted[:, :, 1]), s=(h, w), dim=(-2, -1), norm="ortho")

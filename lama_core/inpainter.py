@@ -17,6 +17,7 @@ and pasted into the original at the hole pixels only; their results say ``resize
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -137,7 +138,9 @@ class Inpainter:
 
     ``generator``: an ``FFCResNetGenerator`` (put into eval mode and moved to ``device``).
     ``batch_size``: images per forward pass. ``precision``: ``"fp32"``, or ``"bf16"`` /
-    ``"fp16"`` autocast (CUDA; FFTs stay fp32). ``max_pixels``: pixel budget per image
+    ``"fp16"``: the (folded) generator's weights and activations in that type, FFTs kept in
+    fp32 (``FourierUnit``). bf16 is the reduced-precision CPU mode (about 2x on CPUs with
+    AVX512-BF16/AMX, within ~60 dB PSNR of fp32: ``benchmarks/RESULTS.md``); fp16 is for GPUs. ``max_pixels``: pixel budget per image
     (None = unlimited). ``mask_threshold``: see the module docstring. ``fold_batchnorm``:
     run ``lama_core.fast_inference.fold_batchnorm``'s copy of the generator (same function
     within float rounding, fewer memory passes); ``channels_last``: NHWC layout.
@@ -156,6 +159,11 @@ class Inpainter:
             generator = optimize_for_inference(generator, channels_last=channels_last)
         elif channels_last:
             generator = generator.to(memory_format=torch.channels_last)
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        if self.dtype != torch.float32:
+            # A converted copy: casting weights once beats autocast re-casting them every call.
+            generator = copy.deepcopy(generator) if not fold_batchnorm else generator
+            generator = generator.to(self.dtype)
         self.generator = generator.eval().to(self.device)
         self.batch_size = batch_size
         self.precision = precision
@@ -176,9 +184,8 @@ class Inpainter:
         x = pad_to_multiple(torch.cat([image * (1 - mask), mask], dim=1), self.multiple)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            out = self.generator(x)
+        with torch.inference_mode():
+            out = self.generator(x.to(self.dtype))
         out = out[:, :, :h, :w].float()
         return mask * out + (1 - mask) * image
 

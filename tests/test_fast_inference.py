@@ -65,3 +65,15 @@ def test_inpainter_fast_and_plain_agree():
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     # The original module is untouched by the folding.
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in generator.modules())
+
+
+def test_bf16_mode_stays_within_40_db_of_fp32():
+    """The reduced-precision mode's quality bound (its speed is a benchmark's business)."""
+    generator = perturbed("small", seed=2)
+    image = torch.rand(2, 3, 64, 80)
+    mask = (torch.rand(2, 1, 64, 80) > 0.5).float()
+    fp32 = Inpainter(generator).predict(image, mask)
+    bf16 = Inpainter(generator, precision="bf16", channels_last=True).predict(image, mask)
+    assert bf16.dtype == torch.float32
+    mse = torch.mean((bf16 - fp32) ** 2).item()
+    assert 10 * np.log10(1 / mse) >= 40
