@@ -63,8 +63,8 @@ class TrainJobConfig:
     image per epoch. ``init_from``: official LaMa dir/``best.ckpt`` or our
     checkpoint to fine-tune (G, and D where present). ``perceptual_weights``: ADE20k
     ``encoder_epoch_20.pth`` (or a ``weights_dir`` holding it) for the HRF loss; empty = off.
-    ``cpus_per_worker``: CPUs reserved per training worker; leave some free on each node
-    for the data stage's decode tasks (0.5 on a 2-core laptop with 2 workers).
+    ``cpus_per_worker``: CPUs reserved per training worker; leave at least half a CPU free
+    for the data stage's decode tasks (``run_training`` checks this on the cluster).
     ``fail_at_step``: testing aid, a worker of rank ``world_size - 1`` raises once at this
     step in a run that started without a checkpoint (-1 = never)."""
 
@@ -164,8 +164,11 @@ def build_training_dataset(cfg: TrainJobConfig):
             ds = ds.rename_columns({"image": "bytes"})
         else:
             ds = ray.data.read_binary_files(paths, filesystem=filesystem, include_paths=True)
+    # Half a CPU per decode task: the stage still runs when the training workers hold all
+    # but half a core of a node (a hang, not an error, if the data stage gets no CPU at all).
     return ds.map_batches(decode_and_crop, fn_kwargs={"crop_size": cfg.crop_size,
-                                                      "crops_per_image": cfg.crops_per_image}, batch_size=8)
+                                                      "crops_per_image": cfg.crops_per_image},
+                          batch_size=8, num_cpus=0.5)
 
 
 def validation_batch(cfg: TrainJobConfig) -> dict[str, np.ndarray]:
@@ -409,6 +412,15 @@ def run_training(cfg: TrainJobConfig) -> TrainingOutcome:
         raise ValueError("steps, batch_size and num_workers must be >= 1")
     if cfg.crop_size % 8:
         raise ValueError(f"crop_size must be a multiple of 8, got {cfg.crop_size}")
+    import ray
+
+    total, needed = ray.cluster_resources().get("CPU", 0), cfg.num_workers * cfg.cpus_per_worker
+    spare = total - needed
+    # Only when the workers fit now: an autoscaling cluster adds nodes for them later.
+    if total >= needed and spare < 0.5:
+        raise ValueError(f"num_workers x cpus_per_worker = {cfg.num_workers} x {cfg.cpus_per_worker} leaves "
+                         f"{spare:g} of the cluster's CPUs for the data stage; it needs at least 0.5 "
+                         "(lower cpus_per_worker)")
     dataset = build_training_dataset(cfg)
     validation = validation_batch(cfg)
     storage_path, storage_fs = storage_location(cfg.output, cfg.endpoint_url or None)

@@ -152,3 +152,23 @@ def test_ray_job_submit_runs_training_on_a_local_cluster(tmp_path):
             head.wait(timeout=60)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path):
+    """init_from= loads G and D from a LaMa Lightning checkpoint (official layout)."""
+    import collections
+
+    import torch
+
+    from lama_core import build_discriminator, build_generator
+    from pipelines.train import _build_models
+
+    torch.manual_seed(1)
+    generator, discriminator = build_generator("small"), build_discriminator("small")
+    state = collections.OrderedDict({f"generator.{k}": v for k, v in generator.state_dict().items()})
+    state.update({f"discriminator.{k}": v for k, v in discriminator.state_dict().items()})
+    state["loss_resnet_pl.impl.conv1.weight"] = torch.zeros(2, 3, 3, 3)
+    torch.save({"state_dict": state, "global_step": 7}, tmp_path / "best.ckpt")
+    g, d = _build_models(TrainJobConfig(preset="small", init_from=str(tmp_path / "best.ckpt")))
+    assert state_digest(g) == state_digest(generator)
+    assert state_digest(d) == state_digest(discriminator)
