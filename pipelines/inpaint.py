@@ -295,8 +295,9 @@ class InpaintStage:
         # Actors share their node's cores with the decode/encode tasks: use only our share.
         torch.set_num_threads(max(1, num_threads))
         loaded = load_model(model, seed, endpoint_url)
+        # channels_last: oneDNN and cuDNN pick faster NHWC kernels (benchmarks/RESULTS.md).
         self.inpainter = Inpainter(loaded.generator, device=_resolve_device(device), batch_size=batch_size,
-                                   precision=precision, max_pixels=max_pixels or None)
+                                   precision=precision, max_pixels=max_pixels or None, channels_last=True)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         n = len(batch["id"])
