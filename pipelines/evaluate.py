@@ -64,6 +64,7 @@ from .eval_plots import metrics_plot_png, sample_grid_png, sample_strip
 from .job_config import JobError
 from .records import detect_format, is_image_file, list_parquet
 from .samples import png_bytes, sample_photos
+from .stage_utils import absolute_uri, actor_count, blob, cluster_device, column_batch, read_many, reach
 
 DEFAULT_METRICS = ("psnr", "ssim", "l1", "lpips", "fid")
 DEFAULT_OUTPUT = "outputs/evaluate"
@@ -231,7 +232,7 @@ def expand_checkpoints(spec: Any, endpoint_url: str | None = None) -> tuple[list
     found: list[str] = []
     skipped: list[str] = []
     for item in specs:
-        item = _absolute(str(item).strip())
+        item = absolute_uri(str(item).strip())
         if not item:
             continue
         try:
@@ -333,7 +334,7 @@ def list_eval_data(uri: str, input_format: str = "auto", endpoint_url: str | Non
     columns. Names only: pixels are read in Ray tasks. Image ``i`` of the sorted ids gets mask
     ``i`` of every mask set.
     Raises ``JobError`` when the data is missing, unreachable, empty or has duplicate ids."""
-    fs, root, exists = _reach(uri, "data", endpoint_url)
+    fs, root, exists = reach(uri, "data", endpoint_url, reason=_first_line)
     if not exists:
         raise JobError(f"data not found: {uri}")
     try:
@@ -414,8 +415,8 @@ def resolve_mask_sets(specs: Sequence[str], endpoint_url: str | None = None
         if spec in MASK_SETS:
             sets.append(MaskSet(spec, kind=spec))
             continue
-        uri = _absolute(spec)
-        fs, root, exists = _reach(uri, "mask set", endpoint_url)
+        uri = absolute_uri(spec)
+        fs, root, exists = reach(uri, "mask set", endpoint_url, reason=_first_line)
         if not exists or not fs.isdir(root):
             raise JobError(f"mask set {spec!r} is neither a mask kind ({', '.join(MASK_SETS)}) nor a folder of "
                            "frozen masks (jobs/make_masks.py)")
@@ -459,44 +460,6 @@ _ROW = {"id": "", "source": "", "index": -1, "mask_set": "", "mask_source": "", 
         "seconds": 0.0}
 
 
-def _columns(rows: list[dict], extra: Sequence[str]) -> dict[str, Any]:
-    """Rows -> a batch with fixed dtypes (blocks of error rows keep the schema)."""
-    out: dict[str, Any] = {}
-    for key, default in _ROW.items():
-        values = [r[key] for r in rows]
-        if isinstance(default, bool):
-            out[key] = np.array(values, dtype=bool)
-        elif isinstance(default, int):
-            out[key] = np.array(values, dtype=np.int64)
-        elif isinstance(default, float):
-            out[key] = np.array(values, dtype=np.float64)
-        else:
-            out[key] = np.array(values, dtype=object)
-    for key in extra:
-        out[key] = [r[key] for r in rows]
-    return out
-
-
-def _read_many(fs: fsspec.AbstractFileSystem, paths: list[str]) -> dict[str, Any]:
-    """``{path: bytes or the exception}`` in one call (s3fs fetches concurrently)."""
-    if not paths:
-        return {}
-    try:
-        got = fs.cat(paths, on_error="return")
-    except Exception as exc:  # noqa: BLE001 - e.g. the endpoint went away: every file fails
-        return {p: exc for p in paths}
-    return got if isinstance(got, dict) else {paths[0]: got}
-
-
-def _blob(blobs: dict[str, Any], path: str, uri: str) -> bytes:
-    data = blobs.get(path)
-    if data is None or isinstance(data, BaseException):
-        reason = "file not found" if data is None or isinstance(data, FileNotFoundError) \
-            else f"{type(data).__name__}: {data}"
-        raise RecordError(f"cannot read {uri}: {reason}")
-    return data
-
-
 def frozen_mask_name(index: int) -> str:
     """The file of mask ``index`` in a frozen set (``jobs/make_masks.py``'s naming)."""
     return f"{index:06d}_mask000.png"
@@ -524,13 +487,13 @@ def decode_batch(batch: dict[str, Any], image_fs: fsspec.AbstractFileSystem, mas
     n = len(batch["id"])
     start = time.perf_counter()
     parquet = "image" in batch
-    blobs = {} if parquet else _read_many(image_fs, [str(p) for p in batch["image_path"]])
+    blobs = {} if parquet else read_many(image_fs, [str(p) for p in batch["image_path"]])
     if parquet:
         indices = [int((index_of or {})[str(rid)]) for rid in batch["id"]]
     else:
         indices = [int(i) for i in batch["index"]]
     frozen: dict[str, dict[str, Any]] = {
-        ms.name: _read_many(mask_fs[ms.name], [f"{ms.root}/{frozen_mask_name(i)}" for i in indices if i < ms.count])
+        ms.name: read_many(mask_fs[ms.name], [f"{ms.root}/{frozen_mask_name(i)}" for i in indices if i < ms.count])
         for ms in mask_sets if ms.uri}
     share = (time.perf_counter() - start) / max(1, n)
     rows: list[dict] = []
@@ -545,7 +508,7 @@ def decode_batch(batch: dict[str, Any], image_fs: fsspec.AbstractFileSystem, mas
         t0 = time.perf_counter()
         base = {**_ROW, "id": rid, "source": source, "index": index, "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK}
         try:
-            data = batch["image"][k] if parquet else _blob(blobs, str(batch["image_path"][k]), source)
+            data = batch["image"][k] if parquet else blob(blobs, str(batch["image_path"][k]), source)
             if data is None:
                 raise RecordError(f"no image bytes for {name}")
             image, base["converted"] = decode_image(bytes(data), name)
@@ -571,7 +534,7 @@ def decode_batch(batch: dict[str, Any], image_fs: fsspec.AbstractFileSystem, mas
             if row["status"] != "ok":
                 row.update(image=_EMPTY_IMAGE, mask=_EMPTY_MASK)
             rows.append(row)
-    return _columns(rows, ("image", "mask"))
+    return column_batch(rows, {**_ROW, "image": None, "mask": None})
 
 
 def _mask_for(ms: MaskSet, index: int, height: int, width: int, blobs: dict[str, Any],
@@ -583,7 +546,7 @@ def _mask_for(ms: MaskSet, index: int, height: int, width: int, blobs: dict[str,
     uri = f"{ms.uri}/{frozen_mask_name(index)}"
     if index >= ms.count:
         raise RecordError(f"no mask {uri}: the mask set {ms.name} holds {ms.count} masks, fewer than the images")
-    hole, _ = decode_mask(_blob(blobs, f"{ms.root}/{frozen_mask_name(index)}", uri), uri)
+    hole, _ = decode_mask(blob(blobs, f"{ms.root}/{frozen_mask_name(index)}", uri), uri)
     return _fit_mask(hole, height, width)
 
 
@@ -768,27 +731,9 @@ class _Plan:
     run_id: str = ""
 
 
-def _absolute(uri: str | None) -> str:
-    """Local relative paths -> absolute (Ray workers do not share the driver's cwd)."""
-    if not uri:
-        return uri or ""
-    if "://" in uri:
-        return uri
-    return os.path.abspath(os.path.expanduser(uri))
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _reach(uri: str, what: str, endpoint_url: str | None) -> tuple[fsspec.AbstractFileSystem, str, bool]:
-    """``(filesystem, path, exists)``; ``JobError`` naming ``uri`` when the storage cannot be reached."""
-    try:
-        fs, path = filesystem_for(uri, endpoint_url)
-        return fs, path.rstrip("/") or path, fs.exists(path)
-    except Exception as exc:
-        raise JobError(f"cannot reach {what} {uri}: {type(exc).__name__}: {_first_line(exc)}") from exc
 
 
 def _check_config(cfg: Any) -> list[str]:
@@ -833,8 +778,8 @@ def prepare(cfg: Any) -> _Plan:
     metrics = _check_config(cfg)
     inception_id = _check_weights(cfg, metrics)
     endpoint = cfg.endpoint_url or None
-    output_uri = _absolute(cfg.output)
-    out_fs, out_root, _ = _reach(output_uri, "output", endpoint)
+    output_uri = absolute_uri(cfg.output) or ""
+    out_fs, out_root, _ = reach(output_uri, "output", endpoint, reason=_first_line)
     try:
         if _is_local(out_fs):
             out_fs.makedirs(out_root, exist_ok=True)
@@ -845,7 +790,7 @@ def prepare(cfg: Any) -> _Plan:
     except Exception as exc:
         raise JobError(f"cannot reach output {output_uri}: {type(exc).__name__}: {_first_line(exc)}") from exc
     if cfg.data:
-        data_uri = _absolute(cfg.data)
+        data_uri = absolute_uri(cfg.data)
     else:
         try:
             data_uri = join_uri(output_uri, "sample_data")
@@ -853,7 +798,7 @@ def prepare(cfg: Any) -> _Plan:
         except Exception as exc:
             raise JobError(f"cannot write the sample photos under output {output_uri}: {type(exc).__name__}: "
                            f"{_first_line(exc)}") from exc
-    _, _, data_exists = _reach(data_uri, "data", endpoint)
+    _, _, data_exists = reach(data_uri, "data", endpoint, reason=_first_line)
     if not data_exists:
         raise JobError(f"data not found: {data_uri}")
     mask_sets, mask_fs = resolve_mask_sets(list(cfg.masks), endpoint)
@@ -863,20 +808,8 @@ def prepare(cfg: Any) -> _Plan:
 def _actor_plan(cfg: Any, rows: int) -> tuple[int, float, str]:
     """``(num_actors, num_gpus per actor, device)``: one actor per GPU when the cluster has
     GPUs, else one CPU actor per two CPUs (the rest decode); never more than batches."""
-    import ray
-
-    resources = ray.cluster_resources()
-    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
-    num_gpus = cfg.num_gpus if cfg.num_gpus >= 0 else (1.0 if gpus else 0.0)
-    device = cfg.device if cfg.device != "auto" else ("cuda" if num_gpus > 0 else "cpu")
-    if device.startswith("cuda") and num_gpus <= 0:
-        raise JobError(f"device={device} needs num_gpus > 0 (Ray hides GPUs from actors that request none)")
-    if cfg.num_actors > 0:
-        actors = cfg.num_actors
-    elif num_gpus > 0:
-        actors = max(1, int(gpus // num_gpus))
-    else:
-        actors = max(1, int(cpus // (2 * max(cfg.num_cpus_per_actor, 1e-3))))
+    gpus, cpus, num_gpus, device = cluster_device(cfg)
+    actors = actor_count(cfg, gpus, cpus, num_gpus)
     return max(1, min(actors, math.ceil(rows / cfg.batch_size))), num_gpus, device
 
 

@@ -34,6 +34,7 @@ from lama_core.storage import filesystem_for, join_uri
 from .codecs import RecordError, decode_image, decode_mask, encode_image, output_extension
 from .job_config import JobError
 from .records import Listing, detect_format, list_files, list_folder, list_parquet, read_done_ids, remove_records
+from .stage_utils import absolute_uri, actor_count, blob, cluster_device, column_batch, read_many, reach
 
 from lama_core.masks import MASK_SETS, generate_mask
 from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
@@ -184,45 +185,6 @@ def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mas
     return row
 
 
-def _to_batch(rows: list[dict[str, Any]], passthrough: dict[str, Any]) -> dict[str, Any]:
-    """Rows -> a column batch with fixed dtypes (so blocks of error rows keep the schema)."""
-    out: dict[str, Any] = {}
-    for key, default in passthrough.items():
-        values = [r[key] for r in rows]
-        if isinstance(default, bool):
-            out[key] = np.array(values, dtype=bool)
-        elif isinstance(default, int):
-            out[key] = np.array(values, dtype=np.int64)
-        elif isinstance(default, float):
-            out[key] = np.array(values, dtype=np.float64)
-        elif isinstance(default, str):
-            out[key] = np.array(values, dtype=object)
-        else:  # images and masks: lists of arrays of varying shapes
-            out[key] = values
-    return out
-
-
-def _read_all(fs: fsspec.AbstractFileSystem, paths: list[str]) -> dict[str, Any]:
-    """Fetch many files in one call (s3fs runs the requests concurrently); a failed read is
-    returned as its exception instead of raised."""
-    if not paths:
-        return {}
-    try:
-        got = fs.cat(paths, on_error="return")
-    except Exception as exc:  # e.g. the endpoint went away: every file of the batch fails
-        return {p: exc for p in paths}
-    return got if isinstance(got, dict) else {paths[0]: got}
-
-
-def _blob(blobs: dict[str, Any], path: str, uri: str) -> bytes:
-    data = blobs.get(path)
-    if isinstance(data, BaseException) or data is None:
-        reason = "file not found" if isinstance(data, FileNotFoundError) or data is None \
-            else f"{type(data).__name__}: {data}"
-        raise RecordError(f"cannot read {uri}: {reason}")
-    return data
-
-
 def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractFileSystem,
                         mask_fs: fsspec.AbstractFileSystem) -> dict[str, Any]:
     """Ray Data stage for folder records (``pipelines.records`` columns): read the image and
@@ -231,8 +193,8 @@ def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractF
     arrays. Listing errors (e.g. an image without a mask) pass through as error rows."""
     n = len(batch["id"])
     start = time.perf_counter()
-    images = _read_all(image_fs, [p for p, e in zip(batch["image_path"], batch["error"]) if p and not e])
-    masks = _read_all(mask_fs, [p for p, e in zip(batch["mask_path"], batch["error"]) if p and not e])
+    images = read_many(image_fs, [p for p, e in zip(batch["image_path"], batch["error"]) if p and not e])
+    masks = read_many(mask_fs, [p for p, e in zip(batch["mask_path"], batch["error"]) if p and not e])
     read_share = (time.perf_counter() - start) / max(1, n)
     rows = []
     for i in range(n):
@@ -240,8 +202,8 @@ def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractF
         try:
             if listing_error:
                 raise RecordError(listing_error)
-            image_bytes = _blob(images, batch["image_path"][i], source)
-            mask_bytes = _blob(masks, batch["mask_path"][i], mask_uri)
+            image_bytes = blob(images, batch["image_path"][i], source)
+            mask_bytes = blob(masks, batch["mask_path"][i], mask_uri)
         except RecordError as exc:
             rows.append({**_DECODED, "id": rid, "source": source, "mask_source": mask_uri, "status": "error",
                          "error": str(exc), "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK})
@@ -249,7 +211,7 @@ def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractF
         row = _decode_record(rid, source, image_bytes, mask_bytes, mask_uri, None, 0)
         row["seconds"] += read_share
         rows.append(row)
-    return _to_batch(rows, {**_DECODED, "image": None, "mask": None})
+    return column_batch(rows, {**_DECODED, "image": None, "mask": None})
 
 
 def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str], skip_ids: frozenset[str],
@@ -269,7 +231,7 @@ def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str
         mask_bytes = masks[i] if masks is not None else None
         rows.append(_decode_record(rid, shard, batch["image"][i], mask_bytes, shard if mask_bytes is not None else "",
                                    mask_kind, mask_seed, label=f" (id {rid!r})"))
-    return _to_batch(rows, {**_DECODED, "image": None, "mask": None})
+    return column_batch(rows, {**_DECODED, "image": None, "mask": None})
 
 
 # ----------------------------------------------------------------------------- stage 2: inpaint
@@ -436,28 +398,6 @@ class InpaintSummary:
                 f"{self.ignored} ignored files / {self.images_per_second:.2f} images/s / output {self.output}{warning}")
 
 
-def _absolute(uri: str | None) -> str | None:
-    """Local relative paths -> absolute (Ray workers do not share the driver's cwd)."""
-    if not uri:
-        return uri
-    if "://" in uri:
-        return uri
-    path = os.path.expanduser(uri)
-    if not os.path.isabs(path) and not os.path.exists(path) and os.path.exists(os.path.join(_REPO_ROOT, path)):
-        return os.path.join(_REPO_ROOT, path)  # e.g. the shipped demo model, run from another folder
-    return os.path.abspath(path)
-
-
-def _reach(uri: str, what: str, endpoint_url: str | None) -> tuple[fsspec.AbstractFileSystem, str, bool]:
-    """``(filesystem, path, exists)`` for ``uri``; ``JobError`` when the storage cannot be reached."""
-    try:
-        fs, path = filesystem_for(uri, endpoint_url)
-        return fs, path.rstrip("/") or path, fs.exists(path)
-    except Exception as exc:
-        raise JobError(f"cannot reach {what} {uri}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                       ) from exc
-
-
 def write_sample_input(uri: str, endpoint_url: str | None = None) -> str:
     """Write scikit-image's bundled photos (``SAMPLE_PHOTOS``) as ``URI/samples.parquet``:
     columns ``id`` (photo name) and ``image`` (PNG bytes), no masks, so the job draws masks
@@ -510,26 +450,14 @@ def _actor_plan(cfg: Any, local: bool) -> tuple[int, float, str]:
     cluster has GPUs; else CPU actors, one per two CPUs (half the cores stay free for
     decoding and encoding), each using ``num_cpus_per_actor`` threads.
     """
-    import ray
-
-    resources = ray.cluster_resources()
-    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
-    num_gpus = cfg.num_gpus if cfg.num_gpus >= 0 else (1.0 if gpus else 0.0)
-    device = cfg.device if cfg.device != "auto" else ("cuda" if num_gpus > 0 else "cpu")
-    if device.startswith("cuda") and num_gpus <= 0:
-        raise JobError(f"device={device} needs num_gpus > 0 (Ray hides GPUs from actors that request none)")
+    gpus, cpus, num_gpus, device = cluster_device(cfg)
     if device == "cpu" and cfg.precision == "fp16":
         raise JobError("precision=fp16 needs a CUDA device; use fp32 or bf16 on CPU")
     if num_gpus > 0 and not gpus:
         if local:
             raise JobError(f"num_gpus={num_gpus} but this machine has no GPU visible to Ray: use num_gpus=0")
         print("warning: the Ray cluster has no GPU now; the model actors wait for GPU nodes (autoscaling)")
-    if cfg.num_actors > 0:
-        actors = cfg.num_actors
-    elif num_gpus > 0:
-        actors = max(1, int(gpus // num_gpus))
-    else:
-        actors = max(1, int(cpus // (2 * max(cfg.num_cpus_per_actor, 1e-3))))
+    actors = actor_count(cfg, gpus, cpus, num_gpus)
     if actors * cfg.num_cpus_per_actor >= cpus:
         print(f"warning: {actors} model actors x {cfg.num_cpus_per_actor} CPUs take all {cpus:g} CPUs of the "
               "cluster: reading, decoding and encoding will wait for them")
@@ -580,18 +508,19 @@ class _Storage:
 
 
 def _open_storage(cfg: Any, endpoint: str | None) -> _Storage:
-    input_uri, output_uri, mask_uri = _absolute(cfg.input), _absolute(cfg.output), _absolute(cfg.mask_dir)
+    # Relative paths missing here resolve under the repo too (e.g. the shipped demo model, run from another folder).
+    input_uri, output_uri, mask_uri = (absolute_uri(uri, _REPO_ROOT) for uri in (cfg.input, cfg.output, cfg.mask_dir))
     if cfg.input == DEFAULT_INPUT and not os.path.exists(input_uri):
         print(f"writing sample photos to {write_sample_input(input_uri)} (first run with the default input)")
-    in_fs, in_root, in_exists = _reach(input_uri, "input", endpoint)
+    in_fs, in_root, in_exists = reach(input_uri, "input", endpoint)
     if not in_exists:
         raise JobError(f"input not found: {input_uri}")
     mask_fs, mask_root = in_fs, None
     if mask_uri:
-        mask_fs, mask_root, mask_exists = _reach(mask_uri, "mask_dir", endpoint)
+        mask_fs, mask_root, mask_exists = reach(mask_uri, "mask_dir", endpoint)
         if not mask_exists:
             raise JobError(f"mask_dir not found: {mask_uri}")
-    out_fs, out_root, _ = _reach(output_uri, "output", endpoint)
+    out_fs, out_root, _ = reach(output_uri, "output", endpoint)
     if "s3" in out_fs.protocol and not out_fs.exists(out_root.split("/", 1)[0]):
         raise JobError(f"output bucket of {output_uri} does not exist")
     return _Storage(input_uri, output_uri, mask_uri, in_fs, in_root, out_fs, out_root, mask_fs, mask_root)
@@ -600,7 +529,7 @@ def _open_storage(cfg: Any, endpoint: str | None) -> _Storage:
 def _check_model(cfg: Any, endpoint: str | None) -> tuple[str, str, bool]:
     """Load the model once here, so a missing or incompatible one fails before Ray starts.
     Returns ``(model URI or preset for the actors, model id, random_weights)``."""
-    model = cfg.model if cfg.model in GENERATOR_PRESETS else _absolute(cfg.model)
+    model = cfg.model if cfg.model in GENERATOR_PRESETS else absolute_uri(cfg.model, _REPO_ROOT)
     try:
         loaded = load_model(model, cfg.seed, endpoint)
     except (FileNotFoundError, CheckpointError, ValueError) as exc:
