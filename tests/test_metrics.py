@@ -230,7 +230,7 @@ def test_cached_stats_are_computed_once_per_content_and_model(tmp_path):
 def _pytorch_fid_model(monkeypatch, state):
     """pytorch-fid's InceptionV3 for FID, with ``state`` served instead of the download
     (its fid_inception_v3 loads it with strict=True: that also checks our key names)."""
-    inception = pytest.importorskip("pytorch_fid.inception", reason="pytorch-fid is the test reference")
+    from pytorch_fid import inception  # the test reference (a test dependency)
     monkeypatch.setattr(inception, "load_state_dict_from_url", lambda *a, **k: dict(state))
     model = inception.InceptionV3([3], resize_input=True, normalize_input=True, use_fid_inception=True)
     return inception, model.eval()
@@ -261,7 +261,7 @@ def test_inception_features_match_pytorch_fid(monkeypatch, inception_state, weig
 
 @pytest.mark.parametrize("net", ["vgg", "alex"])
 def test_lpips_matches_lpips_package(net, weights_dir):
-    lpips = pytest.importorskip("lpips")
+    import lpips  # the test reference (a test dependency)
     reference = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False).eval()
     backbone = torch.load(f"{weights_dir}/{STANDARD_WEIGHT_FILES[BACKBONES[net].weights]}", weights_only=True)
     # lpips keeps torchvision's indices inside its slices: net.sliceK.N.weight <- features.N.weight
