@@ -22,6 +22,7 @@ from lama_core.metrics.lpips import LPIPS
 from lama_core.metrics.weights import STANDARD_WEIGHT_FILES
 from pipelines.evaluate import EvaluateConfig, checkpoint_step, expand_checkpoints, run_evaluation
 from pipelines.job_config import JobError
+from generated_weights import random_state
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -33,20 +34,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # ----------------------------------------------------------------------------- fixtures
 
-def _random_state(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """Seeded He-scaled weights with non-trivial BatchNorm statistics (as tests/test_metrics.py)."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in module.state_dict().items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.zeros_like(value)
-        elif key.endswith("running_var") or (key.endswith(".weight") and value.ndim == 1):
-            state[key] = 0.5 + torch.rand(value.shape, generator=g)
-        elif value.ndim == 1:
-            state[key] = 0.1 * torch.randn(value.shape, generator=g)
-        else:
-            state[key] = torch.randn(value.shape, generator=g) * math.sqrt(2.0 / value[0].numel())
-    return state
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,8 +50,8 @@ def one_torch_thread():
 def weights_dir(tmp_path_factory) -> str:
     """Inception and AlexNet weights under their standard names (LPIPS heads: the lpips package's)."""
     folder = tmp_path_factory.mktemp("weights")
-    torch.save(_random_state(FIDInceptionV3(), 3), folder / STANDARD_WEIGHT_FILES["inception"])
-    alex = {f"features.{k}": v for k, v in _random_state(LPIPS("alex").features, 12).items()}
+    torch.save(random_state(FIDInceptionV3(), 3), folder / STANDARD_WEIGHT_FILES["inception"])
+    alex = {f"features.{k}": v for k, v in random_state(LPIPS("alex").features, 12).items()}
     torch.save(alex, folder / STANDARD_WEIGHT_FILES["alexnet"])
     return str(folder)
 

@@ -22,6 +22,7 @@ from lama_core.metrics import (METRICS, FeatureStats, FIDInceptionV3, MetricCont
 from lama_core.metrics.lpips import BACKBONES
 from lama_core.metrics.weights import STANDARD_WEIGHT_FILES
 from lama_core.storage import write_bytes
+from generated_weights import random_state
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -56,26 +57,11 @@ def _hwc(x: torch.Tensor) -> np.ndarray:
     return x.permute(1, 2, 0).numpy()
 
 
-def _random_state(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """Seeded random weights with non-trivial BatchNorm statistics, He-scaled convolutions."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in module.state_dict().items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.zeros_like(value)
-        elif key.endswith("running_var") or (key.endswith(".weight") and value.ndim == 1):
-            state[key] = 0.5 + torch.rand(value.shape, generator=g)
-        elif value.ndim == 1:  # biases, running means
-            state[key] = 0.1 * torch.randn(value.shape, generator=g)
-        else:
-            fan_in = value[0].numel()
-            state[key] = torch.randn(value.shape, generator=g) * math.sqrt(2.0 / fan_in)
-    return state
 
 
 @pytest.fixture(scope="session")
 def inception_state() -> dict[str, torch.Tensor]:
-    return _random_state(FIDInceptionV3(), seed=3)
+    return random_state(FIDInceptionV3(), seed=3)
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +79,7 @@ def _torchvision_features_state(net: str, seed: int) -> dict[str, torch.Tensor]:
     """Random ``features.N.weight/bias`` in the torchvision file layout (classifier left out:
     it is unused and would make the files hundreds of MB)."""
     from lama_core.metrics.lpips import LPIPS
-    state = _random_state(LPIPS(net).features, seed)
+    state = random_state(LPIPS(net).features, seed)
     return {f"features.{k}": v for k, v in state.items()}
 
 
