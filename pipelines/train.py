@@ -41,7 +41,7 @@ from lama_core.checkpoint import (load_state_checked, read_checkpoint, save_disc
                                   save_generator)
 from lama_core.losses import LossConfig
 from lama_core.models import build_discriminator, build_generator
-from lama_core.storage import filesystem_for, join_uri
+from lama_core.storage import filesystem_for
 from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch, unwrap
 
 from .codecs import RecordError, decode_image
@@ -302,13 +302,12 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     "validation": validation_batch(...)}``."""
     import ray.train
     from ray.train import Checkpoint
-    from ray.train.torch import get_device, prepare_model
+    from ray.train.torch import prepare_model  # also moves each model to this worker's device
 
     cfg = TrainJobConfig(**loop_config["cfg"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(cfg.seed * 1000 + rank)
-    device = get_device()
 
     generator, discriminator = _build_models(cfg)
     if cfg.use_gpu and cfg.sync_batchnorm and world > 1:
