@@ -402,17 +402,13 @@ def write_sample_input(uri: str, endpoint_url: str | None = None) -> str:
     """Write scikit-image's bundled photos (``SAMPLE_PHOTOS``) as ``URI/samples.parquet``:
     columns ``id`` (photo name) and ``image`` (PNG bytes), no masks, so the job draws masks
     and measures PSNR/SSIM against the originals. Returns the shard's URI."""
-    import io
-
     import skimage.data
-    from PIL import Image
 
-    ids, images = [], []
-    for name in SAMPLE_PHOTOS:
-        buf = io.BytesIO()
-        Image.fromarray(getattr(skimage.data, name)()).save(buf, format="PNG", compress_level=1)
-        ids.append(name)
-        images.append(buf.getvalue())
+    from .samples import png_bytes
+
+    ids = list(SAMPLE_PHOTOS)
+    # As shipped (camera stays grayscale): the default run shows the `converted` flag too.
+    images = [png_bytes(getattr(skimage.data, name)()) for name in ids]
     fs, path = filesystem_for(uri, endpoint_url)
     fs.makedirs(path, exist_ok=True)
     with fs.open(f"{path.rstrip('/')}/samples.parquet", "wb") as f:

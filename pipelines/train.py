@@ -181,10 +181,8 @@ def validation_batch(cfg: TrainJobConfig) -> dict[str, np.ndarray]:
     else:
         import pyarrow.parquet as pq
 
-        from lama_core.storage import filesystem_for as _fs
-
         kind, paths = list_training_inputs(cfg.data, cfg.endpoint_url or None)
-        fs, _ = _fs(cfg.data, cfg.endpoint_url or None)
+        fs, _ = filesystem_for(cfg.data, cfg.endpoint_url or None)
         sources = []
         for path in paths:
             if len(sources) >= cfg.validation_images:
@@ -326,7 +324,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     val_masks = torch.from_numpy(loop_config["validation"]["masks"])
 
     shard = ray.train.get_dataset_shard("train")
-    step, window_start, window_images = start_step, time.perf_counter(), 0
+    # Metrics are means over the micro-batches since the last report.
+    step, window_start, window_images, window_batches = start_step, time.perf_counter(), 0, 0
     sums: dict[str, float] = {}
     first_report = True
     while step < cfg.steps:
@@ -339,6 +338,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                                     images.shape[2], images.shape[3])
             parts = trainer.step(images, masks)
             window_images += images.shape[0] * world
+            window_batches += 1
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value
             if trainer.micro_step != 0:
@@ -349,14 +349,13 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             is_ckpt = step % cfg.checkpoint_every == 0 or step >= cfg.steps
             if step % cfg.log_every == 0 or is_ckpt:
                 elapsed = time.perf_counter() - window_start
-                count = max(1, cfg.log_every * cfg.accum_steps if step % cfg.log_every == 0 else 1)
-                metrics = {name: value / count for name, value in sums.items()}
+                metrics = {name: value / window_batches for name, value in sums.items()}
                 metrics.update(step=step, images_per_s=window_images / max(elapsed, 1e-9),
                                generator_lr=trainer.generator_optimizer.param_groups[0]["lr"],
                                discriminator_lr=trainer.discriminator_optimizer.param_groups[0]["lr"])
                 if first_report:
                     metrics.update(start_step=start_step, start_generator_digest=start_digest)
-                sums, window_start, window_images = {}, time.perf_counter(), 0
+                sums, window_start, window_images, window_batches = {}, time.perf_counter(), 0, 0
                 with tempfile.TemporaryDirectory() as directory:
                     checkpoint = None
                     if is_ckpt:
