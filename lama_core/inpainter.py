@@ -144,25 +144,35 @@ class Inpainter:
     (None = unlimited). ``mask_threshold``: see the module docstring. ``fold_batchnorm``:
     run ``lama_core.fast_inference.fold_batchnorm``'s copy of the generator (same function
     within float rounding, fewer memory passes); ``channels_last``: NHWC layout.
+    ``winograd``: compute the ResNet blocks' 3×3 FFCs with Winograd F(2×2, 3×3)
+    (``lama_core.winograd``; same numerics, ~1.2x faster on CPU); None = on for CPU when
+    folding, off elsewhere (cuDNN has its own). It implies channels-last.
     """
 
     def __init__(self, generator: FFCResNetGenerator, device: str | torch.device = "cpu", batch_size: int = 4,
                  precision: str = "fp32", mask_threshold: float = DEFAULT_MASK_THRESHOLD,
-                 max_pixels: int | None = None, channels_last: bool = False, fold_batchnorm: bool = True):
+                 max_pixels: int | None = None, channels_last: bool = False, fold_batchnorm: bool = True,
+                 winograd: bool | None = None):
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        self.channels_last = channels_last
+        if winograd is None:
+            winograd = fold_batchnorm and self.device.type == "cpu"
+        elif winograd and not fold_batchnorm:
+            raise ValueError("winograd=True works on the folded generator: keep fold_batchnorm=True")
+        self.channels_last = channels_last or winograd
+        # Always a copy: eval mode, device, dtype and layout never change the caller's module.
         if fold_batchnorm:
-            generator = optimize_for_inference(generator, channels_last=channels_last)
-        elif channels_last:
-            generator = generator.to(memory_format=torch.channels_last)
+            generator = optimize_for_inference(generator, channels_last=self.channels_last, winograd=winograd)
+        else:
+            generator = copy.deepcopy(generator)
+            if self.channels_last:
+                generator = generator.to(memory_format=torch.channels_last)
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         if self.dtype != torch.float32:
-            # A converted copy: casting weights once beats autocast re-casting them every call.
-            generator = copy.deepcopy(generator) if not fold_batchnorm else generator
+            # Casting weights once beats autocast re-casting them every call.
             generator = generator.to(self.dtype)
         self.generator = generator.eval().to(self.device)
         self.batch_size = batch_size

@@ -1,14 +1,16 @@
-"""The fast inference path computes the reference function: BatchNorm folding and
-channels-last agree with the plain module within 1e-4 (here far tighter) on the official
-reference vectors and on random inputs and weights."""
+"""The fast inference path computes the reference function: BatchNorm folding,
+channels-last and Winograd convolutions agree with the plain module within 1e-4 (here far
+tighter) on the official reference vectors and on random inputs and weights."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lama_core import Inpainter, build_generator
-from lama_core.fast_inference import fold_batchnorm, optimize_for_inference
+from lama_core.fast_inference import WinogradFFC, fold_batchnorm, optimize_for_inference
+from lama_core.winograd import winograd_bias, winograd_input, winograd_output, winograd_products, winograd_weight
 
 from test_reference_vectors import CONFIGS, load_reference
 
@@ -28,28 +30,56 @@ def perturbed(preset: str, seed: int = 0):
     return gen.eval()
 
 
+@pytest.mark.parametrize("winograd", [False, True])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_fast_path_reproduces_official_vectors(reference_dir, name):
+def test_fast_path_reproduces_official_vectors(reference_dir, name, winograd):
     generator, data = load_reference(reference_dir, name)
-    fast = optimize_for_inference(generator, channels_last=True)
+    fast = optimize_for_inference(generator, channels_last=True, winograd=winograd)
     x = torch.from_numpy(data["generator_input"]).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         out = fast(x).numpy()
     assert np.abs(out - data["generator_output"]).max() <= 1e-5
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    n_winograd = sum(isinstance(m, WinogradFFC) for m in fast.modules())
+    assert n_winograd == (2 * generator.config.n_blocks if winograd else 0)
 
 
-@pytest.mark.parametrize("preset,size", [("small", (72, 96)), ("big-lama", (64, 64))])
+@pytest.mark.parametrize("preset,size", [("small", (72, 96)), ("big-lama", (64, 64)), ("big-lama", (40, 56))])
 def test_fast_path_matches_reference_on_random_inputs(preset, size):
     reference = perturbed(preset)
     x = torch.rand(2, 4, *size)
     x[:, 3:] = (x[:, 3:] > 0.6).float()
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         expected = reference(x)
         folded = fold_batchnorm(reference)(x)
-        fast = optimize_for_inference(reference)(x.contiguous(memory_format=torch.channels_last))
+        fast = optimize_for_inference(reference)(x_cl)
+        winograd = optimize_for_inference(reference, winograd=True)(x_cl)
     assert (folded - expected).abs().max().item() <= 1e-4
     assert (fast - expected).abs().max().item() <= 1e-4
+    # (40, 56) puts an odd 5x7 map through the blocks: the padded-tile path.
+    assert (winograd - expected).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("size", [(8, 8), (12, 20), (7, 9), (1, 1)])
+def test_winograd_convolution_equals_direct_convolution(size):
+    """Transforms, grouped products and bias placement against F.conv2d in float64 terms."""
+    torch.manual_seed(3)
+    c_in, c_out = 5, 6
+    x = torch.randn(2, c_in, *size, dtype=torch.float64)
+    weight, bias = torch.randn(c_out, c_in, 3, 3, dtype=torch.float64), torch.randn(c_out, dtype=torch.float64)
+    padded = F.pad(x, (1, 1, 1, 1))
+    expected = F.conv2d(padded, weight, bias)
+    h, w = size
+    even = F.pad(padded, (0, w % 2, 0, h % 2)).float().contiguous(memory_format=torch.channels_last)
+    products = winograd_products(winograd_input(even), winograd_weight(weight), winograd_bias(bias, c_out, x.device))
+    out = winograd_output(products)[..., :h, :w]
+    assert out.shape == expected.shape
+    assert (out.double() - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
+    with pytest.raises(ValueError, match="even output size"):
+        winograd_input(torch.zeros(1, 1, 5, 6))
+    with pytest.raises(ValueError, match="3x3"):
+        winograd_weight(torch.zeros(2, 2, 5, 5))
 
 
 def test_inpainter_fast_and_plain_agree():
@@ -59,12 +89,21 @@ def test_inpainter_fast_and_plain_agree():
     masks = [np.zeros((40, 56), np.uint8) for _ in range(3)]
     for m in masks:
         m[10:30, 5:40] = 255
-    fast = Inpainter(generator, fold_batchnorm=True, channels_last=True)(images, masks)
-    plain = Inpainter(generator, fold_batchnorm=False)(images, masks)
+    generator.train()
+    state = {k: v.clone() for k, v in generator.state_dict().items()}
+    fast_inpainter = Inpainter(generator, fold_batchnorm=True, channels_last=True)
+    assert any(isinstance(m, WinogradFFC) for m in fast_inpainter.generator.modules())  # on by default on CPU
+    fast = fast_inpainter(images, masks)
+    plain = Inpainter(generator, fold_batchnorm=False, channels_last=True, winograd=False)(images, masks)
     for a, b in zip(fast, plain):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
-    # The original module is untouched by the folding.
+    # Neither path changes the caller's module: mode, layout, weights.
+    assert generator.training
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in generator.modules())
+    assert all(p.is_contiguous() for p in generator.parameters())
+    assert all(torch.equal(v, state[k]) for k, v in generator.state_dict().items())
+    with pytest.raises(ValueError, match="fold_batchnorm"):
+        Inpainter(generator, fold_batchnorm=False, winograd=True)
 
 
 def test_bf16_mode_stays_within_40_db_of_fp32():
