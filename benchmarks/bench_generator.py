@@ -9,6 +9,9 @@
     checked <= 1e-4.
 (c) ours, reduced precision: (b) with bf16 weights and activations (FFTs stay fp32), as
     ``Inpainter(precision="bf16")`` runs it on CPU; its PSNR vs (a).
+``--device cuda`` (default when a GPU is visible) times the same reference on the GPU with
+TF32 off, against folded + channels-last fp32 and fp16 (cuDNN picks its own Winograd/FFT
+kernels there), optionally in batches (``--batch``). The script needs no Ray.
 Weights are random with perturbed BatchNorm statistics (no pretrained weights can be
 downloaded here); speed does not depend on the values, the folding check does.
 """
@@ -43,13 +46,17 @@ def randomized_generator(preset: str) -> torch.nn.Module:
     return gen.eval()
 
 
-def time_call(fn, repeats: int) -> tuple[float, torch.Tensor]:
-    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up, and its output."""
+def time_call(fn, repeats: int, device: torch.device) -> tuple[float, torch.Tensor]:
+    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up, and its output
+    (the device is synchronised around each run, so GPU times are complete)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     out = fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         out = fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times), out
 
@@ -59,57 +66,74 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
+def inference_paths(reference: torch.nn.Module, device: torch.device, batch: int) -> list[tuple]:
+    """(label, module, dtype, batch) of our paths: on CPU the ``Inpainter``'s (Winograd,
+    bf16 for reduced precision); on GPU folded + NHWC with cuDNN's own algorithms, fp32
+    (TF32 off) and fp16 for reduced precision, in batches of ``batch``."""
+    folded = optimize_for_inference(reference, channels_last=True).to(device)
+    if device.type == "cuda":
+        return [("folded+NHWC fp32", folded, torch.float32, batch),
+                ("folded+NHWC fp16", optimize_for_inference(reference).to(device, torch.float16), torch.float16,
+                 batch)]
+    fast = optimize_for_inference(reference, channels_last=True, winograd=True)
+    return [("folded+NHWC fp32", folded, torch.float32, batch),
+            ("folded+NHWC+Winograd fp32", fast, torch.float32, batch),
+            ("folded+NHWC+Winograd bf16", optimize_for_inference(reference, winograd=True).to(torch.bfloat16),
+             torch.bfloat16, batch)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="big-lama")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=1, help="images per call on our paths (reference: always 1)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the reduced-precision row")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        # The reference path is plain fp32: no TF32 anywhere.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
 
     reference = randomized_generator(args.preset)
-    folded = optimize_for_inference(reference, channels_last=True)
-    fast = optimize_for_inference(reference, channels_last=True, winograd=True)
-    fast_bf16 = optimize_for_inference(reference, channels_last=True, winograd=True).to(torch.bfloat16)
+    paths = inference_paths(reference, device, args.batch)
+    if args.no_bf16:
+        paths = [p for p in paths if p[2] == torch.float32]
+    reference = reference.to(device)
     rows = []
     for size in args.sizes:
         torch.manual_seed(size)
         x = torch.rand(1, 4, size, size)
         x[:, 3:] = (x[:, 3:] > 0.7).float()
-        x_cl = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(device)
 
         def run_ref():
             with torch.inference_mode():
                 return reference(x)
 
-        def run_folded():
-            with torch.inference_mode():
-                return folded(x_cl)
+        t_ref, y_ref = time_call(run_ref, args.repeats, device)
+        rows.append([f"{size}²", "reference fp32", 1, t_ref, 1 / t_ref, 1.0, 0.0, "inf"])
+        for label, module, dtype, batch in paths:
+            xb = x.repeat(batch, 1, 1, 1).contiguous(memory_format=torch.channels_last).to(dtype)
 
-        def run_fast():
-            with torch.inference_mode():
-                return fast(x_cl)
+            def run(module=module, xb=xb):
+                with torch.inference_mode():
+                    return module(xb)[:1].float()
 
-        x_bf16 = x_cl.to(torch.bfloat16)
-
-        def run_bf16():
-            with torch.inference_mode():
-                return fast_bf16(x_bf16).float()
-
-        t_ref, y_ref = time_call(run_ref, args.repeats)
-        rows.append([f"{size}²", "reference fp32", t_ref, 1 / t_ref, 1.0, 0.0, "inf"])
-        for label, run in (("folded+NHWC fp32", run_folded), ("folded+NHWC+Winograd fp32", run_fast)):
-            t, y = time_call(run, args.repeats)
+            t, y = time_call(run, args.repeats, device)
             diff = (y - y_ref).abs().max().item()
-            rows.append([f"{size}²", label, t, 1 / t, t_ref / t, diff, f"{psnr(y, y_ref):.1f}"])
-            if diff > 1e-4:
+            per_image = t / batch
+            rows.append([f"{size}²", label, batch, per_image, 1 / per_image, t_ref / per_image, diff,
+                         f"{psnr(y, y_ref):.1f}"])
+            if dtype == torch.float32 and diff > 1e-4:
                 raise SystemExit(f"{label} differs from reference by {diff:.2e} > 1e-4 at {size}²")
-        if not args.no_bf16:
-            t_bf, y_bf = time_call(run_bf16, args.repeats)
-            rows.append([f"{size}²", "folded+NHWC+Winograd bf16", t_bf, 1 / t_bf, t_ref / t_bf,
-                         (y_bf - y_ref).abs().max().item(), f"{psnr(y_bf, y_ref):.1f}"])
-    print_table(f"Generator {args.preset}, batch 1, CPU (median of {args.repeats})",
-                ["size", "path", "s/image", "images/s", "speed-up vs ref", "max |diff|", "PSNR vs ref dB"], rows)
+    where = "GPU" if device.type == "cuda" else "CPU"
+    print_table(f"Generator {args.preset}, {where} (median of {args.repeats})",
+                ["size", "path", "batch", "s/image", "images/s", "speed-up vs ref", "max |diff|", "PSNR vs ref dB"],
+                rows)
 
 
 if __name__ == "__main__":

@@ -129,11 +129,17 @@ class WinogradFFC(nn.Module):
     Each input is transformed once and shared by the convs that read it; the local output's
     two convs are summed in the transformed domain, so one output transform serves both.
     Odd H or W: one zero row/column is added before the transform and cropped after (it
-    only reaches the cropped output pixels).
+    only reaches the cropped output pixels). Maps under ``MIN_PIXELS`` (``N*H*W``) run the
+    folded layer's direct convolutions instead, which it keeps for them.
     """
+
+    # Measured crossover (benchmarks/RESULTS.md): at a 16×16 bottleneck (128² images) the
+    # transforms cost what the saved products gain; at 24×24 Winograd is 1.15x faster.
+    MIN_PIXELS = 400
 
     def __init__(self, layer: FFC_BN_ACT):
         super().__init__()
+        self.direct = layer
         ffc = layer.ffc
         self.register_buffer("l2l", winograd_weight(ffc.convl2l.weight))
         self.register_buffer("g2l", winograd_weight(ffc.convg2l.weight))
@@ -141,7 +147,7 @@ class WinogradFFC(nn.Module):
         self.register_buffer("bias_l", _combined_bias(ffc.convl2l, ffc.convg2l))
         self.register_buffer("bias_g", winograd_bias(ffc.convl2g.bias, ffc.convl2g.out_channels,
                                                      ffc.convl2g.weight.device))
-        self.spectral = ffc.convg2g
+        self.spectral = ffc.convg2g  # shared with self.direct
 
     @staticmethod
     def eligible(layer: nn.Module) -> bool:
@@ -160,7 +166,9 @@ class WinogradFFC(nn.Module):
 
     def forward(self, x: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x_l, x_g = x
-        h, w = x_l.shape[-2:]
+        n, _, h, w = x_l.shape
+        if n * h * w < self.MIN_PIXELS:
+            return self.direct(x)
         tiles_l, tiles_g = _winograd_tiles(x_l), _winograd_tiles(x_g)
         local = winograd_products(tiles_l, self.l2l, self.bias_l)
         local += winograd_products(tiles_g, self.g2l, None)

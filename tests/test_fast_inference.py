@@ -30,9 +30,15 @@ def perturbed(preset: str, seed: int = 0):
     return gen.eval()
 
 
+@pytest.fixture
+def winograd_always(monkeypatch):
+    """Winograd on every map size (the fixtures' maps are below its production cut-off)."""
+    monkeypatch.setattr(WinogradFFC, "MIN_PIXELS", 0)
+
+
 @pytest.mark.parametrize("winograd", [False, True])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_fast_path_reproduces_official_vectors(reference_dir, name, winograd):
+def test_fast_path_reproduces_official_vectors(reference_dir, name, winograd, winograd_always):
     generator, data = load_reference(reference_dir, name)
     fast = optimize_for_inference(generator, channels_last=True, winograd=winograd)
     x = torch.from_numpy(data["generator_input"]).contiguous(memory_format=torch.channels_last)
@@ -45,7 +51,7 @@ def test_fast_path_reproduces_official_vectors(reference_dir, name, winograd):
 
 
 @pytest.mark.parametrize("preset,size", [("small", (72, 96)), ("big-lama", (64, 64)), ("big-lama", (40, 56))])
-def test_fast_path_matches_reference_on_random_inputs(preset, size):
+def test_fast_path_matches_reference_on_random_inputs(preset, size, winograd_always):
     reference = perturbed(preset)
     x = torch.rand(2, 4, *size)
     x[:, 3:] = (x[:, 3:] > 0.6).float()
@@ -59,6 +65,19 @@ def test_fast_path_matches_reference_on_random_inputs(preset, size):
     assert (fast - expected).abs().max().item() <= 1e-4
     # (40, 56) puts an odd 5x7 map through the blocks: the padded-tile path.
     assert (winograd - expected).abs().max().item() <= 1e-4
+
+
+def test_small_maps_take_the_direct_convolutions(monkeypatch):
+    reference = perturbed("small", seed=4)
+    folded = optimize_for_inference(reference)
+    winograd = optimize_for_inference(reference, winograd=True)
+    x = torch.rand(1, 4, 64, 64).contiguous(memory_format=torch.channels_last)  # 8x8 bottleneck
+    calls = []
+    monkeypatch.setattr("lama_core.fast_inference.winograd_input", lambda t: calls.append(t) or winograd_input(t))
+    with torch.inference_mode():
+        assert torch.equal(winograd(x), folded(x)) and not calls
+        monkeypatch.setattr(WinogradFFC, "MIN_PIXELS", 64)
+        assert (winograd(x) - folded(x)).abs().max().item() <= 1e-5 and calls
 
 
 @pytest.mark.parametrize("size", [(8, 8), (12, 20), (7, 9), (1, 1)])
