@@ -3,7 +3,7 @@
 One image decoder and one mask reader for every pipeline: whatever the file holds (RGB,
 grayscale, palette, RGBA, 16-bit, JPEG/PNG/WebP), the pipeline sees uint8 ``H x W x 3``
 images and uint8 ``H x W`` masks in {0, 1} (1 = hole), plus flags saying what had to be
-repaired on the way. Every failure raises ``RecordError`` whose message names the file, so a
+repaired on the way. An EXIF Orientation tag is applied, as image viewers do. Every failure raises ``RecordError`` whose message names the file, so a
 stage can turn it into an error row instead of failing the whole job.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lama_core.inpainter import binarize_mask, image_to_float, mask_to_float, to_uint8
 
@@ -49,6 +49,9 @@ def _open(data: bytes, what: str, name: str) -> tuple[Image.Image, bool]:
         # Pillow reads 16-bit RGB PNGs as 8-bit RGB; only the raw mode of the tile tells.
         wide = any(";16" in str(getattr(tile, "args", "")) for tile in img.tile)
         img.load()
+        # Camera JPEGs store pixels unrotated plus an EXIF Orientation tag; viewers (and
+        # the masks people draw on them) use the rotated picture, so do we.
+        ImageOps.exif_transpose(img, in_place=True)
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error, ...
         raise RecordError(f"cannot decode {what} {name}: {_describe(exc)}") from exc
     return img, wide
