@@ -42,7 +42,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import fsspec
 import numpy as np
@@ -63,7 +63,8 @@ from .eval_plots import metrics_plot_png, sample_grid_png, sample_strip
 from .job_config import JobError
 from .records import detect_format, is_image_file, list_parquet
 from .samples import png_bytes, sample_photos
-from .stage_utils import absolute_uri, actor_count, blob, cluster_device, column_batch, read_many, reach
+from .stage_utils import (ModelActorOptions, absolute_uri, actor_count, actor_option_problems, blob, cluster_device,
+                          column_batch, read_many, reach)
 
 DEFAULT_METRICS = ("psnr", "ssim", "l1", "lpips", "fid")
 DEFAULT_OUTPUT = "outputs/evaluate"
@@ -79,7 +80,7 @@ _FROZEN_MASK = re.compile(r"^(\d{6})_mask000\.png$")
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(ModelActorOptions):
     """``jobs/evaluate.py`` arguments (``key=value``); ``jobs/configs/evaluate.yaml`` documents them."""
 
     checkpoints: Any = DEFAULT_CHECKPOINTS  # a URI, a glob, or a list of either
@@ -96,14 +97,6 @@ class EvaluateConfig:
     lpips_net: str = "vgg"
     input_format: str = "auto"
     grid_images: int = 4
-    batch_size: int = 4
-    codec_batch_size: int = 8
-    num_actors: int = 0
-    num_gpus: float = -1.0
-    num_cpus_per_actor: float = 1.0
-    device: str = "auto"
-    precision: str = "fp32"
-    endpoint_url: Optional[str] = None
 
 
 # ----------------------------------------------------------------------------- tables
@@ -743,10 +736,7 @@ def _check_config(cfg: Any) -> list[str]:
         problems.append(f"unknown or no metrics {unknown}; registered: {', '.join(sorted(METRICS))}")
     if cfg.lpips_net not in ("vgg", "alex"):
         problems.append(f"lpips_net must be vgg or alex, got {cfg.lpips_net!r}")
-    if cfg.precision not in ("fp32", "bf16", "fp16"):
-        problems.append(f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}")
-    if cfg.batch_size < 1 or cfg.codec_batch_size < 1:
-        problems.append("batch_size and codec_batch_size must be >= 1")
+    problems += actor_option_problems(cfg)
     if cfg.poll_seconds < 0 or cfg.max_polls < 0 or cfg.grid_images < 0:
         problems.append("poll_seconds, max_polls and grid_images must be >= 0")
     if problems:

@@ -34,7 +34,8 @@ from lama_core.storage import filesystem_for, join_uri
 from .codecs import RecordError, decode_image, decode_mask, encode_image, output_extension
 from .job_config import JobError
 from .records import Listing, detect_format, list_files, list_folder, list_parquet, read_done_ids, remove_records
-from .stage_utils import absolute_uri, actor_count, blob, cluster_device, column_batch, read_many, reach
+from .stage_utils import (ModelActorOptions, absolute_uri, actor_count, actor_option_problems, blob, cluster_device,
+                          column_batch, read_many, reach)
 
 from lama_core.masks import MASK_SETS, generate_mask
 from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
@@ -51,7 +52,7 @@ SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemist
 
 
 @dataclass
-class InpaintConfig:
+class InpaintConfig(ModelActorOptions):
     """``jobs/inpaint.py`` arguments (``key=value``); ``jobs/configs/inpaint.yaml`` documents them."""
 
     input: str = DEFAULT_INPUT
@@ -65,17 +66,9 @@ class InpaintConfig:
     output_format: str = "png"
     png_compress_level: int = 1
     jpeg_quality: int = 95
-    batch_size: int = 4
-    codec_batch_size: int = 8
-    num_actors: int = 0
-    num_gpus: float = -1.0
-    num_cpus_per_actor: float = 1.0
-    device: str = "auto"
-    precision: str = "fp32"
     max_pixels: int = 2048 * 2048
     records_per_file: int = 1000
     seed: int = 0
-    endpoint_url: Optional[str] = None
 
 
 #: One row per record in OUTPUT/records/*.parquet (nulls where a value is unknown).
@@ -417,13 +410,11 @@ def write_sample_input(uri: str, endpoint_url: str | None = None) -> str:
 
 
 def _check_config(cfg: Any) -> None:
-    problems = []
+    problems = actor_option_problems(cfg)
     if cfg.output_format not in ("png", "jpg", "jpeg"):
         problems.append(f"output_format must be png or jpg, got {cfg.output_format!r}")
-    if cfg.precision not in ("fp32", "bf16", "fp16"):
-        problems.append(f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}")
-    if cfg.batch_size < 1 or cfg.codec_batch_size < 1 or cfg.records_per_file < 1:
-        problems.append("batch_size, codec_batch_size and records_per_file must be >= 1")
+    if cfg.records_per_file < 1:
+        problems.append("records_per_file must be >= 1")
     if not 0 <= cfg.png_compress_level <= 9 or not 1 <= cfg.jpeg_quality <= 100:
         problems.append("png_compress_level must be in 0..9 and jpeg_quality in 1..100")
     if cfg.mask_kind not in MASK_SETS:

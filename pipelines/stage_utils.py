@@ -3,7 +3,8 @@ rows -> column batches, batched reads, storage checks and the model actor plan."
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import fsspec
 import numpy as np
@@ -12,6 +13,33 @@ from lama_core.storage import filesystem_for
 
 from .codecs import RecordError
 from .job_config import JobError
+
+
+@dataclass
+class ModelActorOptions:
+    """The compute settings every job with a model actor pool takes (``key=value``): images
+    per forward (``batch_size``) and per decode/encode task (``codec_batch_size``), actor
+    count (0 = auto), GPUs and CPUs per actor (-1 GPUs = auto), ``device``
+    (auto/cpu/cuda), ``precision`` (fp32/bf16/fp16), and an S3 ``endpoint_url``."""
+
+    batch_size: int = 4
+    codec_batch_size: int = 8
+    num_actors: int = 0
+    num_gpus: float = -1.0
+    num_cpus_per_actor: float = 1.0
+    device: str = "auto"
+    precision: str = "fp32"
+    endpoint_url: Optional[str] = None
+
+
+def actor_option_problems(cfg: ModelActorOptions) -> list[str]:
+    """What is wrong with ``cfg``'s ``ModelActorOptions`` fields, one sentence each."""
+    problems = []
+    if cfg.precision not in ("fp32", "bf16", "fp16"):
+        problems.append(f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}")
+    if cfg.batch_size < 1 or cfg.codec_batch_size < 1:
+        problems.append("batch_size and codec_batch_size must be >= 1")
+    return problems
 
 
 def column_batch(rows: list[dict[str, Any]], defaults: dict[str, Any]) -> dict[str, Any]:
