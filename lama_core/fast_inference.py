@@ -136,6 +136,10 @@ class WinogradFFC(nn.Module):
     # Measured crossover (benchmarks/RESULTS.md): at a 16×16 bottleneck (128² images) the
     # transforms cost what the saved products gain; at 24×24 Winograd is 1.15x faster.
     MIN_PIXELS = 400
+    # Tiles per band (each tile is 2x2 output pixels): 1024 = a 64x64 map, where the grouped
+    # products still run at full speed and a band's tiles (16 x 1024 x 384 fp32 = 25 MB at
+    # most) are reused from the allocator's free memory.
+    BAND_TILES = 1024
 
     def __init__(self, layer: FFC_BN_ACT):
         super().__init__()
@@ -169,13 +173,27 @@ class WinogradFFC(nn.Module):
         n, _, h, w = x_l.shape
         if n * h * w < self.MIN_PIXELS:
             return self.direct(x)
-        tiles_l, tiles_g = _winograd_tiles(x_l), _winograd_tiles(x_g)
-        local = winograd_products(tiles_l, self.l2l, self.bias_l)
-        local += winograd_products(tiles_g, self.g2l, None)
-        out_l = winograd_output(local)[..., :h, :w].relu_()
-        out_g = winograd_output(winograd_products(tiles_l, self.l2g, self.bias_g))[..., :h, :w]
+        padded_l, padded_g = _padded_even(x_l), _padded_even(x_g)
+        he, we = padded_l.shape[-2] - 2, padded_l.shape[-1] - 2
+        out_l = _channels_last_empty(n, self.l2l.shape[0] // 16, he, we, x_l)
+        out_g = _channels_last_empty(n, self.l2g.shape[0] // 16, he, we, x_g)
+        # A band of tile rows at a time: the transformed tiles (4x the input) stay in cache,
+        # and no buffer grows with the image, so none comes fresh from the OS (page faults
+        # on new large allocations cost as much as Winograd saves).
+        rows = max(1, self.BAND_TILES // (we // 2))
+        for i in range(n):
+            for top in range(0, he // 2, rows):
+                bottom = min(he // 2, top + rows)
+                band = (slice(i, i + 1), slice(None), slice(2 * top, 2 * bottom + 2))
+                tiles_l, tiles_g = winograd_input(padded_l[band]), winograd_input(padded_g[band])
+                local = winograd_products(tiles_l, self.l2l, self.bias_l)
+                local += winograd_products(tiles_g, self.g2l, None)
+                rows_out = (slice(i, i + 1), slice(None), slice(2 * top, 2 * bottom))
+                winograd_output(local, out=out_l[rows_out])
+                winograd_output(winograd_products(tiles_l, self.l2g, self.bias_g), out=out_g[rows_out])
+        out_l, out_g = out_l[..., :h, :w], out_g[..., :h, :w]
         out_g += self.spectral(x_g)
-        return out_l, out_g.relu_()
+        return out_l.relu_(), out_g.relu_()
 
 
 def _combined_bias(first: nn.Conv2d, second: nn.Conv2d) -> torch.Tensor | None:
@@ -185,12 +203,17 @@ def _combined_bias(first: nn.Conv2d, second: nn.Conv2d) -> torch.Tensor | None:
     return winograd_bias(sum(biases), first.out_channels, first.weight.device)
 
 
-def _winograd_tiles(x: torch.Tensor) -> torch.Tensor:
+def _padded_even(x: torch.Tensor) -> torch.Tensor:
+    """Reflect-pad by 1, plus a zero row/column where H/W is odd (cropped from the output)."""
     padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
     h, w = x.shape[-2:]
     if h % 2 or w % 2:
         padded = F.pad(padded, (0, w % 2, 0, h % 2))
-    return winograd_input(padded)
+    return padded
+
+
+def _channels_last_empty(n: int, c: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.empty(n, h, w, c, dtype=like.dtype, device=like.device).permute(0, 3, 1, 2)
 
 
 def use_winograd(generator: FFCResNetGenerator) -> FFCResNetGenerator:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .cpu_allocator import keep_freed_memory
 from .fast_inference import optimize_for_inference
 from .ffc import FFCResNetGenerator
 
@@ -147,6 +148,8 @@ class Inpainter:
     ``winograd``: compute the ResNet blocks' 3×3 FFCs with Winograd F(2×2, 3×3)
     (``lama_core.winograd``; same numerics, ~1.2x faster on CPU); None = on for CPU when
     folding, off elsewhere (cuDNN has its own). It implies channels-last.
+    On CPU it calls ``lama_core.cpu_allocator.keep_freed_memory`` (process-wide: freed
+    buffers are reused rather than returned to the OS, worth ~20% per layer here).
     """
 
     def __init__(self, generator: FFCResNetGenerator, device: str | torch.device = "cpu", batch_size: int = 4,
@@ -158,6 +161,8 @@ class Inpainter:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # reuse freed activation buffers instead of faulting in new pages
         if winograd is None:
             winograd = fold_batchnorm and self.device.type == "cpu"
         elif winograd and not fold_batchnorm:

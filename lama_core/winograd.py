@@ -77,8 +77,12 @@ def winograd_input(padded: torch.Tensor) -> torch.Tensor:
     return out.view(n, h // 2, w // 2, 16 * c).permute(0, 3, 1, 2)
 
 
-def winograd_output(products: torch.Tensor) -> torch.Tensor:
-    """``A^T m A`` for every tile: ``N x 16C x H/2 x W/2`` -> ``N x C x H x W`` (channels-last)."""
+def winograd_output(products: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``A^T m A`` for every tile: ``N x 16C x H/2 x W/2`` -> ``N x C x H x W`` (channels-last).
+
+    ``out``: optional ``N x C x H x W`` destination whose ``permute(0, 2, 3, 1)`` has unit
+    stride on channels (a channels-last tensor or a row slice of one); returned filled.
+    """
     n, c16, h2, w2 = products.shape
     c = c16 // 16
     m = products.permute(0, 2, 3, 1).reshape(n, h2, w2, 4, 4, c)
@@ -87,7 +91,10 @@ def winograd_output(products: torch.Tensor) -> torch.Tensor:
     top += m[:, :, :, 2]
     bottom = m[:, :, :, 1] - m[:, :, :, 2]
     bottom -= m[:, :, :, 3]
-    out = torch.empty(n, 2 * h2, 2 * w2, c, dtype=products.dtype, device=products.device)
+    if out is None:
+        out = torch.empty(n, 2 * h2, 2 * w2, c, dtype=products.dtype, device=products.device)
+    else:
+        out = out.permute(0, 2, 3, 1)
     # ... then along the tile columns, written straight into the interleaved output pixels.
     for a, s in enumerate((top, bottom)):
         left, right = out[:, a::2, 0::2], out[:, a::2, 1::2]

@@ -3,12 +3,15 @@ channels-last and Winograd convolutions agree with the plain module within 1e-4 
 tighter) on the official reference vectors and on random inputs and weights."""
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lama_core import Inpainter, build_generator
+from lama_core.cpu_allocator import keep_freed_memory
 from lama_core.fast_inference import WinogradFFC, fold_batchnorm, optimize_for_inference
 from lama_core.winograd import winograd_bias, winograd_input, winograd_output, winograd_products, winograd_weight
 
@@ -78,6 +81,25 @@ def test_small_maps_take_the_direct_convolutions(monkeypatch):
         assert torch.equal(winograd(x), folded(x)) and not calls
         monkeypatch.setattr(WinogradFFC, "MIN_PIXELS", 64)
         assert (winograd(x) - folded(x)).abs().max().item() <= 1e-5 and calls
+
+
+@pytest.mark.parametrize("band_tiles", [3, 12])
+def test_winograd_bands_tile_the_whole_map(monkeypatch, winograd_always, band_tiles):
+    """Band by band (one tile row, then uneven bands of two) over a batch and an odd-height
+    map gives the direct convolutions' result."""
+    monkeypatch.setattr(WinogradFFC, "BAND_TILES", band_tiles)
+    reference = perturbed("small", seed=5)
+    x = torch.rand(2, 4, 72, 96).contiguous(memory_format=torch.channels_last)  # 9x12 bottleneck
+    with torch.inference_mode():
+        expected = optimize_for_inference(reference)(x)
+        got = optimize_for_inference(reference, winograd=True)(x)
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
+def test_keep_freed_memory_applies_once_where_malloc_is_glibc():
+    first = keep_freed_memory()
+    assert first is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert keep_freed_memory() is first
 
 
 @pytest.mark.parametrize("size", [(8, 8), (12, 20), (7, 9), (1, 1)])
