@@ -10,7 +10,7 @@ passes over memory, identical arithmetic up to float rounding (max abs diff ~1e-
 
 ``optimize_for_inference`` applies the folding and, optionally, channels-last layout and
 Winograd convolutions (``WinogradFFC``: the 3×3 FFCs of the ResNet blocks, which hold ~85%
-of big-lama's multiply-adds, with 2.25× fewer multiplications; fp32 CPU inference).
+of big-lama's multiply-adds, with 2.25× fewer multiplications; for CPU inference).
 The result is for inference only: its BatchNorms are gone, so it cannot be trained.
 """
 from __future__ import annotations
@@ -124,7 +124,8 @@ class WinogradFFC(nn.Module):
     """A folded 3×3 stride-1 ``FFC_BN_ACT`` (reflect padding, ReLU) computed with Winograd
     F(2×2, 3×3) convolutions; same inputs and outputs as the layer it replaces.
 
-    ``(x_l, x_g)``: ``N x C_l x H x W`` and ``N x C_g x H x W`` fp32, channels-last ->
+    ``(x_l, x_g)``: ``N x C_l x H x W`` and ``N x C_g x H x W`` float (fp32 or bf16),
+    channels-last ->
     ``(relu(l2l(x_l) + g2l(x_g) + b_l), relu(l2g(x_l) + spectral(x_g) + b_g))``.
     Each input is transformed once and shared by the convs that read it; the local output's
     two convs are summed in the transformed domain, so one output transform serves both.
@@ -218,8 +219,8 @@ def _channels_last_empty(n: int, c: int, h: int, w: int, like: torch.Tensor) -> 
 
 def use_winograd(generator: FFCResNetGenerator) -> FFCResNetGenerator:
     """In place: replace every eligible folded FFC layer (``WinogradFFC.eligible``) of the
-    ResNet blocks; returns ``generator``. For fp32 on CPU, where oneDNN has no Winograd of
-    its own (cuDNN does, so GPUs gain nothing from this)."""
+    ResNet blocks; returns ``generator``. For CPU inference (fp32 or bf16), where oneDNN has
+    no Winograd of its own (cuDNN does, so GPUs gain nothing from this)."""
     for module in list(generator.modules()):
         for name, child in list(module.named_children()):
             if WinogradFFC.eligible(child):
@@ -230,7 +231,7 @@ def use_winograd(generator: FFCResNetGenerator) -> FFCResNetGenerator:
 def optimize_for_inference(generator: FFCResNetGenerator, channels_last: bool = True,
                            winograd: bool = False) -> FFCResNetGenerator:
     """``fold_batchnorm`` plus channels-last weights (oneDNN and cuDNN pick faster kernels
-    for NHWC) and, with ``winograd=True``, ``use_winograd`` (fp32 CPU inference; implies
+    for NHWC) and, with ``winograd=True``, ``use_winograd`` (CPU inference; implies
     channels-last). Feed it ``x.contiguous(memory_format=torch.channels_last)`` for full
     effect; the ``Inpainter`` does when built with ``channels_last=True``."""
     fast = fold_batchnorm(generator)

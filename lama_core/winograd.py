@@ -1,4 +1,4 @@
-"""Winograd F(2×2, 3×3) convolution for fp32 inference on CPU.
+"""Winograd F(2×2, 3×3) convolution for CPU inference (fp32; bf16 works the same way).
 
 A 3×3, stride-1 convolution spends 9 multiply-adds per output pixel and channel pair.
 Winograd's minimal filtering algorithm computes each 2×2 output tile from a 4×4 input
@@ -13,8 +13,8 @@ input ``N x C x (H+2) x (W+2)`` and returns ``N x 16C x H/2 x W/2`` whose channe
 ``k*C + c`` holds tile position ``k`` of input channel ``c``; ``winograd_output`` takes the
 grouped product ``N x 16C' x H/2 x W/2`` back to ``N x C' x H x W``. H and W must be even.
 
-Why not a library: oneDNN (PyTorch's CPU convolution backend) dropped its Winograd kernels
-for x86 in v3, and PyTorch exposes none; the transforms are 40 lines.
+Why hand-written: PyTorch's CPU convolutions ask oneDNN for its direct algorithm and offer
+no switch to a Winograd one; the transforms are 40 lines of tensor arithmetic.
 """
 from __future__ import annotations
 
