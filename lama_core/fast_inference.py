@@ -219,8 +219,8 @@ def _channels_last_empty(n: int, c: int, h: int, w: int, like: torch.Tensor) -> 
 
 def use_winograd(generator: FFCResNetGenerator) -> FFCResNetGenerator:
     """In place: replace every eligible folded FFC layer (``WinogradFFC.eligible``) of the
-    ResNet blocks; returns ``generator``. For CPU inference (fp32 or bf16), where oneDNN has
-    no Winograd of its own (cuDNN does, so GPUs gain nothing from this)."""
+    ResNet blocks; returns ``generator``. For CPU inference (fp32 or bf16), where PyTorch's
+    convolutions are direct ones (cuDNN picks Winograd itself, so GPUs gain nothing here)."""
     for module in list(generator.modules()):
         for name, child in list(module.named_children()):
             if WinogradFFC.eligible(child):
