@@ -3,6 +3,7 @@ channels-last and Winograd convolutions agree with the plain module within 1e-4 
 tighter) on the official reference vectors and on random inputs and weights."""
 from __future__ import annotations
 
+import copy
 import platform
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 from lama_core import Inpainter, build_generator
 from lama_core.cpu_allocator import keep_freed_memory
-from lama_core.fast_inference import WinogradFFC, fold_batchnorm, optimize_for_inference
+from lama_core.fast_inference import SpaceToDepthConv, WinogradFFC, fold_batchnorm, optimize_for_inference
 from lama_core.winograd import winograd_bias, winograd_input, winograd_output, winograd_products, winograd_weight
 
 from test_reference_vectors import CONFIGS, load_reference
@@ -39,18 +40,19 @@ def winograd_always(monkeypatch):
     monkeypatch.setattr(WinogradFFC, "MIN_PIXELS", 0)
 
 
-@pytest.mark.parametrize("winograd", [False, True])
+@pytest.mark.parametrize("cpu_kernels", [False, True])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_fast_path_reproduces_official_vectors(reference_dir, name, winograd, winograd_always):
+def test_fast_path_reproduces_official_vectors(reference_dir, name, cpu_kernels, winograd_always):
     generator, data = load_reference(reference_dir, name)
-    fast = optimize_for_inference(generator, channels_last=True, winograd=winograd)
+    fast = optimize_for_inference(generator, channels_last=True, cpu_kernels=cpu_kernels)
     x = torch.from_numpy(data["generator_input"]).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         out = fast(x).numpy()
     assert np.abs(out - data["generator_output"]).max() <= 1e-5
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     n_winograd = sum(isinstance(m, WinogradFFC) for m in fast.modules())
-    assert n_winograd == (2 * generator.config.n_blocks if winograd else 0)
+    assert n_winograd == (2 * generator.config.n_blocks if cpu_kernels else 0)
+    assert sum(isinstance(m, SpaceToDepthConv) for m in fast.modules()) == int(cpu_kernels)
 
 
 @pytest.mark.parametrize("preset,size", [("small", (72, 96)), ("big-lama", (64, 64)), ("big-lama", (40, 56))])
@@ -63,7 +65,7 @@ def test_fast_path_matches_reference_on_random_inputs(preset, size, winograd_alw
         expected = reference(x)
         folded = fold_batchnorm(reference)(x)
         fast = optimize_for_inference(reference)(x_cl)
-        winograd = optimize_for_inference(reference, winograd=True)(x_cl)
+        winograd = optimize_for_inference(reference, cpu_kernels=True)(x_cl)
     assert (folded - expected).abs().max().item() <= 1e-4
     assert (fast - expected).abs().max().item() <= 1e-4
     # (40, 56) puts an odd 5x7 map through the blocks: the padded-tile path.
@@ -73,12 +75,12 @@ def test_fast_path_matches_reference_on_random_inputs(preset, size, winograd_alw
 def test_small_maps_take_the_direct_convolutions(monkeypatch):
     reference = perturbed("small", seed=4)
     folded = optimize_for_inference(reference)
-    winograd = optimize_for_inference(reference, winograd=True)
+    winograd = optimize_for_inference(reference, cpu_kernels=True)
     x = torch.rand(1, 4, 64, 64).contiguous(memory_format=torch.channels_last)  # 8x8 bottleneck
     calls = []
     monkeypatch.setattr("lama_core.fast_inference.winograd_input", lambda t: calls.append(t) or winograd_input(t))
     with torch.inference_mode():
-        assert torch.equal(winograd(x), folded(x)) and not calls
+        assert (winograd(x) - folded(x)).abs().max().item() <= 1e-5 and not calls
         monkeypatch.setattr(WinogradFFC, "MIN_PIXELS", 64)
         assert (winograd(x) - folded(x)).abs().max().item() <= 1e-5 and calls
 
@@ -92,7 +94,7 @@ def test_winograd_bands_tile_the_whole_map(monkeypatch, winograd_always, band_ti
     x = torch.rand(2, 4, 72, 96).contiguous(memory_format=torch.channels_last)  # 9x12 bottleneck
     with torch.inference_mode():
         expected = optimize_for_inference(reference)(x)
-        got = optimize_for_inference(reference, winograd=True)(x)
+        got = optimize_for_inference(reference, cpu_kernels=True)(x)
     assert (got - expected).abs().max().item() <= 1e-5
 
 
@@ -100,6 +102,22 @@ def test_keep_freed_memory_applies_once_where_malloc_is_glibc():
     first = keep_freed_memory()
     assert first is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
     assert keep_freed_memory() is first
+
+
+@pytest.mark.parametrize("k,size", [(7, (18, 22)), (7, (13, 10)), (3, (5, 4)), (5, (9, 9))])
+def test_space_to_depth_conv_equals_the_conv_it_replaces(k, size):
+    torch.manual_seed(6)
+    conv = torch.nn.Conv2d(6, 3, k).double()
+    x = torch.randn(2, 6, *size, dtype=torch.float64)
+    s2d = SpaceToDepthConv(copy.deepcopy(conv).float())
+    got = s2d(x.float().contiguous(memory_format=torch.channels_last))
+    with torch.no_grad():
+        expected = conv(x)
+    assert got.shape == expected.shape
+    assert (got.double() - expected).abs().max().item() <= 1e-5
+    assert SpaceToDepthConv.eligible(conv)
+    assert not SpaceToDepthConv.eligible(torch.nn.Conv2d(6, 16, k))
+    assert not SpaceToDepthConv.eligible(torch.nn.Conv2d(6, 3, k, padding=1))
 
 
 @pytest.mark.parametrize("size", [(8, 8), (12, 20), (7, 9), (1, 1)])
@@ -135,7 +153,7 @@ def test_inpainter_fast_and_plain_agree():
     fast_inpainter = Inpainter(generator, fold_batchnorm=True, channels_last=True)
     assert any(isinstance(m, WinogradFFC) for m in fast_inpainter.generator.modules())  # on by default on CPU
     fast = fast_inpainter(images, masks)
-    plain = Inpainter(generator, fold_batchnorm=False, channels_last=True, winograd=False)(images, masks)
+    plain = Inpainter(generator, fold_batchnorm=False, channels_last=True, cpu_kernels=False)(images, masks)
     for a, b in zip(fast, plain):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     # Neither path changes the caller's module: mode, layout, weights.
@@ -144,7 +162,7 @@ def test_inpainter_fast_and_plain_agree():
     assert all(p.is_contiguous() for p in generator.parameters())
     assert all(torch.equal(v, state[k]) for k, v in generator.state_dict().items())
     with pytest.raises(ValueError, match="fold_batchnorm"):
-        Inpainter(generator, fold_batchnorm=False, winograd=True)
+        Inpainter(generator, fold_batchnorm=False, cpu_kernels=True)
 
 
 def test_bf16_mode_stays_within_40_db_of_fp32():
