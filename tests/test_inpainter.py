@@ -1,6 +1,8 @@
 """The Inpainter on arbitrary sizes and input kinds, with exact known pixels and clear errors."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -90,3 +92,16 @@ def test_pixel_budget_resizes_and_pastes_back():
     assert result.resized and result.image.shape == image.shape
     known = mask == 0
     assert np.array_equal(result.image[known], image[known])
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
+    import lama_core.inpainter as inpainter_module
+
+    generator = build_generator("small")
+    monkeypatch.setattr(inpainter_module, "native_bf16_cpu", lambda: False)
+    with pytest.warns(RuntimeWarning, match="precision='fp32'"):
+        Inpainter(generator, precision="bf16")
+    monkeypatch.setattr(inpainter_module, "native_bf16_cpu", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Inpainter(generator, precision="bf16")
