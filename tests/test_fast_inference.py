@@ -6,14 +6,19 @@ from __future__ import annotations
 import copy
 import platform
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import skimage.data
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from lama_core import Inpainter, build_generator
+from lama_core import Inpainter, build_generator, load_generator
 from lama_core.cpu_allocator import keep_freed_memory
 from lama_core.fast_inference import SpaceToDepthConv, WinogradFFC, fold_batchnorm, optimize_for_inference
+from lama_core.masks import generate_mask
 from lama_core.winograd import winograd_bias, winograd_input, winograd_output, winograd_products, winograd_weight
 
 from test_reference_vectors import CONFIGS, load_reference
@@ -166,12 +171,18 @@ def test_inpainter_fast_and_plain_agree():
 
 
 def test_bf16_mode_stays_within_40_db_of_fp32():
-    """The reduced-precision mode's quality bound (its speed is a benchmark's business)."""
-    generator = perturbed("small", seed=2)
-    image = torch.rand(2, 3, 64, 80)
-    mask = (torch.rand(2, 1, 64, 80) > 0.5).float()
+    """The reduced-precision mode's quality bound (its speed is a benchmark's business), on
+    the shipped trained checkpoint and a real photo: random weights give near-constant
+    outputs that flatter any PSNR. Measured over the holes only (the known pixels are
+    copied from the input either way)."""
+    generator = load_generator(str(Path(__file__).resolve().parents[1] / "assets" / "lama-small-demo"))
+    photo = np.array(Image.fromarray(skimage.data.astronaut()).resize((192, 192)))
+    image = torch.from_numpy(photo).permute(2, 0, 1).float()[None] / 255
+    mask = torch.from_numpy(generate_mask("thick_512", 0, 0, 192, 192).astype(np.float32))[None, None]
     fp32 = Inpainter(generator).predict(image, mask)
-    bf16 = Inpainter(generator, precision="bf16", channels_last=True).predict(image, mask)
+    bf16 = Inpainter(generator, precision="bf16").predict(image, mask)
     assert bf16.dtype == torch.float32
-    mse = torch.mean((bf16 - fp32) ** 2).item()
+    hole = mask.bool().expand_as(fp32)
+    assert hole.float().mean() > 0.1
+    mse = torch.mean((bf16[hole] - fp32[hole]) ** 2).item()
     assert 10 * np.log10(1 / mse) >= 40
