@@ -11,9 +11,10 @@ those buffers come back from the heap's free lists.
 Why not more (``benchmarks/bench_allocator.py``: big-lama, 24 images of 200–1100 px):
 glibc defaults 100.5 s and 2264 MiB peak; this setting 96.3 s, 2349 MiB; mmap switched
 off altogether 94.3 s but 2990 MiB, since a heap that never hands memory back fragments
-over varied sizes (an earlier trial with mmap off and a 1 GiB trim peaked at 5.3 GiB). Buffers above 32 MiB still come fresh from the OS, which is why ``WinogradFFC``
-works in bands of at most ~25 MiB. Only glibc is touched; elsewhere (macOS, musl,
-Windows) this does nothing.
+over varied sizes (an earlier trial with mmap off and a 1 GiB trim peaked at 5.3 GiB).
+Buffers above 32 MiB still come fresh from the OS, which is why ``WinogradFFC`` works in
+bands of at most ~25 MiB. Only glibc is touched; elsewhere (macOS, musl, Windows) this
+does nothing.
 """
 from __future__ import annotations
 

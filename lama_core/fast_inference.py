@@ -152,8 +152,7 @@ class WinogradFFC(nn.Module):
         self.register_buffer("g2l", winograd_weight(ffc.convg2l.weight))
         self.register_buffer("l2g", winograd_weight(ffc.convl2g.weight))
         self.register_buffer("bias_l", _combined_bias(ffc.convl2l, ffc.convg2l))
-        self.register_buffer("bias_g", winograd_bias(ffc.convl2g.bias, ffc.convl2g.out_channels,
-                                                     ffc.convl2g.weight.device))
+        self.register_buffer("bias_g", winograd_bias(ffc.convl2g.bias))
         self.spectral = ffc.convg2g  # shared with self.direct
 
     @staticmethod
@@ -201,9 +200,7 @@ class WinogradFFC(nn.Module):
 
 def _combined_bias(first: nn.Conv2d, second: nn.Conv2d) -> torch.Tensor | None:
     biases = [c.bias for c in (first, second) if c.bias is not None]
-    if not biases:
-        return None
-    return winograd_bias(sum(biases), first.out_channels, first.weight.device)
+    return winograd_bias(sum(biases)) if biases else None
 
 
 def _padded_even(x: torch.Tensor) -> torch.Tensor:

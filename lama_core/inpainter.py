@@ -33,6 +33,8 @@ from .fast_inference import optimize_for_inference
 from .ffc import FFCResNetGenerator
 
 DEFAULT_MASK_THRESHOLD = 0.5
+#: ``precision`` names the Inpainter (and every job that runs one) accepts, and their dtypes.
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class InpaintInputError(ValueError):
@@ -157,7 +159,7 @@ class Inpainter:
                  precision: str = "fp32", mask_threshold: float = DEFAULT_MASK_THRESHOLD,
                  max_pixels: int | None = None, channels_last: bool = False, fold_batchnorm: bool = True,
                  cpu_kernels: bool | None = None):
-        if precision not in ("fp32", "bf16", "fp16"):
+        if precision not in PRECISION_DTYPES:
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -176,7 +178,7 @@ class Inpainter:
             generator = copy.deepcopy(generator)
             if self.channels_last:
                 generator = generator.to(memory_format=torch.channels_last)
-        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.dtype = PRECISION_DTYPES[precision]
         if precision == "bf16" and self.device.type == "cpu" and not native_bf16_cpu():
             warnings.warn("precision='bf16' on a CPU without AVX512-BF16 or AMX runs emulated, several times "
                           "slower than fp32 (10x measured with oneDNN held to AVX2): use precision='fp32' here",

@@ -45,11 +45,12 @@ def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
     return u.reshape(16 * c_out, c_in, 1, 1).float().contiguous(memory_format=torch.channels_last)
 
 
-def winograd_bias(bias: torch.Tensor | None, c_out: int, device: torch.device) -> torch.Tensor | None:
-    """The grouped conv's bias: ``bias`` (``C_out``) at tile position ``BIAS_POSITION``, zero elsewhere."""
+def winograd_bias(bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The grouped conv's bias: ``bias`` (``C_out``) at tile position ``BIAS_POSITION``, zero
+    elsewhere (``16*C_out`` float32, on ``bias``'s device); None stays None."""
     if bias is None:
         return None
-    full = torch.zeros(16, c_out, device=device)
+    full = torch.zeros(16, bias.shape[0], device=bias.device)
     full[BIAS_POSITION] = bias.detach().float()
     return full.reshape(-1)
 

@@ -3,8 +3,9 @@
 One image decoder and one mask reader for every pipeline: whatever the file holds (RGB,
 grayscale, palette, RGBA, 16-bit, JPEG/PNG/WebP), the pipeline sees uint8 ``H x W x 3``
 images and uint8 ``H x W`` masks in {0, 1} (1 = hole), plus flags saying what had to be
-repaired on the way. An EXIF Orientation tag is applied, as image viewers do. Every failure raises ``RecordError`` whose message names the file, so a
-stage can turn it into an error row instead of failing the whole job.
+repaired on the way. An EXIF Orientation tag is applied, as image viewers do. Every
+failure raises ``RecordError`` whose message names the file, so a stage can turn it into
+an error row instead of failing the whole job.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 import fsspec
 import numpy as np
 
+from lama_core.inpainter import PRECISION_DTYPES
 from lama_core.storage import filesystem_for
 
 from .codecs import RecordError
@@ -35,7 +36,7 @@ class ModelActorOptions:
 def actor_option_problems(cfg: ModelActorOptions) -> list[str]:
     """What is wrong with ``cfg``'s ``ModelActorOptions`` fields, one sentence each."""
     problems = []
-    if cfg.precision not in ("fp32", "bf16", "fp16"):
+    if cfg.precision not in PRECISION_DTYPES:
         problems.append(f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}")
     if cfg.batch_size < 1 or cfg.codec_batch_size < 1:
         problems.append("batch_size and codec_batch_size must be >= 1")
