@@ -33,6 +33,7 @@ Every refusal is an ``UnsafePickleError`` with a one-line reason.
 """
 from __future__ import annotations
 
+import _compat_pickle
 import builtins
 import collections
 import io
@@ -214,7 +215,7 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 _DATA_TYPES = ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool", "str", "slice",
                "object")
 for _name in _DATA_TYPES:
-    _ALLOWED_GLOBALS[("builtins", _name)] = _ALLOWED_GLOBALS[("__builtin__", _name)] = getattr(builtins, _name)
+    _ALLOWED_GLOBALS[("builtins", _name)] = getattr(builtins, _name)
 for _name in dir(torch):
     if isinstance(getattr(torch, _name, None), torch.dtype):
         _ALLOWED_GLOBALS[("torch", _name)] = getattr(torch, _name)
@@ -223,7 +224,7 @@ for _name, _dtype in _STORAGE_TYPES.items():
 
 # Modules whose globals exist to call, look up or build other objects: a pickle naming one
 # is crafted (no checkpoint needs them), so the file is refused rather than loaded inert.
-_REFUSED_MODULES = {"builtins", "__builtin__", "functools", "operator", "_operator", "copyreg", "copy_reg", "pickle",
+_REFUSED_MODULES = {"builtins", "functools", "operator", "_operator", "copyreg", "pickle",
                     "_pickle", "types", "importlib", "runpy", "marshal", "ctypes", "sys", "gc", "inspect", "io",
                     "_io", "code", "codeop"}
 
@@ -252,6 +253,10 @@ class _ScanUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcod
         self._hash_work = 0
 
     def find_class(self, module: str, name: str) -> Any:
+        # Python 2 names (protocol 2 writes __builtin__, copy_reg): map as pickle itself does.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         allowed = _ALLOWED_GLOBALS.get((module, name))
         if allowed is not None:
             return allowed

@@ -86,7 +86,7 @@ def _lookup(root: dict[str, Any], path: str) -> Any:
 
 def resolve_references(root: dict[str, Any], section: str) -> Any:
     """A copy of ``root[section]`` (a plain tree, already node-counted) in which every
-    string that is exactly ``${a.b.c}`` is replaced by that scalar of ``root``. Other
+    string that is exactly ``${a.b.c}`` is replaced by that value of ``root``. Other
     strings, resolvers included, are left as they are. Raises ``ConfigFileError`` for a
     missing target, a cycle or a chain longer than ``MAX_REFERENCE_HOPS``."""
 
@@ -103,9 +103,7 @@ def resolve_references(root: dict[str, Any], section: str) -> Any:
                 raise ConfigFileError(f"a reference chain longer than {MAX_REFERENCE_HOPS}")
             seen.append(path)
             value = _lookup(root, path)
-        if isinstance(value, (dict, list)):
-            raise ConfigFileError("a reference names a whole section, not a value")
-        return value
+        return value  # a section stays as it is (already node-counted): the field checks refuse it
 
     def copy(node: Any) -> Any:
         if isinstance(node, dict):
