@@ -11,9 +11,18 @@
     loading it never unpickles anything.
 
 Only ``generator.*`` weights are read from Lightning checkpoints; discriminator, loss and
-evaluator weights are ignored (``read_checkpoint`` returns the discriminator's too, for
+evaluator weights are never read (``read_checkpoint`` returns the discriminator's too, for
 fine-tuning). Missing or unexpected generator keys and shape mismatches raise
 ``CheckpointError`` with the keys named.
+
+Every file is untrusted unless ``trusted=True``: its generator config is validated
+(``model_limits``: field ranges, a parameter count from the config alone, capped), its
+tensor names, shapes and byte sizes are checked against that config and the file before
+any tensor data is read, a zip's declared uncompressed sizes are capped from the
+generator's size, pickles go through ``safe_unpickle``'s restricted scan (nothing runs,
+nothing allocates beyond what was checked) and ``config.yaml`` through
+``untrusted_config`` (bounded YAML, no interpolation resolvers). Refusals are one-line
+``CheckpointError``s naming the file.
 """
 from __future__ import annotations
 

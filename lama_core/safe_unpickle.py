@@ -44,9 +44,13 @@ from typing import Any, BinaryIO
 
 import torch
 
-MAX_PICKLE_BYTES = 4 * 1024 * 1024
+MAX_PICKLE_BYTES = 2 * 1024 * 1024
 """Largest ``data.pkl`` accepted. A state dict pickles to about 120 bytes per tensor (big-lama's
-whole checkpoint well under 1 MiB); unpickled objects take at most ~80 bytes per pickle byte."""
+whole checkpoint well under 1 MiB). Worst case measured at this size: 1 M empty dicts,
+about 80 MB and a few seconds."""
+MAX_CALLS = 100_000
+"""Objects the pickle may create by calls (tensors, placeholders, containers): a genuine
+checkpoint makes a few per tensor and per config value (big-lama: about 10,000)."""
 MAX_ZIP_ENTRIES = 100_000
 MAX_HASH_WORK = 10_000_000
 """Elements hashed while building dict keys and sets, summed over the whole pickle."""
@@ -251,6 +255,7 @@ class _ScanUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcod
         self._tuple_weight: dict[int, int] = {}
         self._keep: list[Any] = []  # tuples whose id() is a key above stay alive
         self._hash_work = 0
+        self._calls = 0
 
     def find_class(self, module: str, name: str) -> Any:
         # Python 2 names (protocol 2 writes __builtin__, copy_reg): map as pickle itself does.
@@ -277,7 +282,13 @@ class _ScanUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcod
         return StorageRef(key, storage_type.dtype, numel)
 
     # -- calls ---------------------------------------------------------------------------
+    def _count_call(self) -> None:
+        self._calls += 1
+        if self._calls > MAX_CALLS:
+            raise UnsafePickleError(f"the pickle creates over {MAX_CALLS:,} objects by calls")
+
     def _check_call(self, func: Any, args: Any) -> None:
+        self._count_call()
         if isinstance(func, type) and issubclass(func, InertObject):
             return  # a placeholder records its arguments and runs nothing
         if not (_hashable(func) and func in _SAFE_CALLS):
@@ -317,6 +328,7 @@ class _ScanUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcod
         self.append(cls.__new__(cls, *args))
 
     def _check_newobj(self, cls: Any, args: Any) -> None:
+        self._count_call()
         if isinstance(cls, type) and issubclass(cls, InertObject):
             return
         if not (_hashable(cls) and cls in _NEWOBJ_CLASSES):

@@ -306,6 +306,10 @@ for name, uri in cases.items():
         error = f"{type(exc).__name__}: {exc}"
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline
     print(json.dumps({"case": name, "error": error, "rss_growth_kb": grown}), flush=True)
+# Control, last (ru_maxrss only grows): touching 400 MiB must register as growth over the bound.
+block = b"\x01" * (400 * 2 ** 20)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline
+print(json.dumps({"case": "_control_400mib", "error": None, "rss_growth_kb": grown}), flush=True)
 """
 
 
@@ -328,6 +332,7 @@ def hostile_results(tmp_path_factory):
 def test_genuine_official_folder_loads_in_the_same_harness(hostile_results):
     cases, results, _ = hostile_results
     assert results["genuine_official_folder"]["error"] is None
+    assert results["_control_400mib"]["rss_growth_kb"] > RSS_BOUND_MB * 1024  # the measure sees real growth
     # The compressible archive is small on disk (the issue's was 9 MB): 768 MiB of zeros, deflated.
     assert (Path(cases["compressible_tensor_data"][0]) / "models" / "best.ckpt").stat().st_size < 9 * 2 ** 20
 
@@ -456,3 +461,15 @@ def test_scan_unpickler_refuses_calls_that_could_allocate_or_run_code(payload, r
 def test_unknown_classes_stay_inert_placeholders():
     obj = scan_pickle(b"\x80\x02cposix\nsystem\nX\x05\x00\x00\x00touch\x85R.")
     assert type(obj).__name__ == "Inert_system" and obj.args == ("touch",)
+
+
+def test_pickle_size_and_object_count_are_capped():
+    from lama_core.safe_unpickle import MAX_CALLS, MAX_PICKLE_BYTES
+
+    with pytest.raises(UnsafePickleError, match="above the limit"):
+        scan_pickle(b"\x80\x02N" + b"0N" * (MAX_PICKLE_BYTES // 2) + b".")
+    # MAX_CALLS + 1 inert objects, 5 pickle bytes each: well inside the size cap.
+    payload = b"\x80\x02]cfoo\nBar\nq\x000" + b"h\x00)\x81a" * (MAX_CALLS + 1) + b"."
+    assert len(payload) < MAX_PICKLE_BYTES
+    with pytest.raises(UnsafePickleError, match="creates over 100,000 objects"):
+        scan_pickle(payload)
