@@ -302,6 +302,8 @@ class _ScanUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcod
                 self._charge(item[0] if func is collections.OrderedDict and isinstance(item, tuple) else item)
         if func is torch.Size:
             _int_tuple(args[0] if args else (), "size")
+        if func is collections.defaultdict and len(args) > 1:  # initial items would be hashed uncounted
+            raise UnsafePickleError("the pickle calls collections.defaultdict with initial items")
 
     def load_reduce(self):
         args = self.stack.pop()
@@ -446,9 +448,19 @@ class TorchArchive:
         infos = self._zip.infolist()
         if len(infos) > MAX_ZIP_ENTRIES:
             raise UnsafePickleError(f"its zip holds over {MAX_ZIP_ENTRIES:,} entries")
+        file_size = fileobj.seek(0, io.SEEK_END)
         for info in infos:
             if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                raise UnsafePickleError(f"zip entry uses compression method {info.compress_type}")
+                raise UnsafePickleError(f"zip entry {info.filename[:80]} uses compression method {info.compress_type}")
+            if info.header_offset + info.compress_size > file_size:
+                raise ArchiveError(f"zip entry {info.filename[:80]} extends beyond the file (truncated?)")
+            if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+                raise UnsafePickleError(f"stored zip entry {info.filename[:80]} declares {info.file_size:,} bytes "
+                                        f"but holds {info.compress_size:,}")
+            # Deflate expands at most ~1032:1; a larger claim is a forged size.
+            if info.file_size > 1032 * info.compress_size + 1024:
+                raise UnsafePickleError(f"zip entry {info.filename[:80]} declares {info.file_size:,} bytes from "
+                                        f"{info.compress_size:,} compressed, more than deflate can produce")
         self.total_declared_bytes = sum(info.file_size for info in infos)
         self.compressed_bytes = sum(info.compress_size for info in infos)
         self._infos = {info.filename: info for info in infos}

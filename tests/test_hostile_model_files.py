@@ -452,6 +452,7 @@ def test_allowlist_holds_only_audited_globals():
     (b"\x80\x02coperator\nattrgetter\n.", "references operator.attrgetter"),
     (b"\x80\x02ccopyreg\n_reconstructor\n.", "references copyreg._reconstructor"),
     (b"\x80\x02cbuiltins\ntuple\n)\x81.", "creates an object of builtins.tuple"),
+    (b"\x80\x02ccollections\ndefaultdict\nN]\x86R.", "defaultdict with initial items"),
 ])
 def test_scan_unpickler_refuses_calls_that_could_allocate_or_run_code(payload, reason):
     with pytest.raises(UnsafePickleError, match=reason):
@@ -473,3 +474,17 @@ def test_pickle_size_and_object_count_are_capped():
     assert len(payload) < MAX_PICKLE_BYTES
     with pytest.raises(UnsafePickleError, match="creates over 100,000 objects"):
         scan_pickle(payload)
+
+
+def test_forged_uncompressed_size_in_the_zip_directory_is_refused(tmp_path):
+    """A deflated entry whose central-directory size claims more than deflate can expand to."""
+    root = _official_dir(tmp_path / "forged", OFFICIAL_STYLE_YAML, _lightning(_small_state()), compress=True)
+    path = root / "models" / "best.ckpt"
+    data = bytearray(path.read_bytes())
+    entry = data.rindex(b"archive/data/0") - 46  # the central directory comes last
+    assert data[entry: entry + 4] == b"PK\x01\x02"
+    data[entry + 24: entry + 28] = (4_000_000_000).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"refusing .*best\.ckpt: zip entry archive/data/0 declares "
+                                              r"4,000,000,000 bytes from [0-9,]+ compressed"):
+        load_generator(str(root))
