@@ -503,8 +503,18 @@ class TorchArchive:
                                     f"says {ref.storage.nbytes:,}")
         if ref.numel == 0:
             return torch.empty(ref.shape, dtype=ref.dtype)
-        flat = torch.frombuffer(bytearray(self._read(info, info.file_size)), dtype=ref.dtype)
-        return flat.as_strided(ref.shape, ref.stride, ref.offset).clone()
+        buffer = bytearray(info.file_size)
+        try:
+            with self._zip.open(info) as f:
+                got = f.readinto(buffer)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:  # CRC, truncation, bad header
+            raise ArchiveError(f"zip entry {info.filename}: {exc}") from exc
+        if got != info.file_size:
+            raise ArchiveError(f"zip entry {info.filename} is shorter than declared")
+        flat = torch.frombuffer(buffer, dtype=ref.dtype)  # shares the buffer: no copy
+        contiguous = ref.offset == 0 and ref.numel == ref.storage.numel and \
+            ref.stride == tuple(torch.empty(ref.shape, device="meta").stride())
+        return flat.view(ref.shape) if contiguous else flat.as_strided(ref.shape, ref.stride, ref.offset).clone()
 
     def close(self) -> None:
         self._zip.close()
