@@ -337,9 +337,19 @@ class _ScanUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcod
             raise UnsafePickleError(f"the pickle creates an object of {_qualname(cls)}, which checkpoints never need")
 
     def load_build(self):
-        if not isinstance(self.stack[-2], InertObject):
-            raise UnsafePickleError(f"the pickle sets the state of a {type(self.stack[-2]).__name__}")
-        super().load_build()
+        state, target = self.stack[-1], self.stack[-2]
+        if isinstance(target, InertObject):
+            self.stack.pop()
+            target.__setstate__(state)
+            return
+        # torch's state_dict() is an OrderedDict carrying a ``_metadata`` attribute (module
+        # versions): its pickle sets the instance dict. Only string attribute names, no slots.
+        if type(target) is collections.OrderedDict and isinstance(state, dict) and all(
+                isinstance(k, str) for k in state):
+            self.stack.pop()
+            target.__dict__.update(state)
+            return
+        raise UnsafePickleError(f"the pickle sets the state of a {type(target).__name__}")
 
     # -- hashing work ----------------------------------------------------------------------
     def _charge(self, key: Any) -> None:

@@ -156,8 +156,12 @@ def _small_state() -> dict[str, torch.Tensor]:
 
 
 def _lightning(state, **extra) -> dict:
-    ckpt = {"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.2.9",
-            "state_dict": collections.OrderedDict((f"generator.{k}", v) for k, v in state.items())}
+    """A checkpoint as Lightning writes one: the LightningModule's ``state_dict()``, an
+    OrderedDict whose ``_metadata`` attribute (module versions) is pickled as its state."""
+    state_dict = collections.OrderedDict((f"generator.{k}", v) for k, v in state.items())
+    state_dict._metadata = collections.OrderedDict(
+        [("", {"version": 1})] + [(f"generator.{k}".rstrip("."), v) for k, v in getattr(state, "_metadata", {}).items()])
+    ckpt = {"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.2.9", "state_dict": state_dict}
     ckpt.update(extra)
     return ckpt
 
@@ -383,9 +387,16 @@ def test_official_config_with_references_loads(tmp_path):
     loaded = load_generator(str(root))
     assert loaded.config.resnet_conv_kwargs == FFCConvOptions(0.75, 0.75, False)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
-    # The archive writer of these tests writes what torch.load reads.
-    assert torch.load(root / "models" / "best.ckpt", weights_only=True)["state_dict"].keys() == \
-        _lightning(state)["state_dict"].keys()
+    # The archive writer of these tests writes what torch.load reads, module metadata included.
+    reloaded = torch.load(root / "models" / "best.ckpt", weights_only=True)["state_dict"]
+    assert reloaded.keys() == _lightning(state)["state_dict"].keys()
+    assert reloaded._metadata["generator.model.1.ffc"] == {"version": 1}
+    # ...and so does torch.save of a real module's state dict, read back by load_generator.
+    wrapper = torch.nn.Module()
+    wrapper.generator = build_generator(SMALL_ARGS)
+    assert hasattr(wrapper.state_dict(), "_metadata")
+    torch.save({"state_dict": wrapper.state_dict()}, tmp_path / "module.ckpt")
+    assert load_generator(str(tmp_path / "module.ckpt"), preset=SMALL_ARGS).config.n_blocks == 2
 
 
 def test_reference_cycles_and_missing_targets_are_one_line(tmp_path):
