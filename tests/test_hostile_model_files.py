@@ -399,6 +399,20 @@ def test_official_config_with_references_loads(tmp_path):
     assert load_generator(str(tmp_path / "module.ckpt"), preset=SMALL_ARGS).config.n_blocks == 2
 
 
+class _AttributeDict(dict):
+    """Stands for Lightning's AttributeDict (a class the loader cannot import)."""
+
+
+def test_bare_ckpt_with_official_config_in_its_hyper_parameters_loads(tmp_path):
+    """The pickled DictConfig (inert placeholders when read) carries big-lama's references."""
+    state = _small_state()
+    config = OmegaConf.create(OFFICIAL_STYLE_YAML)
+    torch.save(_lightning(state, hyper_parameters=_AttributeDict(config=config)), tmp_path / "best.ckpt")
+    loaded = load_generator(str(tmp_path / "best.ckpt"))
+    assert loaded.config.ngf == 16 and loaded.config.downsample_conv_kwargs == FFCConvOptions(0.0, 0.0, False)
+    assert loaded.config.resnet_conv_kwargs == FFCConvOptions(0.75, 0.75, False)
+
+
 def test_reference_cycles_and_missing_targets_are_one_line(tmp_path):
     state = _small_state()
     cyc = OFFICIAL_STYLE_YAML.replace("    ratio_gin: 0.75", "    ratio_gin: ${generator.resnet_conv_kwargs.ratio_gout}")
