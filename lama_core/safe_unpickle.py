@@ -295,11 +295,13 @@ class _ScanUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcod
             raise UnsafePickleError(f"the pickle calls {_qualname(func)}, which checkpoints never need")
         if not isinstance(args, tuple) or len(args) > 8:
             raise UnsafePickleError(f"the pickle calls {_qualname(func)} with malformed arguments")
-        if func in (set, frozenset, collections.OrderedDict) and args:
+        if func is collections.OrderedDict and args:  # pickles fill it with SETITEMS, which is metered
+            raise UnsafePickleError("the pickle calls collections.OrderedDict with initial items")
+        if func in (set, frozenset) and args:
             if not isinstance(args[0], list) or len(args) > 1:
                 raise UnsafePickleError(f"the pickle calls {_qualname(func)} on something other than a list")
             for item in args[0]:
-                self._charge(item[0] if func is collections.OrderedDict and isinstance(item, tuple) else item)
+                self._charge(item)
         if func is torch.Size:
             _int_tuple(args[0] if args else (), "size")
         if func is collections.defaultdict and len(args) > 1:  # initial items would be hashed uncounted

@@ -478,6 +478,7 @@ def test_allowlist_holds_only_audited_globals():
     (b"\x80\x02ccopyreg\n_reconstructor\n.", "references copyreg._reconstructor"),
     (b"\x80\x02cbuiltins\ntuple\n)\x81.", "creates an object of builtins.tuple"),
     (b"\x80\x02ccollections\ndefaultdict\nN]\x86R.", "defaultdict with initial items"),
+    (b"\x80\x02ccollections\nOrderedDict\n]\x85R.", "OrderedDict with initial items"),
 ])
 def test_scan_unpickler_refuses_calls_that_could_allocate_or_run_code(payload, reason):
     with pytest.raises(UnsafePickleError, match=reason):
