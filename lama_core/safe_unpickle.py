@@ -5,7 +5,7 @@ pickle of the checkpoint dict, tensors as references to storages) and one
 ``<name>/data/<key>`` entry per storage. They also pickle objects of libraries we cannot
 import (an OmegaConf config, Lightning's ``AttributeDict``, callback states).
 
-``open_torch_archive`` reads such a file in two steps, so that every cost is decided
+``TorchArchive`` reads such a file in two steps, so that every cost is decided
 before it is paid:
 
 1. The zip's central directory (entry count, declared sizes, compression) and the pickle
@@ -21,9 +21,11 @@ What the unpickler allows (every global audited for allocation and code executio
 ``builtins`` data types (``dict list tuple set frozenset int float complex bool str slice
 object``), ``collections.OrderedDict`` / ``defaultdict``, ``torch.Size``, torch dtypes and
 storage types, and torch's tensor/parameter rebuild functions (replaced by ones that
-only record references). Calls are further restricted: only set/frozenset/OrderedDict/
-``torch.Size``/slice/complex, the rebuild functions and placeholders may be called (so
-``str(huge nested list)`` or ``int(...)`` cannot run); ``bytes``, ``bytearray`` and
+only record references). Calls are further restricted: only ``set``/``frozenset`` of a
+list, ``OrderedDict()``, ``defaultdict(factory)``, ``torch.Size`` of a few ints, slice,
+complex, the rebuild functions and placeholders may be called (so ``str(huge nested
+list)`` or ``int(...)`` cannot run); state may be set only on placeholders and on a
+state dict's ``OrderedDict`` (its ``_metadata``); ``bytes``, ``bytearray`` and
 ``range`` (which allocate or iterate on demand), and every global of ``builtins``,
 ``functools``, ``operator``, ``copyreg``, ``pickle``, ``types``, ``importlib``, ``runpy``,
 ``marshal``, ``ctypes``, ``sys``, ``gc``, ``inspect`` and ``io`` (the modules that call,
