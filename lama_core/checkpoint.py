@@ -48,8 +48,9 @@ from .untrusted_config import MAX_CONFIG_BYTES, ConfigFileError, parse_yaml_conf
 GENERATOR_FILE = "generator.safetensors"
 DISCRIMINATOR_FILE = "discriminator.safetensors"
 CONFIG_METADATA_KEY = "lama_core.generator_config"
-MAX_SAFETENSORS_HEADER = 16 * 1024 * 1024
-"""Largest safetensors JSON header read (big-lama's is about 120 KB)."""
+MAX_SAFETENSORS_HEADER = 4 * 1024 * 1024
+"""Largest safetensors JSON header read: big-lama's is about 120 KB, the largest config the
+limits allow about 2 MB; parsing the worst case at this size takes about 110 MB."""
 ARCHIVE_SLACK_BYTES = 64 * 1024 * 1024
 """Room a Lightning checkpoint gets beyond 4x the generator's state (discriminator, loss
 networks, pickle): the cap on the sum of its zip entries' uncompressed sizes."""

@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
-MAX_CONFIG_BYTES = 1024 * 1024
-"""Largest ``config.yaml`` read (official big-lama's is about 4 KB)."""
+MAX_CONFIG_BYTES = 64 * 1024
+"""Largest ``config.yaml`` read (official big-lama's is a few KB). Parsing the worst case at
+this size (all tiny nodes) takes about 15 MB and a second or two before the node count."""
 MAX_CONFIG_NODES = 100_000
 """Most values a config may expand to, counting every use of a YAML alias."""
 MAX_REFERENCE_HOPS = 16

@@ -514,3 +514,10 @@ def test_forged_uncompressed_size_in_the_zip_directory_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"refusing .*best\.ckpt: zip entry archive/data/0 declares "
                                               r"4,000,000,000 bytes from [0-9,]+ compressed"):
         load_generator(str(root))
+
+
+def test_oversized_config_yaml_is_refused_before_it_is_read(tmp_path):
+    padded = OFFICIAL_STYLE_YAML + "notes: [" + "1, " * 30_000 + "]\n"  # ~90 KB
+    root = _official_dir(tmp_path / "big", padded, _lightning(_small_state()))
+    with pytest.raises(CheckpointError, match=r"refusing .*config\.yaml: it is [0-9,]+ bytes, above the limit of 65,536"):
+        load_generator(str(root))
