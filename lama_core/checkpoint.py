@@ -228,7 +228,10 @@ def _read_lightning_trusted(uri: str, config: GeneratorConfig | None, max_parame
     if not gen:
         raise CheckpointError(f"{uri} holds no generator weights (no 'generator.*' keys in its state_dict)")
     if config is None:
-        args = _find_generator_config(ckpt)
+        try:
+            args = _find_generator_config(ckpt)
+        except (ValueError, RecursionError) as exc:
+            raise _refuse(uri, f"its hyper-parameters: {exc}") from exc
         config = (_validated_config(args, uri, max_parameters) if args is not None
                   else _checked_preset("big-lama", uri, max_parameters))
     return gen, pick("discriminator.") or None, config

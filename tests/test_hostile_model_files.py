@@ -521,3 +521,16 @@ def test_oversized_config_yaml_is_refused_before_it_is_read(tmp_path):
     root = _official_dir(tmp_path / "big", padded, _lightning(_small_state()))
     with pytest.raises(CheckpointError, match=r"refusing .*config\.yaml: it is [0-9,]+ bytes, above the limit of 65,536"):
         load_generator(str(root))
+
+
+def test_training_checkpoint_on_s3_reads_with_its_discriminator(s3_bucket):
+    """Our safetensors layout (generator + discriminator), header-checked through s3fs."""
+    from lama_core import build_discriminator, read_checkpoint, save_discriminator
+
+    generator, discriminator = build_generator("small"), build_discriminator("small")
+    save_generator(generator, f"{s3_bucket}/run/checkpoint_000010")
+    save_discriminator(discriminator, f"{s3_bucket}/run/checkpoint_000010")
+    contents = read_checkpoint(f"{s3_bucket}/run/checkpoint_000010")
+    assert contents.kind == "safetensors" and contents.generator_config.ngf == 16
+    assert contents.discriminator_state.keys() == discriminator.state_dict().keys()
+    assert all(torch.equal(contents.generator_state[k], v) for k, v in generator.state_dict().items())
