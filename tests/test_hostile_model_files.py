@@ -534,3 +534,24 @@ def test_training_checkpoint_on_s3_reads_with_its_discriminator(s3_bucket):
     assert contents.kind == "safetensors" and contents.generator_config.ngf == 16
     assert contents.discriminator_state.keys() == discriminator.state_dict().keys()
     assert all(torch.equal(contents.generator_state[k], v) for k, v in generator.state_dict().items())
+
+
+def test_inpaint_job_refuses_a_hostile_model_in_one_line_without_the_secret(tmp_path):
+    """The user-facing path: ``jobs/inpaint.py model=...`` stops before Ray starts."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "in" / "a.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "in" / "a_mask000.png")
+    yaml_text = _yaml_with("  n_blocks: 2", "  n_blocks: ${oc.env:SECRET_TOKEN}")
+    model = _official_dir(tmp_path / "model", yaml_text, _lightning(_small_state()))
+    proc = subprocess.run([sys.executable, "jobs/inpaint.py", f"input={tmp_path / 'in'}",
+                           f"output={tmp_path / 'out'}", f"model={model}"],
+                          capture_output=True, text=True, timeout=300, cwd=str(REPO),
+                          env={**os.environ, "SECRET_TOKEN": SECRET, "PYTHONPATH": str(REPO)})
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"error: cannot load model {model}: refusing {model}/config\.yaml: generator n_blocks "
+                        r"must be an integer, got an OmegaConf interpolation \(never resolved in model files\)", last)
+    assert SECRET not in proc.stdout + proc.stderr
