@@ -58,11 +58,21 @@ networks, pickle): the cap on the sum of its zip entries' uncompressed sizes."""
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, refused as unsafe or too large, or does not fit
-    the generator it is loaded into. The message is one line naming the file."""
+    the generator it is loaded into. The message is one line naming the file: parts that
+    come from the file (key names, class names) cannot break it or carry terminal controls."""
+
+    def __init__(self, message: str):
+        super().__init__(_one_line(message))
+
+
+def _one_line(text: str, limit: int = 1500) -> str:
+    """Whitespace runs become one space, other unprintable characters are escaped."""
+    text = " ".join(str(text).split())
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _refuse(uri: str, reason: str) -> CheckpointError:
-    reason = " ".join(str(reason).split())[:400]
     return CheckpointError(f"refusing {uri}: {reason}")
 
 

@@ -555,3 +555,14 @@ def test_inpaint_job_refuses_a_hostile_model_in_one_line_without_the_secret(tmp_
     assert re.fullmatch(rf"error: cannot load model {model}: refusing {model}/config\.yaml: generator n_blocks "
                         r"must be an integer, got an OmegaConf interpolation \(never resolved in model files\)", last)
     assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_names_from_the_file_cannot_break_the_one_line(tmp_path):
+    state = dict(_small_state())
+    state["evil\nline\x1b[2J"] = torch.zeros(1)
+    root = _official_dir(tmp_path / "names", OFFICIAL_STYLE_YAML, _lightning(state))
+    with pytest.raises(CheckpointError) as info:
+        load_generator(str(root))
+    message = str(info.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert "1 unexpected: evil line\\x1b[2J" in message
