@@ -396,9 +396,9 @@ def read_checkpoint(uri: str, trusted: bool = False, endpoint_url: str | None = 
     if path.endswith(".safetensors"):
         tensors, config = _generator_safetensors(fs, path, uri, preset, max_parameters)
         disc = None
-        if discriminator and path.endswith(GENERATOR_FILE) and fs.exists(path[: -len(GENERATOR_FILE)] + DISCRIMINATOR_FILE):
-            disc_uri = uri[: -len(GENERATOR_FILE)] + DISCRIMINATOR_FILE
-            disc, _ = _read_safetensors(fs, path[: -len(GENERATOR_FILE)] + DISCRIMINATOR_FILE, disc_uri,
+        disc_path = path[: -len(GENERATOR_FILE)] + DISCRIMINATOR_FILE
+        if discriminator and path.endswith(GENERATOR_FILE) and fs.exists(disc_path):
+            disc, _ = _read_safetensors(fs, disc_path, uri[: -len(GENERATOR_FILE)] + DISCRIMINATOR_FILE,
                                         generator_state_bytes(config) + ARCHIVE_SLACK_BYTES)
         return CheckpointContents(tensors, config, disc, uri, "safetensors")
     config = _checked_preset(preset, uri, max_parameters) if preset is not None else None

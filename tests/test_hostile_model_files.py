@@ -160,7 +160,8 @@ def _lightning(state, **extra) -> dict:
     OrderedDict whose ``_metadata`` attribute (module versions) is pickled as its state."""
     state_dict = collections.OrderedDict((f"generator.{k}", v) for k, v in state.items())
     state_dict._metadata = collections.OrderedDict(
-        [("", {"version": 1})] + [(f"generator.{k}".rstrip("."), v) for k, v in getattr(state, "_metadata", {}).items()])
+        [("", {"version": 1})]
+        + [(f"generator.{k}".rstrip("."), v) for k, v in getattr(state, "_metadata", {}).items()])
     ckpt = {"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.2.9", "state_dict": state_dict}
     ckpt.update(extra)
     return ckpt
@@ -226,7 +227,8 @@ def make_hostile_files(root: Path) -> dict[str, tuple[str, str]]:
     # 4. Secret environment interpolations: in config.yaml, through a reference chain, and in
     #    a bare checkpoint's pickled hyper-parameters.
     cases["secret_env_in_config_yaml"] = (
-        str(_official_dir(root / "secret", _yaml_with("  kind: ffc_resnet\n", "  kind: ffc_resnet\n  norm_layer: ${oc.env:SECRET_TOKEN}\n"),
+        str(_official_dir(root / "secret", _yaml_with("  kind: ffc_resnet\n",
+                                                      "  kind: ffc_resnet\n  norm_layer: ${oc.env:SECRET_TOKEN}\n"),
                           _lightning(state))),
         r"config\.yaml: unsupported generator option norm_layer=an OmegaConf interpolation")
     chained = OFFICIAL_STYLE_YAML.replace("  data_root_dir: /data/places",
@@ -415,7 +417,8 @@ def test_bare_ckpt_with_official_config_in_its_hyper_parameters_loads(tmp_path):
 
 def test_reference_cycles_and_missing_targets_are_one_line(tmp_path):
     state = _small_state()
-    cyc = OFFICIAL_STYLE_YAML.replace("    ratio_gin: 0.75", "    ratio_gin: ${generator.resnet_conv_kwargs.ratio_gout}")
+    cyc = OFFICIAL_STYLE_YAML.replace("    ratio_gin: 0.75",
+                                      "    ratio_gin: ${generator.resnet_conv_kwargs.ratio_gout}")
     with pytest.raises(CheckpointError, match=r"config\.yaml: a reference cycle"):
         load_generator(str(_official_dir(tmp_path / "c", cyc, _lightning(state))))
     missing = OFFICIAL_STYLE_YAML.replace("    ratio_gin: 0.75", "    ratio_gin: ${nowhere.at_all}")
@@ -519,7 +522,8 @@ def test_forged_uncompressed_size_in_the_zip_directory_is_refused(tmp_path):
 def test_oversized_config_yaml_is_refused_before_it_is_read(tmp_path):
     padded = OFFICIAL_STYLE_YAML + "notes: [" + "1, " * 30_000 + "]\n"  # ~90 KB
     root = _official_dir(tmp_path / "big", padded, _lightning(_small_state()))
-    with pytest.raises(CheckpointError, match=r"refusing .*config\.yaml: it is [0-9,]+ bytes, above the limit of 65,536"):
+    reason = r"refusing .*config\.yaml: it is [0-9,]+ bytes, above the limit of 65,536"
+    with pytest.raises(CheckpointError, match=reason):
         load_generator(str(root))
 
 
