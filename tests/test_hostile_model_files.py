@@ -426,6 +426,7 @@ def test_reference_cycles_and_missing_targets_are_one_line(tmp_path):
         load_generator(str(_official_dir(tmp_path / "m", missing, _lightning(state))))
 
 
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
 def test_parameter_count_and_shapes_from_the_config_match_the_built_model():
     rng = random.Random(0)
     configs = list(GENERATOR_PRESETS.values())
