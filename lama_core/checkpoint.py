@@ -406,9 +406,12 @@ def read_checkpoint(uri: str, trusted: bool = False, endpoint_url: str | None = 
     return CheckpointContents(gen, config, disc, uri, "official-ckpt")
 
 
-def load_state_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, what: str) -> None:
+def load_state_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, what: str,
+                       assign: bool = False) -> None:
     """``module.load_state_dict(state, strict=True)`` with a readable ``CheckpointError``
-    listing missing keys, unexpected keys and shape mismatches (first few of each)."""
+    listing missing keys, unexpected keys and shape mismatches (first few of each).
+    ``assign=True`` makes the module use the state's tensors (cast to the module's dtypes)
+    instead of copying into its own: for a module built on the meta device."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -421,7 +424,9 @@ def load_state_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], 
             problems.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
     if problems:
         raise CheckpointError(f"{what} weights in {source} do not fit the model: " + "; ".join(problems))
-    module.load_state_dict(state, strict=True)
+    if assign:
+        state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    module.load_state_dict(state, strict=True, assign=assign)
 
 
 def load_generator(uri: str, preset: str | GeneratorConfig | None = None, trusted: bool = False,
@@ -437,10 +442,11 @@ def load_generator(uri: str, preset: str | GeneratorConfig | None = None, truste
     contents = read_checkpoint(uri, trusted=trusted, endpoint_url=endpoint_url, max_parameters=max_parameters,
                                discriminator=False, preset=preset)
     try:
-        generator = FFCResNetGenerator(contents.generator_config)
+        with torch.device("meta"):  # no memory, no random init: the checkpoint's tensors are used as they are
+            generator = FFCResNetGenerator(contents.generator_config)
     except (ValueError, RuntimeError) as exc:
         raise _refuse(uri, f"its generator config cannot be built: {exc}") from exc
-    load_state_checked(generator, contents.generator_state, uri, "generator")
+    load_state_checked(generator, contents.generator_state, uri, "generator", assign=True)
     return generator.eval()
 
 
