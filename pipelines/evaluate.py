@@ -64,6 +64,7 @@ from .configs import EvaluateConfig
 from .errors import JobError
 from .records import detect_format, is_image_file, list_parquet
 from .samples import png_bytes, sample_photos
+from .records_schema import UTC_TIMESTAMP, utc_now
 from .stage_utils import absolute_uri, blob, cluster_plan, column_batch, read_many, reach
 
 DEFAULT_METRICS = ("psnr", "ssim", "l1", "lpips", "fid")
@@ -107,7 +108,7 @@ def per_image_schema(metrics: Sequence[str]) -> pa.Schema:
               ("hole_fraction", pa.float64()), ("hole_area_bin", pa.string()), ("mask_resized", pa.bool_()),
               ("converted", pa.bool_())]
     fields += [(c, pa.float64()) for c in _metric_columns(metrics, PER_IMAGE_METRIC_COLUMNS)]
-    fields += [("seconds", pa.float64()), ("run", pa.string())]
+    fields += [("seconds", pa.float64()), ("run", pa.string()), ("timestamp", UTC_TIMESTAMP)]
     return pa.schema(fields)
 
 
@@ -119,8 +120,8 @@ def summary_schema(metrics: Sequence[str]) -> pa.Schema:
               ("hole_area_bin", pa.string()),
               ("n", pa.int64()), ("n_error", pa.int64()), ("status", pa.string()), ("error", pa.string())]
     fields += [(c, pa.float64()) for c in _metric_columns(metrics, SUMMARY_METRIC_COLUMNS)]
-    fields += [("data", pa.string()), ("metrics", pa.string()), ("evaluated_at", pa.string()),
-               ("seconds", pa.float64()), ("run", pa.string())]
+    fields += [("data", pa.string()), ("metrics", pa.string()), ("seconds", pa.float64()), ("run", pa.string()),
+               ("timestamp", UTC_TIMESTAMP)]
     return pa.schema(fields)
 
 
@@ -922,7 +923,7 @@ def _summary_rows(plan: _Plan, checkpoint: str, step: int | None, mask_set: str,
     error_bins = [hole_area_bin(r["hole_fraction"]) for r in errors if math.isfinite(r["hole_fraction"])]
     common = dict(checkpoint=checkpoint, step=step, mask_set=mask_set, status="ok", error=None,
                   data=plan.data_uri, metrics=",".join(plan.metrics),
-                  evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=seconds, run=plan.run_id)
+                  timestamp=utc_now(), seconds=seconds, run=plan.run_id)
     for row in summary:
         row.update(common)
         row["n_error"] = len(errors) if row["hole_area_bin"] == ALL else error_bins.count(row["hole_area_bin"])
@@ -935,7 +936,7 @@ def _summary_rows(plan: _Plan, checkpoint: str, step: int | None, mask_set: str,
 def _failed_summary(plan: _Plan, checkpoint: str, step: int | None, mask_set: str, error: str) -> list[dict]:
     return [dict(checkpoint=checkpoint, step=step, mask_set=mask_set, hole_area_bin=ALL, n=0, n_error=0, status="error",
                  error=error, data=plan.data_uri, metrics=",".join(plan.metrics),
-                 evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=0.0, run=plan.run_id)]
+                 timestamp=utc_now(), seconds=0.0, run=plan.run_id)]
 
 
 def _write_pair(plan: _Plan, checkpoint: str, step: int | None, ms: MaskSet, rows: list[dict],
@@ -946,8 +947,10 @@ def _write_pair(plan: _Plan, checkpoint: str, step: int | None, ms: MaskSet, row
     result = PairResult(checkpoint, ms.name, summary[-1]["status"], summary[-1])
     if rows:
         per_image = []
+        now = utc_now()
         for r in rows:
             fraction = float(r["hole_fraction"])
+            ok = r["status"] == "ok"
             per_image.append({
                 **{k: r.get(k) for k in ("id", "index", "source", "mask_source", "status", "width", "height",
                                          "mask_resized", "converted", "seconds")},
@@ -957,7 +960,9 @@ def _write_pair(plan: _Plan, checkpoint: str, step: int | None, ms: MaskSet, row
                 "hole_fraction": fraction if math.isfinite(fraction) else None,
                 "hole_area_bin": hole_area_bin(fraction) if math.isfinite(fraction) else None,
                 "width": r["width"] if r["width"] >= 0 else None, "height": r["height"] if r["height"] >= 0 else None,
-                "run": plan.run_id})
+                # Flags of a record that failed are unknown, not false.
+                "mask_resized": bool(r["mask_resized"]) if ok else None, "converted": bool(r["converted"]) if ok else None,
+                "run": plan.run_id, "timestamp": now})
         per_image.sort(key=lambda r: r["index"])
         _write_parquet(fs, f"{root}/per_image/{key}.parquet", _table(per_image, per_image_schema(plan.metrics)))
         result.per_image_uri = join_uri(plan.output_uri, "per_image", f"{key}.parquet")
