@@ -31,11 +31,17 @@ import torch
 from lama_core import CheckpointError, GENERATOR_PRESETS, Inpainter, build_generator, load_generator
 from lama_core.storage import filesystem_for, join_uri
 
-from .codecs import RecordError, decode_image, decode_mask, encode_image, output_extension
+from .codecs import RecordError, decode_image, decode_mask, encode_image, image_size, output_extension, scale_mask
+from .error_kinds import INPUT, MODEL, STORAGE, kind_of_exception
+from .storage_retry import RetryPolicy, write_file
 from .job_config import JobError
-from .records import Listing, detect_format, list_files, list_folder, list_parquet, read_done_ids, remove_records
+from .output_lease import acquire_lease
+from .records import Listing, detect_format, list_files, list_folder, list_parquet
+from .resume_state import ResumeState, read_resume_state, records_files, remove_records
+from .run_settings import check_settings, settings_of
+from .storage_retry import is_transient, policy_problems
 from .stage_utils import (ModelActorOptions, absolute_uri, actor_count, actor_option_problems, blob, cluster_device,
-                          column_batch, read_many, reach)
+                          column_batch, message_line, read_many, reach)
 
 from lama_core.masks import MASK_SETS, generate_mask
 from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
@@ -69,11 +75,19 @@ class InpaintConfig(ModelActorOptions):
     max_pixels: int = 2048 * 2048
     records_per_file: int = 1000
     seed: int = 0
+    retry_errors: bool = False
+    dry_run: bool = False
+    # Reliability knobs (pipelines/storage_retry.py, output_lease.py, codecs.py).
+    storage_attempts: int = 6
+    storage_backoff_seconds: float = 1.0
+    storage_backoff_max_seconds: float = 30.0
+    lease_seconds: float = 120.0
+    max_input_pixels: int = 4096 * 4096
 
 
 #: One row per record in OUTPUT/records/*.parquet (nulls where a value is unknown).
 RECORD_SCHEMA = pa.schema([
-    ("id", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("error_kind", pa.string()),
     ("source", pa.string()), ("mask_source", pa.string()), ("output", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()), ("hole_fraction", pa.float64()),
     ("mask_generated", pa.bool_()), ("mask_index", pa.int64()), ("mask_binarized", pa.bool_()),
@@ -86,9 +100,9 @@ _EMPTY_IMAGE = np.zeros((0, 0, 3), np.uint8)
 _EMPTY_MASK = np.zeros((0, 0), np.uint8)
 # Columns of a decoded row and their values when unknown.
 _DECODED = {
-    "id": "", "source": "", "mask_source": "", "status": "ok", "error": "", "width": -1, "height": -1,
+    "id": "", "source": "", "mask_source": "", "status": "ok", "error": "", "error_kind": "", "width": -1, "height": -1,
     "hole_fraction": math.nan, "mask_binarized": False, "converted": False, "mask_generated": False,
-    "mask_index": -1, "seconds": 0.0,
+    "mask_index": -1, "seconds": 0.0, "reduced": False,
 }
 _METRICS = ("psnr", "ssim", "psnr_hole", "ssim_hole")
 
@@ -140,12 +154,15 @@ def _unsafe_id(record_id: str) -> bool:
 # ----------------------------------------------------------------------------- stage 1: decode
 
 def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask_source: str,
-                   mask_kind: str | None, mask_seed: int, label: str = "") -> dict[str, Any]:
+                   mask_kind: str | None, mask_seed: int, label: str = "", max_input_pixels: int = 0) -> dict[str, Any]:
     """One decoded row (``_DECODED`` columns + ``image``, ``mask``), or an error row.
 
     ``source`` / ``mask_source``: URIs of the files (``mask_source`` empty when the mask is
     drawn); ``label`` (e.g. ``(id 'x')`` for rows of a Parquet shard) follows them in error
     messages. ``mask_bytes=None`` draws the mask from ``mask_kind`` (ground truth known).
+    ``max_input_pixels`` (0: none) bounds the decoded image (``codecs.decode_image``: a
+    JPEG over it is decoded reduced, flag ``resized``; its mask file, up to 3x the limit
+    as it takes 1 byte per pixel, is scaled to match) and the mask.
     """
     row: dict[str, Any] = {**_DECODED, "id": rid, "source": source, "mask_source": mask_source,
                            "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK}
@@ -156,10 +173,14 @@ def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mas
             raise RecordError(f"id {rid!r} of {source} cannot be used as an output file name")
         if image_bytes is None:
             raise RecordError(f"no image bytes for {image_name}")
-        image, row["converted"] = decode_image(bytes(image_bytes), image_name)
+        image, row["converted"] = decode_image(bytes(image_bytes), image_name, max_input_pixels)
         row["height"], row["width"] = image.shape[:2]
+        full_size = image_size(bytes(image_bytes))
+        row["reduced"] = full_size != (image.shape[1], image.shape[0])
         if mask_bytes is not None:
-            hole, row["mask_binarized"] = decode_mask(bytes(mask_bytes), mask_name)
+            hole, row["mask_binarized"] = decode_mask(bytes(mask_bytes), mask_name, 3 * max_input_pixels)
+            if row["reduced"] and hole.shape == full_size[::-1]:
+                hole = scale_mask(hole, image.shape[1], image.shape[0])
             if hole.shape != image.shape[:2]:
                 raise RecordError(f"size mismatch: mask {mask_name} is {hole.shape[1]}x{hole.shape[0]} but image "
                                   f"{image_name} is {image.shape[1]}x{image.shape[0]} (WxH)")
@@ -173,21 +194,25 @@ def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mas
         row["image"], row["mask"] = image, hole
     except Exception as exc:  # RecordError, or anything unforeseen: still one row
         row.update(status="error", error=str(exc) if isinstance(exc, RecordError)
-                   else f"cannot decode {image_name}: {type(exc).__name__}: {exc}", image=_EMPTY_IMAGE, mask=_EMPTY_MASK)
+                   else f"cannot decode {image_name}: {type(exc).__name__}: {exc}", image=_EMPTY_IMAGE, mask=_EMPTY_MASK,
+                   error_kind=exc.kind if isinstance(exc, RecordError) else kind_of_exception(exc))
     row["seconds"] = time.perf_counter() - start
     return row
 
 
 def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractFileSystem,
-                        mask_fs: fsspec.AbstractFileSystem) -> dict[str, Any]:
+                        mask_fs: fsspec.AbstractFileSystem, retry: RetryPolicy | None = None,
+                        max_input_pixels: int = 0) -> dict[str, Any]:
     """Ray Data stage for folder records (``pipelines.records`` columns): read the image and
     mask files of the batch and decode them. Returns the decoded columns: ``_DECODED`` +
     ``image`` (uint8 H x W x 3) + ``mask`` (uint8 H x W in {0, 1}); error rows carry 0x0
-    arrays. Listing errors (e.g. an image without a mask) pass through as error rows."""
+    arrays. Listing errors (e.g. an image without a mask) pass through as error rows;
+    reads are retried per ``retry``; images over ``max_input_pixels`` (0: no limit) are
+    refused from their header."""
     n = len(batch["id"])
     start = time.perf_counter()
-    images = read_many(image_fs, [p for p, e in zip(batch["image_path"], batch["error"]) if p and not e])
-    masks = read_many(mask_fs, [p for p, e in zip(batch["mask_path"], batch["error"]) if p and not e])
+    images = read_many(image_fs, [p for p, e in zip(batch["image_path"], batch["error"]) if p and not e], retry)
+    masks = read_many(mask_fs, [p for p, e in zip(batch["mask_path"], batch["error"]) if p and not e], retry)
     read_share = (time.perf_counter() - start) / max(1, n)
     rows = []
     for i in range(n):
@@ -199,16 +224,17 @@ def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractF
             mask_bytes = blob(masks, batch["mask_path"][i], mask_uri)
         except RecordError as exc:
             rows.append({**_DECODED, "id": rid, "source": source, "mask_source": mask_uri, "status": "error",
-                         "error": str(exc), "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK})
+                         "error": str(exc), "error_kind": exc.kind, "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK})
             continue
-        row = _decode_record(rid, source, image_bytes, mask_bytes, mask_uri, None, 0)
+        row = _decode_record(rid, source, image_bytes, mask_bytes, mask_uri, None, 0,
+                             max_input_pixels=max_input_pixels)
         row["seconds"] += read_share
         rows.append(row)
     return column_batch(rows, {**_DECODED, "image": None, "mask": None})
 
 
 def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str], skip_ids: frozenset[str],
-                         mask_kind: str, mask_seed: int) -> dict[str, Any]:
+                         mask_kind: str, mask_seed: int, max_input_pixels: int = 0) -> dict[str, Any]:
     """Ray Data stage for rows read from Parquet shards (``id``, ``image`` bytes, optional
     ``mask`` bytes, ``path`` of the shard): drop ids in ``skip_ids`` (done by an earlier
     run), decode the rest; a missing/null mask is drawn from ``mask_kind``/``mask_seed``.
@@ -223,7 +249,7 @@ def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str
         shard = shard_uris.get(str(batch["path"][i]), str(batch["path"][i]))
         mask_bytes = masks[i] if masks is not None else None
         rows.append(_decode_record(rid, shard, batch["image"][i], mask_bytes, shard if mask_bytes is not None else "",
-                                   mask_kind, mask_seed, label=f" (id {rid!r})"))
+                                   mask_kind, mask_seed, label=f" (id {rid!r})", max_input_pixels=max_input_pixels))
     return column_batch(rows, {**_DECODED, "image": None, "mask": None})
 
 
@@ -279,10 +305,11 @@ class InpaintStage:
                 except Exception as exc:
                     out["status"][i] = "error"
                     out["error"][i] = f"inpainting failed for {out['source'][i]}: {type(exc).__name__}: {exc}"
+                    out["error_kind"][i] = MODEL  # out of memory, a kernel error: not the record's fault
         share = (time.perf_counter() - start) / len(todo)
         for i, result in done:
             out["result"][i] = result.image
-            out["resized"][i] = result.resized
+            out["resized"][i] = result.resized or bool(batch["reduced"][i])
             out["seconds"][i] += share
             if out["mask_generated"][i]:
                 metrics_start = time.perf_counter()
@@ -311,22 +338,19 @@ class InpaintStage:
 
 # ----------------------------------------------------------------------------- stage 3: encode + write
 
-def _put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    if "file" in fs.protocol or "local" in fs.protocol:  # object stores have no folders to create
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(path, data)
-
-
 def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, images_root: str, images_uri: str,
                  output_format: str, png_compress_level: int, jpeg_quality: int, model_id: str,
-                 run_id: str) -> pa.Table:
+                 run_id: str, retry: RetryPolicy | None = None) -> pa.Table:
     """Ray Data stage: encode each ``result`` and write it to ``images_root/ID.png`` (or
-    ``.jpg``), then return the final rows as a ``RECORD_SCHEMA`` table. A failed write
-    makes an error row naming the output file."""
+    ``.jpg``), then return the final rows as a ``RECORD_SCHEMA`` table. Writes are retried
+    per ``retry``; one that still fails makes a ``storage`` error row naming the output
+    file (retried by the next run)."""
     n = len(batch["id"])
     ext = output_extension(output_format)
     status = list(batch["status"])
     error = [str(e) if e else None for e in batch["error"]]
+    kind = [str(k) if s != "ok" and k else (INPUT if s != "ok" else None)
+            for s, k in zip(batch["status"], batch["error_kind"])]
     output: list[str | None] = [None] * n
     seconds = np.array(batch["seconds"], dtype=np.float64)
     for i in range(n):
@@ -337,18 +361,23 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
         start = time.perf_counter()
         try:
             data = encode_image(batch["result"][i], output_format, png_compress_level, jpeg_quality)
-            _put(out_fs, f"{images_root}/{rid}{ext}", data)
+        except Exception as exc:
+            status[i], kind[i] = "error", MODEL
+            error[i] = f"cannot encode output {uri} for {batch['source'][i]}: {type(exc).__name__}: {exc}"
+            continue
+        try:
+            write_file(out_fs, f"{images_root}/{rid}{ext}", data, retry or RetryPolicy())
             output[i] = uri
         except Exception as exc:
-            status[i] = "error"
-            error[i] = f"cannot write output {uri} for {batch['source'][i]}: {type(exc).__name__}: {exc}"
+            status[i], kind[i] = "error", STORAGE
+            error[i] = f"cannot write output {uri} for {batch['source'][i]}: {type(exc).__name__}: {message_line(exc)}"
         seconds[i] += time.perf_counter() - start
 
     def nullable(values, missing):
         return [None if (v == missing or (isinstance(v, float) and math.isnan(v))) else v for v in values]
 
     columns = {
-        "id": [str(x) for x in batch["id"]], "status": status, "error": error,
+        "id": [str(x) for x in batch["id"]], "status": status, "error": error, "error_kind": kind,
         "source": [str(x) for x in batch["source"]], "mask_source": nullable([str(x) for x in batch["mask_source"]], ""),
         "output": output,
         "width": nullable(batch["width"].tolist(), -1), "height": nullable(batch["height"].tolist(), -1),
@@ -409,8 +438,43 @@ def write_sample_input(uri: str, endpoint_url: str | None = None) -> str:
     return join_uri(uri, "samples.parquet")
 
 
+#: Options that change the pixels or numbers written: remembered in OUTPUT/_settings.json
+#: (``pipelines.run_settings``) with the model id; a rerun with other values is refused.
+RESULT_KEYS = ("mask_dir", "mask_kind", "mask_seed", "precision", "max_pixels", "max_input_pixels", "output_format",
+               "jpeg_quality", "hd_strategy")
+
+
+def _numeric_problems(cfg: Any) -> list[str]:
+    """Every numeric option in range, checked before Ray starts (a bad one would otherwise
+    turn every record into an error row)."""
+    problems = []
+    for key in ("max_pixels", "max_input_pixels"):
+        if getattr(cfg, key) < 0:
+            problems.append(f"{key} must be >= 0 (0 = no limit), got {getattr(cfg, key)}")
+    if 0 < cfg.max_pixels < 64 * 64:
+        problems.append(f"max_pixels must be 0 or >= 4096 (64x64), got {cfg.max_pixels}")
+    if cfg.mask_seed < 0 or cfg.seed < 0:
+        problems.append("mask_seed and seed must be >= 0")
+    if not cfg.lease_seconds >= 5 or cfg.lease_seconds == float("inf"):
+        problems.append(f"lease_seconds must be a finite number >= 5, got {cfg.lease_seconds}")
+    for key in ("num_actors", "num_workers"):
+        if hasattr(cfg, key) and getattr(cfg, key) < 0:
+            problems.append(f"{key} must be >= 0 (0 = auto), got {getattr(cfg, key)}")
+    for key in ("num_cpus_per_actor", "cpus_per_worker"):
+        if hasattr(cfg, key) and not getattr(cfg, key) > 0:
+            problems.append(f"{key} must be > 0, got {getattr(cfg, key)}")
+    return problems + policy_problems(cfg.storage_attempts, cfg.storage_backoff_seconds,
+                                      cfg.storage_backoff_max_seconds)
+
+
+def retry_policy(cfg: Any) -> RetryPolicy:
+    """The storage retry policy of a job config (``storage_attempts`` tries, backoff from
+    ``storage_backoff_seconds`` doubling up to ``storage_backoff_max_seconds``)."""
+    return RetryPolicy(cfg.storage_attempts, cfg.storage_backoff_seconds, cfg.storage_backoff_max_seconds)
+
+
 def _check_config(cfg: Any) -> None:
-    problems = actor_option_problems(cfg)
+    problems = actor_option_problems(cfg) + _numeric_problems(cfg)
     if cfg.output_format not in ("png", "jpg", "jpeg"):
         problems.append(f"output_format must be png or jpg, got {cfg.output_format!r}")
     if cfg.records_per_file < 1:
@@ -452,7 +516,7 @@ def _actor_plan(cfg: Any, local: bool) -> tuple[int, float, str]:
 
 
 def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem,
-                   mask_fs: fsspec.AbstractFileSystem) -> "ray.data.Dataset":
+                   mask_fs: fsspec.AbstractFileSystem, policy: RetryPolicy) -> "ray.data.Dataset":
     """The read + decode part of the pipeline: a dataset of decoded rows."""
     import ray
 
@@ -462,7 +526,8 @@ def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem,
         blocks = max(1, min(math.ceil(len(listing.records) / cfg.codec_batch_size), 10_000))
         ds = ray.data.from_items(listing.records, override_num_blocks=blocks)
         return ds.map_batches(decode_folder_batch, batch_size=cfg.codec_batch_size,
-                              fn_kwargs=dict(image_fs=in_fs, mask_fs=mask_fs))
+                              fn_kwargs=dict(image_fs=in_fs, mask_fs=mask_fs, retry=policy,
+                                             max_input_pixels=cfg.max_input_pixels))
     parts = []
     for shards, columns in ((listing.shards_with_mask, ["id", "image", "mask"]),
                             (listing.shards_without_mask, ["id", "image"])):
@@ -474,7 +539,7 @@ def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem,
         parts.append(part.map_batches(
             decode_parquet_batch, batch_size=cfg.codec_batch_size,
             fn_kwargs=dict(shard_uris=listing.shard_uris, skip_ids=frozenset(listing.skip_ids),
-                           mask_kind=cfg.mask_kind, mask_seed=cfg.mask_seed)))
+                           mask_kind=cfg.mask_kind, mask_seed=cfg.mask_seed, max_input_pixels=cfg.max_input_pixels)))
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
 
 
@@ -499,15 +564,16 @@ def _open_storage(cfg: Any, endpoint: str | None) -> _Storage:
     input_uri, output_uri, mask_uri = (absolute_uri(uri, _REPO_ROOT) for uri in (cfg.input, cfg.output, cfg.mask_dir))
     if cfg.input == DEFAULT_INPUT and not os.path.exists(input_uri):
         print(f"writing sample photos to {write_sample_input(input_uri)} (first run with the default input)")
-    in_fs, in_root, in_exists = reach(input_uri, "input", endpoint)
+    in_fs, in_root, in_exists = reach(input_uri, "input", endpoint, attempts=1)
     if not in_exists:
         raise JobError(f"input not found: {input_uri}")
     mask_fs, mask_root = in_fs, None
     if mask_uri:
-        mask_fs, mask_root, mask_exists = reach(mask_uri, "mask_dir", endpoint)
+        mask_fs, mask_root, mask_exists = reach(mask_uri, "mask_dir", endpoint, attempts=1)
         if not mask_exists:
             raise JobError(f"mask_dir not found: {mask_uri}")
-    out_fs, out_root, _ = reach(output_uri, "output", endpoint)
+    # attempts=1: botocore and s3fs do not retry inside a call; storage_retry.py does, bounded by the config.
+    out_fs, out_root, _ = reach(output_uri, "output", endpoint, attempts=1)
     if "s3" in out_fs.protocol and not out_fs.exists(out_root.split("/", 1)[0]):
         raise JobError(f"output bucket of {output_uri} does not exist")
     return _Storage(input_uri, output_uri, mask_uri, in_fs, in_root, out_fs, out_root, mask_fs, mask_root)
@@ -550,6 +616,18 @@ def _list_inputs(cfg: Any, st: _Storage, done: set[str]) -> Listing:
     return Listing("folder", total=len(records), skipped=len(records) - len(todo), ignored=ignored, records=todo)
 
 
+def _allow_storage_retries_in_ray_writes() -> None:
+    """Ray Data retries a records-file write whose error text matches
+    ``DataContext.retried_io_errors`` (its defaults name pyarrow's S3 errors only): add the
+    fsspec/botocore/aiohttp forms of the transient failures of ``storage_retry``."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    extra = ["Connection refused", "Connection reset", "Could not connect", "EndpointConnectionError",
+             "ConnectionClosedError", "ServerDisconnectedError", "ReadTimeoutError", "SlowDown", "ServiceUnavailable"]
+    ctx.retried_io_errors = list(dict.fromkeys(list(ctx.retried_io_errors) + extra))
+
+
 def _count_statuses(fs: fsspec.AbstractFileSystem, files: list[str]) -> tuple[int, int]:
     """``(ok, error)`` rows in the given records files."""
     ok = failed = 0
@@ -564,23 +642,69 @@ def _count_statuses(fs: fsspec.AbstractFileSystem, files: list[str]) -> tuple[in
 def run_inpaint(cfg: Any) -> InpaintSummary:
     """Run the bulk inpainting job described by ``cfg`` (an ``InpaintConfig`` or its
     OmegaConf form) and return its summary. Raises ``JobError`` when the job cannot run:
-    bad config, input missing, storage unreachable, model missing or incompatible."""
+    bad config, input missing, storage unreachable (also mid-run, after the retries),
+    model missing or incompatible, output held by another run, settings that differ
+    from the output's (``run_settings``). ``dry_run``: print the plan only."""
+    _check_config(cfg)
+    endpoint = cfg.endpoint_url or None
+    st = _open_storage(cfg, endpoint)
+    model, model_id, random_weights = _check_model(cfg, endpoint)
+    run_id = f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    if cfg.dry_run:
+        return _plan_only(cfg, st, model_id, run_id, random_weights)
+    # One writer per output: nothing below touches it without the lease (output_lease.py).
+    lease = acquire_lease(st.out_fs, st.out_root, st.output_uri, run_id, cfg.lease_seconds)
+    try:
+        summary = _run_with_lease(cfg, st, model, model_id, run_id, random_weights)
+    except Exception as exc:
+        if isinstance(exc, JobError) or not is_transient(exc):
+            raise
+        # Retries exhausted on storage the whole job needs (a records file, a shard): stop
+        # with one line. Records files are whole or absent, so what was written stays valid.
+        raise JobError(f"storage unavailable for {st.output_uri} or {st.input_uri} after {cfg.storage_attempts} "
+                       f"tries: {type(exc).__name__}: {message_line(exc)[:300]}; records written so far stay valid: "
+                       "rerun to resume") from exc
+    finally:
+        lease.release()
+    if lease.lost.is_set():
+        print(f"warning: the lease on {st.output_uri} was taken over by another run while this one ran", flush=True)
+    return summary
+
+
+def _plan_only(cfg: Any, st: _Storage, model_id: str, run_id: str, random_weights: bool) -> InpaintSummary:
+    """``dry_run=true``: check settings and print the plan; write nothing, run no model."""
+    check_settings(st.out_fs, st.out_root, st.output_uri, settings_of(cfg, RESULT_KEYS, model=model_id),
+                   cfg.overwrite, dry_run=True)
+    state = ResumeState() if cfg.overwrite else read_resume_state(
+        st.out_fs, f"{st.out_root}/records", cfg.retry_errors, drop_retryable=False, policy=retry_policy(cfg))
+    listing = _list_inputs(cfg, st, state.done)
+    print(f"dry run: {listing.total} records in {st.input_uri} ({listing.kind}): {listing.skipped} done "
+          f"({state.ok} ok, {state.failed_final} final errors), {listing.pending} to do, of which "
+          f"{state.retryable} retryable errors; {len(listing.shards_with_mask) + len(listing.shards_without_mask)} "
+          f"shards to read; {listing.ignored} files ignored; output {st.output_uri}", flush=True)
+    return InpaintSummary(0, 0, listing.skipped, listing.ignored, 0.0, st.output_uri, run_id, model_id, random_weights)
+
+
+def _run_with_lease(cfg: Any, st: _Storage, model: str, model_id: str, run_id: str,
+                    random_weights: bool) -> InpaintSummary:
     import ray
     from ray.data.datasource import FilenameProvider
 
     from .ray_setup import init_ray
 
-    _check_config(cfg)
     endpoint = cfg.endpoint_url or None
-    st = _open_storage(cfg, endpoint)
-    model, model_id, random_weights = _check_model(cfg, endpoint)
-
+    policy = retry_policy(cfg)
     records_root = f"{st.out_root}/records"
     if cfg.overwrite and (removed := remove_records(st.out_fs, records_root)):
         print(f"overwrite=true: removed {removed} earlier records files")
-    done = set() if cfg.overwrite else read_done_ids(st.out_fs, records_root)
-    listing = _list_inputs(cfg, st, done)
-    run_id = f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    # After removing old records (overwrite), so old rows never sit under new settings.
+    check_settings(st.out_fs, st.out_root, st.output_uri, settings_of(cfg, RESULT_KEYS, model=model_id),
+                   cfg.overwrite)
+    # Retryable error rows leave their files here, before they are redone (resume_state.py).
+    state = ResumeState() if cfg.overwrite else read_resume_state(st.out_fs, records_root, cfg.retry_errors,
+                                                                  drop_retryable=True, policy=policy)
+    listing = _list_inputs(cfg, st, state.done)
+    del state
     print(f"inpaint: {listing.total} records in {st.input_uri} ({listing.kind}), {listing.pending} to do, "
           f"{listing.skipped} already done, {listing.ignored} files ignored; run {run_id}", flush=True)
     summary = InpaintSummary(0, 0, listing.skipped, listing.ignored, 0.0, st.output_uri, run_id, model_id,
@@ -589,7 +713,8 @@ def run_inpaint(cfg: Any) -> InpaintSummary:
         return summary
 
     num_actors, num_gpus, device = _actor_plan(cfg, local=init_ray() == "local")
-    ds = _build_dataset(cfg, listing, st.in_fs, st.mask_fs)
+    _allow_storage_retries_in_ray_writes()
+    ds = _build_dataset(cfg, listing, st.in_fs, st.mask_fs, policy)
     # Re-block decoded rows into model batches. This also keeps Ray Data from fusing the
     # decode tasks into the model actors (it fuses a task stage into the next actor stage
     # when their resources match, as on CPU-only runs, but never across a repartition):
@@ -606,7 +731,7 @@ def run_inpaint(cfg: Any) -> InpaintSummary:
         fn_kwargs=dict(out_fs=st.out_fs, images_root=f"{st.out_root}/images",
                        images_uri=join_uri(st.output_uri, "images"), output_format=cfg.output_format,
                        png_compress_level=cfg.png_compress_level, jpeg_quality=cfg.jpeg_quality,
-                       model_id=model_id, run_id=run_id))
+                       model_id=model_id, run_id=run_id, retry=policy))
     start = time.perf_counter()
     try:
         # Run-unique file names: a rerun never overwrites the records of an earlier run.
@@ -619,6 +744,6 @@ def run_inpaint(cfg: Any) -> InpaintSummary:
         raise JobError(f"the model actors could not start: {cause} (records written so far are kept; "
                        "rerun to resume)") from exc
     summary.seconds = time.perf_counter() - start
-    summary.records_files = sorted(st.out_fs.glob(f"{records_root}/{run_id}_*.parquet"))
+    summary.records_files = records_files(st.out_fs, records_root, prefix=f"{run_id}_")
     summary.ok, summary.failed = _count_statuses(st.out_fs, summary.records_files)
     return summary
