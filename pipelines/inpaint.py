@@ -440,7 +440,9 @@ def write_sample_input(uri: str, endpoint_url: str | None = None) -> str:
 
 #: Options that change the pixels or numbers written: remembered in OUTPUT/_settings.json
 #: (``pipelines.run_settings``) with the model id; a rerun with other values is refused.
-RESULT_KEYS = ("mask_dir", "mask_kind", "mask_seed", "precision", "max_pixels", "max_input_pixels", "output_format",
+#: Input locations (``input``, ``mask_dir``) are not settings: fixing a forgotten
+#: ``mask_dir`` and rerunning with ``retry_errors=true`` is the way to repair records.
+RESULT_KEYS = ("mask_kind", "mask_seed", "precision", "max_pixels", "max_input_pixels", "output_format",
                "jpeg_quality", "hd_strategy")
 
 

@@ -305,3 +305,170 @@ def test_s3_outage_mid_run_then_a_rerun_leaves_every_record_once_and_ok(ray_loca
     np.testing.assert_array_equal(odd[~hole], rng_image(7, 48, 48)[~hole])
     third = run(model_uri, f"{s3_bucket}/in", output, endpoint_url=proxy.url)  # nothing left: broken stays final
     assert (third.ok, third.failed, third.skipped) == (0, 0, len(ids) + 1)
+
+
+# ----------------------------------------------------------------------------- reruns
+
+def _job(*args: str, ray_address: str | None = None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if ray_address:
+        env["RAY_ADDRESS"] = ray_address
+    return subprocess.Popen([sys.executable, "jobs/inpaint.py", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_sigkill_of_the_driver_mid_run_then_a_rerun_resumes(ray_local, model_uri, tmp_path):
+    import ray
+
+    ids = folder_records(tmp_path / "in", 12, size=40)
+    out = tmp_path / "out"
+    proc = _job(f"input={tmp_path / 'in'}", f"output={out}", f"model={model_uri}", "num_actors=1", "batch_size=1",
+                "codec_batch_size=1", "records_per_file=1", ray_address=ray.get_runtime_context().gcs_address)
+    try:
+        _wait_for(lambda: len(list((out / "records").glob("*.parquet"))) >= 2 or proc.poll() is not None, 240,
+                  "the first records files")
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (out / LEASE_FILE).exists()  # left behind by the killed driver
+    written = len(pq.read_table(out / "records"))
+    assert 2 <= written < len(ids), written
+    # Same host, the lease's process is gone: taken over at once, no wait for expiry.
+    again = run(model_uri, tmp_path / "in", out)
+    rows = rows_by_id(pq.read_table(out / "records"))
+    assert set(rows) == set(ids) and all(r["status"] == "ok" for r in rows.values())
+    assert again.skipped == written and again.ok == len(ids) - written
+    assert not (out / LEASE_FILE).exists()
+
+
+def test_rerun_retries_input_errors_only_when_asked_and_keeps_ok_rows(ray_local, model_uri, tmp_path):
+    d = tmp_path / "in"
+    for i, name in enumerate(("x", "y", "z")):
+        write(d / f"{name}.png", encode(rng_image(40 + i, 32, 32)))
+        write(tmp_path / "masks" / f"{name}.png", encode(box_mask(32, 32)))
+    out = tmp_path / "out"
+    first = run(model_uri, d, out)  # forgot mask_dir=: every record is an input error
+    assert (first.ok, first.failed) == (0, 3)
+    rows = rows_by_id(pq.read_table(out / "records"))
+    assert {r["error_kind"] for r in rows.values()} == {INPUT}
+    plain = run(model_uri, d, out, mask_dir=str(tmp_path / "masks"))  # input errors are final by default
+    assert (plain.ok, plain.failed, plain.skipped) == (0, 0, 3)
+    fixed = run(model_uri, d, out, mask_dir=str(tmp_path / "masks"), retry_errors=True)
+    assert (fixed.ok, fixed.failed, fixed.skipped) == (3, 0, 0)
+    rows = rows_by_id(pq.read_table(out / "records"))
+    assert all(r["status"] == "ok" and r["run"] == fixed.run_id for r in rows.values())
+    # A broken file fixed later: only it is redone, the ok rows keep their run.
+    write(d / "w.png", b"broken")
+    write(tmp_path / "masks" / "w.png", encode(box_mask(32, 32)))
+    broken = run(model_uri, d, out, mask_dir=str(tmp_path / "masks"))
+    assert (broken.ok, broken.failed, broken.skipped) == (0, 1, 3)
+    write(d / "w.png", encode(rng_image(50, 32, 32)))
+    repaired = run(model_uri, d, out, mask_dir=str(tmp_path / "masks"), retry_errors=True)
+    assert (repaired.ok, repaired.failed, repaired.skipped) == (1, 0, 3)
+    rows = rows_by_id(pq.read_table(out / "records"))
+    assert rows["w"]["status"] == "ok" and rows["w"]["run"] == repaired.run_id
+    assert {rows[i]["run"] for i in "xyz"} == {fixed.run_id}
+    # dry_run: the plan, nothing written, no model run.
+    before = sorted(p.name for p in (out / "records").iterdir())
+    plan = run(model_uri, d, out, mask_dir=str(tmp_path / "masks"), dry_run=True)
+    assert (plan.ok, plan.failed, plan.skipped) == (0, 0, 4)
+    assert sorted(p.name for p in (out / "records").iterdir()) == before
+
+
+def test_rerun_with_other_results_settings_is_refused(ray_local, model_uri, other_model_uri, tmp_path):
+    folder_records(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    run(model_uri, tmp_path / "in", out)
+    with pytest.raises(JobError, match=r"other settings \(model: .*@sha256:.* in the output vs .*@sha256:.* now\).*"
+                                       r"another output, or pass overwrite=true"):
+        run(other_model_uri, tmp_path / "in", out)
+    with pytest.raises(JobError, match="max_pixels: 4194304 in the output vs 1048576 now"):
+        run(model_uri, tmp_path / "in", out, max_pixels=1024 * 1024)
+    redo = run(other_model_uri, tmp_path / "in", out, overwrite=True)
+    assert redo.ok == 2
+    rows = rows_by_id(pq.read_table(out / "records"))
+    assert all(r["model"].startswith(other_model_uri) for r in rows.values())
+
+
+def test_a_second_run_on_an_output_in_use_refuses(ray_local, model_uri, tmp_path):
+    import ray
+
+    folder_records(tmp_path / "in", 6, size=40)
+    out = tmp_path / "out"
+    proc = _job(f"input={tmp_path / 'in'}", f"output={out}", f"model={model_uri}", "num_actors=1", "batch_size=1",
+                ray_address=ray.get_runtime_context().gcs_address)
+    try:
+        _wait_for(lambda: (out / LEASE_FILE).exists() or proc.poll() is not None, 120, "the first run's lease")
+        with pytest.raises(JobError, match=r"output .* is in use by run run-\S+ \(host .*, pid \d+\)"):
+            run(model_uri, tmp_path / "in", out)
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "inpaint: 6 ok / 0 failed" in stdout
+    assert len(rows_by_id(pq.read_table(out / "records"))) == 6
+
+
+def test_lease_of_a_run_elsewhere_expires(tmp_path):
+    import fsspec
+    import json
+
+    fs = fsspec.filesystem("file")
+    holder = acquire_lease(fs, str(tmp_path), str(tmp_path), "run-a", seconds=5)
+    with pytest.raises(JobError, match="in use by run run-a"):
+        acquire_lease(fs, str(tmp_path), str(tmp_path), "run-b", seconds=5)
+    holder._stop.set()  # run-a is "killed" on another host: no renewals, no release
+    lease = json.loads((tmp_path / LEASE_FILE).read_text())
+    lease.update(host="elsewhere", expires=time.time() - 1)
+    (tmp_path / LEASE_FILE).write_text(json.dumps(lease))
+    taken = acquire_lease(fs, str(tmp_path), str(tmp_path), "run-b", seconds=5)
+    assert json.loads((tmp_path / LEASE_FILE).read_text())["run"] == "run-b"
+    assert not holder.renew() and holder.lost.is_set()  # run-a, back, finds it lost
+    taken.release()
+    assert not (tmp_path / LEASE_FILE).exists()
+
+
+def test_glob_characters_in_names_and_output_paths_are_literal(ray_local, model_uri, tmp_path):
+    d = tmp_path / "in[1]"
+    write(d / "a[1].png", encode(rng_image(60, 32, 32)))
+    write(d / "a[1]_mask000.png", encode(box_mask(32, 32)))
+    write(d / "b*?.png", encode(rng_image(61, 32, 32)))
+    write(d / "b*?_mask000.png", encode(box_mask(32, 32)))
+    other = tmp_path / "jobA"
+    done = run(model_uri, d, other)
+    assert (done.ok, done.failed) == (2, 0)
+    before = sorted(p.name for p in (other / "records").iterdir())
+    odd = tmp_path / "job?"
+    first = run(model_uri, d, odd, overwrite=True)  # "job?" must not match (and delete) jobA's records
+    assert (first.ok, first.failed) == (2, 0)
+    assert sorted(p.name for p in (other / "records").iterdir()) == before
+    again = run(model_uri, d, odd)  # finds its own records: nothing to redo
+    assert (again.ok, again.skipped) == (0, 2)
+    rows = rows_by_id(pq.read_table(odd / "records"))
+    assert set(rows) == {"a[1]_mask000", "b*?_mask000"}
+    assert Path(rows["a[1]_mask000"]["output"]).exists()
+
+
+def test_huge_image_in_a_job_is_one_input_error_row(ray_local, model_uri, tmp_path):
+    d = tmp_path / "in"
+    buf = io.BytesIO()
+    Image.new("RGB", (12000, 12000)).save(buf, format="PNG", compress_level=9)
+    write(d / "huge.png", buf.getvalue())
+    write(d / "huge_mask000.png", encode(box_mask(32, 32)))
+    folder_records(d, 1)
+    summary = run(model_uri, d, tmp_path / "out")
+    assert (summary.ok, summary.failed) == (1, 1)
+    rows = rows_by_id(pq.read_table(tmp_path / "out" / "records"))
+    assert rows["huge_mask000"]["error_kind"] == INPUT
+    assert "12000x12000" in rows["huge_mask000"]["error"] and "max_input_pixels" in rows["huge_mask000"]["error"]
