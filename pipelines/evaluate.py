@@ -62,6 +62,7 @@ from .codecs import RecordError, decode_image, decode_mask
 from .eval_plots import metrics_plot_png, sample_grid_png, sample_strip
 from .job_config import JobError
 from .records import detect_format, is_image_file, list_parquet
+from .run_settings import SETTINGS_FILE, check_settings, settings_of
 from .samples import png_bytes, sample_photos
 from .stage_utils import (ModelActorOptions, absolute_uri, actor_count, actor_option_problems, blob, cluster_device,
                           column_batch, read_many, reach)
@@ -761,6 +762,10 @@ def _check_weights(cfg: Any, metrics: list[str]) -> str:
     return inception_id
 
 
+#: Options that change the scores written (besides the data): remembered in the output.
+EVAL_RESULT_KEYS = ("metrics", "mask_seed", "lpips_net", "precision")
+
+
 def prepare(cfg: Any) -> _Plan:
     """Check the config, the metric weights, the storage and the mask sets (in that order);
     every failure is a ``JobError`` with one line, before any work is done."""
@@ -791,6 +796,11 @@ def prepare(cfg: Any) -> _Plan:
     if not data_exists:
         raise JobError(f"data not found: {data_uri}")
     mask_sets, mask_fs = resolve_mask_sets(list(cfg.masks), endpoint)
+    # Pairs are keyed by (checkpoint, mask set): scores of other data or metrics must not
+    # mix in (pipelines/run_settings.py). Mask sets and checkpoints may grow freely.
+    check_settings(out_fs, out_root, output_uri, settings_of(cfg, EVAL_RESULT_KEYS, data=data_uri),
+                   overwrite=False, way_on="write to another output (or delete its summary/, per_image/ and "
+                                           f"{SETTINGS_FILE} to start over)")
     return _Plan(cfg, endpoint, output_uri, out_fs, out_root, data_uri, mask_sets, mask_fs, metrics, inception_id)
 
 

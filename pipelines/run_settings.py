@@ -49,10 +49,12 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def check_settings(fs: fsspec.AbstractFileSystem, out_root: str, output_uri: str, settings: dict[str, Any],
-                   overwrite: bool, dry_run: bool = False) -> None:
+                   overwrite: bool, dry_run: bool = False,
+                   way_on: str = "write to another output, or pass overwrite=true to redo every record with these"
+                   ) -> None:
     """Compare ``settings`` with the output's remembered ones and remember them when the
-    output has none (or ``overwrite``). Raises ``JobError`` naming the differences.
-    ``dry_run``: compare only, write nothing."""
+    output has none (or ``overwrite``). Raises ``JobError`` naming the differences and
+    ``way_on`` (what the user can do). ``dry_run``: compare only, write nothing."""
     path = f"{out_root.rstrip('/')}/{SETTINGS_FILE}"
     try:
         old = json.loads(fs.cat_file(path))
@@ -62,7 +64,7 @@ def check_settings(fs: fsspec.AbstractFileSystem, out_root: str, output_uri: str
         diff = differences(old, settings)
         if diff:
             raise JobError(f"output {output_uri} holds results made with other settings ({'; '.join(diff)}): "
-                           "write to another output, or pass overwrite=true to redo every record with these")
+                           f"{way_on}")
         return
     if not dry_run:
         if "file" in fs.protocol or "local" in fs.protocol:

@@ -180,6 +180,16 @@ def test_rerun_skips_every_evaluated_pair(sweep, capsys):
     assert "nothing new" in capsys.readouterr().out
 
 
+def test_rerun_with_other_data_or_metrics_is_refused(sweep, tmp_path):
+    root, cfg, _ = sweep
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.png").write_bytes((root / "data" / "img0.png").read_bytes())
+    with pytest.raises(JobError, match=r"other settings \(data: .* in the output vs .*other' now\)"):
+        run_evaluation(config(root, cfg.weights_dir, masks=list(cfg.masks), data=str(tmp_path / "other")))
+    with pytest.raises(JobError, match=r"metrics: \[.*\] in the output vs \['psnr'\] now.*another output"):
+        run_evaluation(config(root, cfg.weights_dir, masks=list(cfg.masks), metrics=["psnr"]))
+
+
 def test_new_checkpoint_is_the_only_one_evaluated(sweep):
     root, cfg, _ = sweep
     new = make_checkpoint(root / "ckpts" / "checkpoint_000003", seed=3, step=3)
