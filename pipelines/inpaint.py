@@ -19,6 +19,7 @@ import math
 import os
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -36,9 +37,10 @@ from .error_kinds import INPUT, MODEL, STORAGE, kind_of_exception
 from .storage_retry import RetryPolicy, write_file
 from .job_config import JobError
 from .output_lease import acquire_lease
-from .records import Listing, detect_format, list_files, list_folder, list_parquet
+from .records import Listing, detect_format, list_files, list_folder
 from .resume_state import ResumeState, read_resume_state, records_files, remove_records
 from .run_settings import check_settings, settings_of
+from .shard_plan import PARTITION, done_ids, plan_shards, remove_plan, shard_key
 from .storage_retry import is_transient, policy_problems
 from .stage_utils import (ModelActorOptions, absolute_uri, actor_count, actor_option_problems, blob, cluster_device,
                           column_batch, message_line, read_many, reach)
@@ -233,10 +235,12 @@ def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractF
     return column_batch(rows, {**_DECODED, "image": None, "mask": None})
 
 
-def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str], skip_ids: frozenset[str],
-                         mask_kind: str, mask_seed: int, max_input_pixels: int = 0) -> dict[str, Any]:
+def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str], skip_lists: dict[str, str],
+                         out_fs: fsspec.AbstractFileSystem, mask_kind: str, mask_seed: int,
+                         max_input_pixels: int = 0) -> dict[str, Any]:
     """Ray Data stage for rows read from Parquet shards (``id``, ``image`` bytes, optional
-    ``mask`` bytes, ``path`` of the shard): drop ids in ``skip_ids`` (done by an earlier
+    ``mask`` bytes, ``path`` of the shard): drop ids in the shard's skip list (``skip_lists``:
+    shard path -> file on ``out_fs`` of ids done by an earlier
     run), decode the rest; a missing/null mask is drawn from ``mask_kind``/``mask_seed``.
     Returns the same columns as ``decode_folder_batch``; ``source`` (and ``mask_source``
     when the mask comes from the shard) is the shard's URI."""
@@ -244,7 +248,8 @@ def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str
     masks = batch.get("mask")
     for i in range(len(batch["id"])):
         rid = str(batch["id"][i])
-        if rid in skip_ids:
+        skip = skip_lists.get(str(batch["path"][i]))
+        if skip and rid in done_ids(out_fs, skip):
             continue
         shard = shard_uris.get(str(batch["path"][i]), str(batch["path"][i]))
         mask_bytes = masks[i] if masks is not None else None
@@ -340,11 +345,12 @@ class InpaintStage:
 
 def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, images_root: str, images_uri: str,
                  output_format: str, png_compress_level: int, jpeg_quality: int, model_id: str,
-                 run_id: str, retry: RetryPolicy | None = None) -> pa.Table:
+                 run_id: str, retry: RetryPolicy | None = None, partitioned: bool = False) -> pa.Table:
     """Ray Data stage: encode each ``result`` and write it to ``images_root/ID.png`` (or
     ``.jpg``), then return the final rows as a ``RECORD_SCHEMA`` table. Writes are retried
     per ``retry``; one that still fails makes a ``storage`` error row naming the output
-    file (retried by the next run)."""
+    file (retried by the next run). ``partitioned``: add the ``shard`` column (the key of
+    the row's input shard) that the records are partitioned by."""
     n = len(batch["id"])
     ext = output_extension(output_format)
     status = list(batch["status"])
@@ -388,7 +394,10 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
         **{name: nullable(batch[name].tolist(), None) for name in _METRICS},
         "model": [model_id] * n, "seconds": seconds.tolist(), "run": [run_id] * n,
     }
-    return pa.table(columns, schema=RECORD_SCHEMA)
+    table = pa.table(columns, schema=RECORD_SCHEMA)
+    if partitioned:
+        table = table.append_column(PARTITION, pa.array([shard_key(src) for src in columns["source"]], pa.string()))
+    return table
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -517,8 +526,8 @@ def _actor_plan(cfg: Any, local: bool) -> tuple[int, float, str]:
     return actors, num_gpus, device
 
 
-def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem,
-                   mask_fs: fsspec.AbstractFileSystem, policy: RetryPolicy) -> "ray.data.Dataset":
+def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem, mask_fs: fsspec.AbstractFileSystem,
+                   out_fs: fsspec.AbstractFileSystem, policy: RetryPolicy) -> "ray.data.Dataset":
     """The read + decode part of the pipeline: a dataset of decoded rows."""
     import ray
 
@@ -540,7 +549,7 @@ def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem,
         part = ray.data.read_parquet(shards, filesystem=in_fs, include_paths=True).select_columns(columns + ["path"])
         parts.append(part.map_batches(
             decode_parquet_batch, batch_size=cfg.codec_batch_size,
-            fn_kwargs=dict(shard_uris=listing.shard_uris, skip_ids=frozenset(listing.skip_ids),
+            fn_kwargs=dict(shard_uris=listing.shard_uris, skip_lists=listing.skip_lists, out_fs=out_fs,
                            mask_kind=cfg.mask_kind, mask_seed=cfg.mask_seed, max_input_pixels=cfg.max_input_pixels)))
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
 
@@ -595,7 +604,32 @@ def _check_model(cfg: Any, endpoint: str | None) -> tuple[str, str, bool]:
     return model, loaded.model_id, loaded.random_weights
 
 
-def _list_inputs(cfg: Any, st: _Storage, done: set[str]) -> Listing:
+def _plan_parquet(cfg: Any, st: _Storage, rel_files: list[str], plan_root: str, drop_retryable: bool) -> Listing:
+    """Parquet input: plan every shard in parallel Ray tasks (``shard_plan``); the driver
+    keeps per-shard numbers and paths, never the ids."""
+    from .ray_setup import init_ray
+
+    init_ray()
+    single = len(rel_files) == 1 and st.in_fs.isfile(st.in_root)
+    shards = [(st.in_root if single else f"{st.in_root}/{rel}", st.input_uri if single else join_uri(st.input_uri, rel))
+              for rel in rel_files if rel.lower().endswith(".parquet")]
+    planned = plan_shards(st.in_fs, shards, st.out_fs, f"{st.out_root}/records", plan_root, cfg.retry_errors,
+                          drop_retryable and not cfg.overwrite, retry_policy(cfg))
+    listing = Listing("parquet", total=planned.total, skipped=planned.done_ok + planned.done_failed,
+                      ignored=len(rel_files) - len(shards), retryable=planned.retryable,
+                      shard_count=planned.shard_count)
+    for plan in planned.shards:
+        (listing.shards_with_mask if plan.has_mask else listing.shards_without_mask).append(plan.path)
+        listing.shard_uris[plan.path] = plan.uri
+        if plan.skip_list:
+            listing.skip_lists[plan.path] = plan.skip_list
+    return listing
+
+
+def _list_inputs(cfg: Any, st: _Storage, plan_root: str, drop_retryable: bool) -> Listing:
+    """What this run has to do. Folder input: listed here, against the ids of earlier
+    records (``resume_state``); Parquet input: ``_plan_parquet``. ``drop_retryable``:
+    remove the error rows to redo from the records first (not in a dry run)."""
     # An output or mask folder inside the input folder is not input.
     exclude = tuple(p for p, fs in ((st.out_root, st.out_fs), (st.mask_root, st.mask_fs))
                     if p and type(fs) is type(st.in_fs))
@@ -604,7 +638,10 @@ def _list_inputs(cfg: Any, st: _Storage, done: set[str]) -> Listing:
         if detect_format(rel_files, cfg.input_format) == "parquet":
             if st.mask_uri:
                 raise JobError("mask_dir applies to folder input only; Parquet input carries masks in a mask column")
-            return list_parquet(st.in_fs, st.in_root, st.input_uri, rel_files, done)
+            return _plan_parquet(cfg, st, rel_files, plan_root, drop_retryable)
+        state = ResumeState() if cfg.overwrite else read_resume_state(
+            st.out_fs, f"{st.out_root}/records", cfg.retry_errors, drop_retryable, retry_policy(cfg))
+        done = state.done
         if st.in_fs.isfile(st.in_root):
             raise JobError(f"input {st.input_uri} is a file: give a folder of images, or a .parquet shard")
         mask_rel = list_files(st.mask_fs, st.mask_root) if st.mask_root else None
@@ -615,7 +652,8 @@ def _list_inputs(cfg: Any, st: _Storage, done: set[str]) -> Listing:
     except Exception as exc:
         raise JobError(f"cannot list input {st.input_uri}: {type(exc).__name__}: {exc}") from exc
     todo = [r for r in records if r["id"] not in done]
-    return Listing("folder", total=len(records), skipped=len(records) - len(todo), ignored=ignored, records=todo)
+    return Listing("folder", total=len(records), skipped=len(records) - len(todo), ignored=ignored, records=todo,
+                   retryable=state.retryable)
 
 
 def _allow_storage_retries_in_ray_writes() -> None:
@@ -677,23 +715,21 @@ def _plan_only(cfg: Any, st: _Storage, model_id: str, run_id: str, random_weight
     """``dry_run=true``: check settings and print the plan; write nothing, run no model."""
     check_settings(st.out_fs, st.out_root, st.output_uri, settings_of(cfg, RESULT_KEYS, model=model_id),
                    cfg.overwrite, dry_run=True)
-    state = ResumeState() if cfg.overwrite else read_resume_state(
-        st.out_fs, f"{st.out_root}/records", cfg.retry_errors, drop_retryable=False, policy=retry_policy(cfg))
-    listing = _list_inputs(cfg, st, state.done)
-    print(f"dry run: {listing.total} records in {st.input_uri} ({listing.kind}): {listing.skipped} done "
-          f"({state.ok} ok, {state.failed_final} final errors), {listing.pending} to do, of which "
-          f"{state.retryable} retryable errors; {len(listing.shards_with_mask) + len(listing.shards_without_mask)} "
-          f"shards to read; {listing.ignored} files ignored; output {st.output_uri}", flush=True)
+    plan_root = f"{st.out_root}/_plan/{run_id}"
+    try:
+        listing = _list_inputs(cfg, st, plan_root, drop_retryable=False)
+    finally:
+        remove_plan(st.out_fs, plan_root)
+    shards = f"{len(listing.shards_with_mask) + len(listing.shards_without_mask)} of {listing.shard_count} shards " \
+        "to read; " if listing.kind == "parquet" else ""
+    print(f"dry run: {listing.total} records in {st.input_uri} ({listing.kind}): {listing.skipped} done, "
+          f"{listing.pending} to do (of which {listing.retryable} retryable error rows); {shards}"
+          f"{listing.ignored} files ignored; output {st.output_uri}; nothing written", flush=True)
     return InpaintSummary(0, 0, listing.skipped, listing.ignored, 0.0, st.output_uri, run_id, model_id, random_weights)
 
 
 def _run_with_lease(cfg: Any, st: _Storage, model: str, model_id: str, run_id: str,
                     random_weights: bool) -> InpaintSummary:
-    import ray
-    from ray.data.datasource import FilenameProvider
-
-    from .ray_setup import init_ray
-
     endpoint = cfg.endpoint_url or None
     policy = retry_policy(cfg)
     records_root = f"{st.out_root}/records"
@@ -702,11 +738,24 @@ def _run_with_lease(cfg: Any, st: _Storage, model: str, model_id: str, run_id: s
     # After removing old records (overwrite), so old rows never sit under new settings.
     check_settings(st.out_fs, st.out_root, st.output_uri, settings_of(cfg, RESULT_KEYS, model=model_id),
                    cfg.overwrite)
+    # Skip lists of partly done shards (shard_plan.py) live here for the run only.
+    plan_root = f"{st.out_root}/_plan/{run_id}"
+    try:
+        return _run_planned(cfg, st, model, model_id, run_id, random_weights, plan_root, endpoint, policy)
+    finally:
+        remove_plan(st.out_fs, plan_root)
+
+
+def _run_planned(cfg: Any, st: _Storage, model: str, model_id: str, run_id: str, random_weights: bool,
+                 plan_root: str, endpoint: str | None, policy: RetryPolicy) -> InpaintSummary:
+    import ray
+    from ray.data.datasource import FilenameProvider
+
+    from .ray_setup import init_ray
+
+    records_root = f"{st.out_root}/records"
     # Retryable error rows leave their files here, before they are redone (resume_state.py).
-    state = ResumeState() if cfg.overwrite else read_resume_state(st.out_fs, records_root, cfg.retry_errors,
-                                                                  drop_retryable=True, policy=policy)
-    listing = _list_inputs(cfg, st, state.done)
-    del state
+    listing = _list_inputs(cfg, st, plan_root, drop_retryable=True)
     print(f"inpaint: {listing.total} records in {st.input_uri} ({listing.kind}), {listing.pending} to do, "
           f"{listing.skipped} already done, {listing.ignored} files ignored; run {run_id}", flush=True)
     summary = InpaintSummary(0, 0, listing.skipped, listing.ignored, 0.0, st.output_uri, run_id, model_id,
@@ -716,7 +765,7 @@ def _run_with_lease(cfg: Any, st: _Storage, model: str, model_id: str, run_id: s
 
     num_actors, num_gpus, device = _actor_plan(cfg, local=init_ray() == "local")
     _allow_storage_retries_in_ray_writes()
-    ds = _build_dataset(cfg, listing, st.in_fs, st.mask_fs, policy)
+    ds = _build_dataset(cfg, listing, st.in_fs, st.mask_fs, st.out_fs, policy)
     # Re-block decoded rows into model batches. This also keeps Ray Data from fusing the
     # decode tasks into the model actors (it fuses a task stage into the next actor stage
     # when their resources match, as on CPU-only runs, but never across a repartition):
@@ -733,12 +782,17 @@ def _run_with_lease(cfg: Any, st: _Storage, model: str, model_id: str, run_id: s
         fn_kwargs=dict(out_fs=st.out_fs, images_root=f"{st.out_root}/images",
                        images_uri=join_uri(st.output_uri, "images"), output_format=cfg.output_format,
                        png_compress_level=cfg.png_compress_level, jpeg_quality=cfg.jpeg_quality,
-                       model_id=model_id, run_id=run_id, retry=policy))
+                       model_id=model_id, run_id=run_id, retry=policy, partitioned=listing.kind == "parquet"))
     start = time.perf_counter()
     try:
         # Run-unique file names: a rerun never overwrites the records of an earlier run.
-        ds.write_parquet(records_root, filesystem=st.out_fs, min_rows_per_file=cfg.records_per_file,
-                         filename_provider=FilenameProvider(dataset_uuid=run_id, file_format="parquet"))
+        # Parquet input: records partitioned by input shard, each partition the shard's
+        # completion manifest (shard_plan.py).
+        with warnings.catch_warnings():  # min_rows_per_file with partition_cols: deprecated in 2027
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds.write_parquet(records_root, filesystem=st.out_fs, min_rows_per_file=cfg.records_per_file,
+                             filename_provider=FilenameProvider(dataset_uuid=run_id, file_format="parquet"),
+                             partition_cols=[PARTITION] if listing.kind == "parquet" else None)
     except ray.exceptions.ActorDiedError as exc:
         # Typically the model cannot be loaded where the actors run (a path that exists on
         # the driver's machine only, no GPU memory): one line here, Ray logged the details.
@@ -746,6 +800,6 @@ def _run_with_lease(cfg: Any, st: _Storage, model: str, model_id: str, run_id: s
         raise JobError(f"the model actors could not start: {cause} (records written so far are kept; "
                        "rerun to resume)") from exc
     summary.seconds = time.perf_counter() - start
-    summary.records_files = records_files(st.out_fs, records_root, prefix=f"{run_id}_")
+    summary.records_files = records_files(st.out_fs, records_root, prefix=f"{run_id}_", recursive=True)
     summary.ok, summary.failed = _count_statuses(st.out_fs, summary.records_files)
     return summary

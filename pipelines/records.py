@@ -40,7 +40,9 @@ class Listing:
     ``kind``: ``"folder"`` or ``"parquet"``. ``records``: folder records still to do (see the
     module docstring). ``shards``: Parquet shards (filesystem paths) that still hold rows to
     do, split by whether they have a ``mask`` column; ``shard_uris`` maps each to its URI;
-    ``skip_ids``: ids in those shards already done (dropped while reading). ``total``:
+    ``skip_ids``: ids in those shards already done (dropped while reading); or, from
+    ``pipelines.shard_plan``, ``skip_lists``: shard path -> file of its done ids.
+    ``retryable``: error rows of earlier runs redone now. ``total``:
     records in the input; ``skipped``: those already in ``records/``; ``ignored``: files that
     are neither images, masks nor shards (or masks that no image uses).
     """
@@ -54,6 +56,9 @@ class Listing:
     shards_without_mask: list[str] = field(default_factory=list)
     shard_uris: dict[str, str] = field(default_factory=dict)
     skip_ids: set[str] = field(default_factory=set)
+    skip_lists: dict[str, str] = field(default_factory=dict)
+    retryable: int = 0
+    shard_count: int = 0
 
     @property
     def pending(self) -> int:

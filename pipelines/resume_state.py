@@ -33,18 +33,24 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return "file" in protocol or "local" in protocol
 
 
-def records_files(fs: fsspec.AbstractFileSystem, records_root: str, prefix: str = "") -> list[str]:
-    """Sorted paths of ``RECORDS/<prefix>*.parquet`` (literal listing, no glob)."""
+def records_files(fs: fsspec.AbstractFileSystem, records_root: str, prefix: str = "",
+                  recursive: bool = False) -> list[str]:
+    """Sorted paths of ``RECORDS/<prefix>*.parquet`` (literal listing, no glob); with
+    ``recursive``, also those in partition folders (``RECORDS/shard=KEY/``)."""
     root = records_root.rstrip("/")
     try:
-        entries = fs.ls(root, detail=True)
+        if recursive:
+            entries = [{"name": p, "type": "file"} for p in fs.find(root, withdirs=False)]
+        else:
+            entries = fs.ls(root, detail=True)
     except FileNotFoundError:
         return []
     out = []
     for entry in entries:
         path = entry["name"].rstrip("/")
         name = path.rsplit("/", 1)[-1]
-        if entry.get("type") == "file" and name.endswith(".parquet") and name.startswith(prefix):
+        if entry.get("type") == "file" and name.endswith(".parquet") and name.startswith(prefix) \
+                and (path == root or path.startswith(root + "/")):
             out.append(path)
     return sorted(out)
 
@@ -151,8 +157,9 @@ def read_resume_state(fs: fsspec.AbstractFileSystem, records_root: str, retry_er
 
 
 def remove_records(fs: fsspec.AbstractFileSystem, records_root: str) -> int:
-    """Delete ``RECORDS/*.parquet`` (for ``overwrite=true``), listed literally. Returns how many."""
-    files = records_files(fs, records_root)
+    """Delete ``RECORDS/**.parquet`` (for ``overwrite=true``; partitions too), listed
+    literally. Returns how many."""
+    files = records_files(fs, records_root, recursive=True)
     for path in files:
         fs.rm_file(path)
     return len(files)
