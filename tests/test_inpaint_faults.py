@@ -476,3 +476,34 @@ def test_huge_image_in_a_job_is_one_input_error_row(ray_local, model_uri, tmp_pa
     rows = rows_by_id(pq.read_table(tmp_path / "out" / "records"))
     assert rows["huge_mask000"]["error_kind"] == INPUT
     assert "12000x12000" in rows["huge_mask000"]["error"] and "max_input_pixels" in rows["huge_mask000"]["error"]
+
+
+def test_parquet_dry_run_plan_and_duplicate_ids_across_shards(ray_local, model_uri, tmp_path, capsys):
+    import pyarrow as pa
+
+    d = tmp_path / "shards"
+    d.mkdir()
+    for s in range(3):
+        ids = [f"s{s}-{i}" for i in range(4)]
+        pq.write_table(pa.table({"id": ids, "image": [encode(rng_image(s * 10 + i, 32, 32)) for i in range(4)]}),
+                       d / f"part-{s}.parquet")
+    (d / "notes.txt").write_text("ignored")
+    out = tmp_path / "out"
+    first = run(model_uri, d, out, mask_kind="thick_256")
+    assert (first.ok, first.failed) == (12, 0)
+    assert len(list((out / "records").glob("shard=*"))) == 3  # one partition (manifest) per input shard
+    rows = rows_by_id(pq.read_table(out / "records"))
+    assert len(rows) == 12
+    pq.write_table(pa.table({"id": ["s9-0", "s9-1"], "image": [encode(rng_image(99, 32, 32))] * 2}),
+                   d / "part-9.parquet")
+    capsys.readouterr()
+    plan = run(model_uri, d, out, mask_kind="thick_256", dry_run=True)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("dry run: 14 records in") and "12 done, 2 to do (of which 0 retryable error rows); " \
+        "1 of 4 shards to read; 1 files ignored" in line, line
+    assert (plan.ok, plan.skipped) == (0, 12) and not (out / "_plan").exists()
+    assert len(rows_by_id(pq.read_table(out / "records"))) == 12  # nothing written
+    pq.write_table(pa.table({"id": ["s9-0", "s1-2"], "image": [encode(rng_image(99, 32, 32))] * 2}),
+                   d / "part-9.parquet")  # s1-2 is also in part-1
+    with pytest.raises(JobError, match=r"1 duplicate ids \(e.g. \['s1-2'\]\)"):
+        run(model_uri, d, out, mask_kind="thick_256")
