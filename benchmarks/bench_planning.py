@@ -141,7 +141,9 @@ def main() -> None:
             print(f"data for {size:,} records in {args.shards} shards written in {time.perf_counter() - start:.0f} s",
                   flush=True)
             cmd = [sys.executable, __file__, "--measure", str(root)] + (["--baseline"] if args.baseline else [])
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"measuring {size} records failed:\n{done.stderr[-3000:]}")
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), flush=True)
     print("\n| records | shards | done | to do | planning s | driver peak above idle (MiB) |"
