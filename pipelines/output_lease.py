@@ -27,7 +27,7 @@ from typing import Any
 
 import fsspec
 
-from .job_config import JobError
+from .errors import JobError
 
 LEASE_FILE = "_lease.json"
 # A take-over lock older than this was left by a killed process.

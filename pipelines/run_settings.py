@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import fsspec
 
-from .job_config import JobError
+from .errors import JobError
 
 SETTINGS_FILE = "_settings.json"
 

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .job_config import JobError
+from .errors import JobError
 from .resume_state import is_local, records_files, scan_records_file, write_table_atomically
 from .storage_retry import RetryPolicy, call_with_retry
 

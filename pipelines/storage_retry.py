@@ -94,17 +94,6 @@ class RetryPolicy:
         return sum(self.delays())
 
 
-def policy_problems(attempts: Any, base_seconds: Any, max_seconds: Any) -> list[str]:
-    """What is wrong with retry settings, one sentence each (empty when valid)."""
-    problems = []
-    if not isinstance(attempts, int) or attempts < 1:
-        problems.append(f"storage_attempts must be an integer >= 1, got {attempts!r}")
-    for name, value in (("storage_backoff_seconds", base_seconds), ("storage_backoff_max_seconds", max_seconds)):
-        if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
-            problems.append(f"{name} must be a finite number >= 0, got {value!r}")
-    return problems
-
-
 def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep) -> T:
     """``fn()``, retried while it raises a transient error (``is_transient``) and tries are
     left; the last exception is re-raised (check it with ``is_transient``)."""

@@ -26,8 +26,9 @@ from inpaint_fixtures import box_mask, encode, rng_image, write
 from lama_core import build_generator, save_generator
 from pipelines.codecs import RecordError, decode_image, decode_mask
 from pipelines.error_kinds import INPUT, STORAGE
-from pipelines.inpaint import InpaintConfig, run_inpaint
-from pipelines.job_config import JobError
+from pipelines.configs import InpaintConfig
+from pipelines.errors import JobError
+from pipelines.inpaint import run_inpaint
 from pipelines.output_lease import LEASE_FILE, acquire_lease
 from pipelines.storage_retry import RetryPolicy, call_with_retry, is_transient
 
@@ -47,7 +48,7 @@ def other_model_uri(tmp_path_factory) -> str:
 
 
 def run(model_uri: str, input, output, **overrides):
-    settings = dict(batch_size=4, codec_batch_size=4, num_actors=1, num_gpus=0, device="cpu",
+    settings = dict(batch_size=4, codec_batch_size=4, num_workers=1, gpus_per_worker=0,
                     storage_attempts=2, storage_backoff_seconds=0.2)
     settings.update(overrides)
     return run_inpaint(InpaintConfig(input=str(input), output=str(output), model=model_uri, **settings))
@@ -333,7 +334,7 @@ def test_sigkill_of_the_driver_mid_run_then_a_rerun_resumes(ray_local, model_uri
 
     ids = folder_records(tmp_path / "in", 12, size=40)
     out = tmp_path / "out"
-    proc = _job(f"input={tmp_path / 'in'}", f"output={out}", f"model={model_uri}", "num_actors=1", "batch_size=1",
+    proc = _job(f"input={tmp_path / 'in'}", f"output={out}", f"model={model_uri}", "num_workers=1", "batch_size=1",
                 "codec_batch_size=1", "records_per_file=1", ray_address=ray.get_runtime_context().gcs_address)
     try:
         _wait_for(lambda: len(list((out / "records").glob("*.parquet"))) >= 2 or proc.poll() is not None, 240,
@@ -409,7 +410,7 @@ def test_a_second_run_on_an_output_in_use_refuses(ray_local, model_uri, tmp_path
 
     folder_records(tmp_path / "in", 6, size=40)
     out = tmp_path / "out"
-    proc = _job(f"input={tmp_path / 'in'}", f"output={out}", f"model={model_uri}", "num_actors=1", "batch_size=1",
+    proc = _job(f"input={tmp_path / 'in'}", f"output={out}", f"model={model_uri}", "num_workers=1", "batch_size=1",
                 ray_address=ray.get_runtime_context().gcs_address)
     try:
         _wait_for(lambda: (out / LEASE_FILE).exists() or proc.poll() is not None, 120, "the first run's lease")
