@@ -6,8 +6,13 @@
 Every record flows through every stage as one row with a ``status``: a stage that fails on
 one record turns it into an error row (``status='error'``, ``error`` naming the file) and
 later stages pass error rows through untouched, so one bad file never stops a job and
-every input id appears in ``records/`` exactly once. Rerunning with the same output skips
-ids already in ``records/``; ``overwrite=true`` redoes everything.
+every input id appears in ``records/`` exactly once. Error rows carry an ``error_kind``
+(``error_kinds``); storage faults are retried with bounded backoff first
+(``storage_retry``). Rerunning with the same output skips ids done and redoes retryable
+error rows, which leave their records files first (``resume_state``; Parquet input:
+``shard_plan``, records partitioned by input shard); ``overwrite=true`` redoes
+everything. One run writes an output at a time (``output_lease``), with the settings it
+was started with (``run_settings``).
 
 Between stages rows carry plain NumPy: uint8 ``H x W x 3`` images, uint8 ``H x W`` masks in
 {0, 1} (1 = hole); missing numbers travel as -1 / NaN and become nulls in ``records/``.
