@@ -81,8 +81,15 @@ def measure(root: Path, baseline: bool) -> dict:
     from pipelines.shard_plan import plan_shards, remove_plan
     from pipelines.storage_retry import RetryPolicy
 
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-             object_store_memory=512 * 2**20)
+    for attempt in range(3):  # a loaded machine can time out Ray's node startup
+        try:
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     object_store_memory=512 * 2**20)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     fs = fsspec.filesystem("file")
     shards = sorted(str(p) for p in (root / "in").iterdir())
     # Warm up the task path (worker start, imports) so it does not count as planning.

@@ -618,7 +618,13 @@ def run_inpaint(cfg: Any) -> InpaintSummary:
     if cfg.dry_run:
         return _plan_only(cfg, st, model_id, run_id, random_weights)
     # One writer per output: nothing below touches it without the lease (output_lease.py).
-    lease = acquire_lease(st.out_fs, st.out_root, st.output_uri, run_id, cfg.lease_seconds)
+    try:
+        lease = acquire_lease(st.out_fs, st.out_root, st.output_uri, run_id, cfg.lease_seconds)
+    except JobError:
+        raise
+    except Exception as exc:  # storage down or access refused at the start: one line
+        raise JobError(f"cannot take the lease on output {st.output_uri}: {type(exc).__name__}: "
+                       f"{message_line(exc)[:300]}") from exc
     try:
         summary = _run_with_lease(cfg, st, model, model_id, run_id, random_weights)
     except Exception as exc:

@@ -10,10 +10,12 @@ and returns counts only. A shard partly done also gets a skip list (its done ids
 drop those rows. The driver holds a few numbers and paths per shard: its memory grows
 with the shard count, not the record count (``benchmarks/bench_planning.py``).
 
-Duplicate ids across shards are found without gathering them: each planning task hashes
-its ids to 64 bits and splits the hashes into ``DUP_BUCKETS`` buckets by value, returned
-as separate objects; one task per bucket finds hashes seen twice and the shards that
-hold them; only the ids behind those (few) hashes are then compared exactly.
+Duplicate ids across shards are found without gathering them in the driver: each
+planning task hashes its ids to 64 bits and sends each of up to ``DUP_BUCKETS`` hash classes
+to its bucket actor (``HashBucket``); each bucket then finds hashes seen twice and the
+shards that hold them; only the ids behind those (few) hashes are compared exactly. The
+hashes never pass through the driver (small task results are stored in their owner's
+memory: returned to the driver, 8 bytes per id would have grown it with the record count).
 """
 from __future__ import annotations
 
@@ -74,14 +76,37 @@ class ShardPlan:
         return self.total - self.done
 
 
+class HashBucket:
+    """Ray actor holding the id hashes of one bucket (``hash % bucket count``) of every shard."""
+
+    def __init__(self):
+        self.parts: list[np.ndarray] = []
+        self.owners: list[int] = []
+
+    def add(self, shard_index: int, hashes: np.ndarray) -> None:
+        self.parts.append(hashes)
+        self.owners.append(shard_index)
+
+    def repeated(self) -> list[tuple[int, list[int]]]:
+        """``repeated_hashes`` over everything added; frees the hashes."""
+        by_shard: dict[int, list[np.ndarray]] = {}
+        for i, part in zip(self.owners, self.parts):
+            by_shard.setdefault(i, []).append(part)
+        self.parts, self.owners = [], []
+        if not by_shard:
+            return []
+        indices = sorted(by_shard)
+        hits = repeated_hashes(*[np.concatenate(by_shard[i]) for i in indices])
+        return [(h, [indices[k] for k in owners]) for h, owners in hits]
+
+
 def plan_shard(index: int, in_fs: fsspec.AbstractFileSystem, path: str, uri: str, out_fs: fsspec.AbstractFileSystem,
                records_root: str, plan_root: str, retry_errors: bool, drop_retryable: bool,
-               policy: RetryPolicy) -> tuple[Any, ...]:
-    """Plan one shard (see the module docstring). Returns ``(ShardPlan, bucket_0, ...,
-    bucket_{DUP_BUCKETS-1})``: the uint64 id hashes of the shard split by ``hash %
-    DUP_BUCKETS`` (empty when the shard has a problem)."""
+               policy: RetryPolicy, buckets: list[Any] | None = None) -> ShardPlan:
+    """Plan one shard (see the module docstring) and send its id hashes, split by ``hash
+    % len(buckets)``, to the ``buckets`` actors (none when the shard has a problem)."""
     plan = ShardPlan(path, uri)
-    empty = tuple(np.zeros(0, np.uint64) for _ in range(DUP_BUCKETS))
+    empty = plan
     try:
         def read_ids():
             with in_fs.open(path, "rb") as f:
@@ -93,13 +118,13 @@ def plan_shard(index: int, in_fs: fsspec.AbstractFileSystem, path: str, uri: str
         names, ids = call_with_retry(read_ids, policy)
     except Exception as exc:  # noqa: BLE001 - reported by the driver, with the shard's name
         plan.problem = f"cannot read Parquet shard {uri}: {type(exc).__name__}: {str(exc)[:200]}"
-        return (plan, *empty)
+        return empty
     if ids is None:
         plan.problem = f"Parquet shard {uri} lacks the required columns id and image (has {names})"
-        return (plan, *empty)
+        return empty
     if ids.null_count:
         plan.problem = f"Parquet shard {uri} has {ids.null_count} rows with a null id"
-        return (plan, *empty)
+        return empty
     ids = ids.combine_chunks().cast(pa.string())
     plan.has_mask, plan.total = "mask" in names, len(ids)
     hashes = id_hashes(ids)
@@ -117,8 +142,13 @@ def plan_shard(index: int, in_fs: fsspec.AbstractFileSystem, path: str, uri: str
             os.makedirs(plan_root, exist_ok=True)
         table = pa.table({"id": pa.array(done, pa.string())})
         call_with_retry(lambda: write_table_atomically(out_fs, plan.skip_list, table), policy)
-    buckets = tuple(hashes[hashes % DUP_BUCKETS == b] for b in range(DUP_BUCKETS))
-    return (plan, *buckets)
+    if buckets:
+        import ray
+
+        # Wait for the adds: the driver asks the buckets for repeats once every task returned.
+        n = len(buckets)
+        ray.get([bucket.add.remote(index, hashes[hashes % n == b]) for b, bucket in enumerate(buckets)])
+    return plan
 
 
 def repeated_hashes(*buckets: np.ndarray) -> list[tuple[int, list[int]]]:
@@ -164,12 +194,28 @@ def plan_shards(in_fs: fsspec.AbstractFileSystem, shards: list[tuple[str, str]],
     Raises ``JobError`` for unusable shards and for ids repeated within or across shards."""
     import ray
 
-    task = ray.remote(num_cpus=0.5, num_returns=1 + DUP_BUCKETS)(plan_shard)
-    refs = [task.remote(i, in_fs, path, uri, out_fs, records_root, plan_root, retry_errors, drop_retryable, policy)
+    # One bucket actor per 256 shards, at most DUP_BUCKETS: 10^8 ids in 10^4 shards are
+    # 16 actors of ~50 MB of hashes each; a small job starts one.
+    buckets = [ray.remote(num_cpus=0)(HashBucket).remote() for _ in range(min(DUP_BUCKETS, 1 + len(shards) // 256))]
+    try:
+        return _plan_with_buckets(in_fs, shards, out_fs, records_root, plan_root, retry_errors, drop_retryable,
+                                  policy, buckets)
+    finally:
+        for bucket in buckets:
+            ray.kill(bucket)
+
+
+def _plan_with_buckets(in_fs, shards, out_fs, records_root, plan_root, retry_errors, drop_retryable, policy,
+                       buckets) -> ShardListing:
+    import ray
+
+    task = ray.remote(num_cpus=0.5)(plan_shard)
+    refs = [task.remote(i, in_fs, path, uri, out_fs, records_root, plan_root, retry_errors, drop_retryable, policy,
+                        buckets)
             for i, (path, uri) in enumerate(shards)]
     listing = ShardListing(shard_count=len(shards))
     problems = []
-    for plan in ray.get([r[0] for r in refs]):
+    for plan in ray.get(refs):
         if plan.problem:
             problems.append(plan.problem)
             continue
@@ -181,10 +227,8 @@ def plan_shards(in_fs: fsspec.AbstractFileSystem, shards: list[tuple[str, str]],
             listing.shards.append(plan)
     if problems:
         raise JobError(f"{len(problems)} unusable Parquet shards: {problems[0]}")
-    # Duplicate ids: a reduce task per hash bucket; exact check only behind repeated hashes.
-    reduce = ray.remote(num_cpus=0.5)(repeated_hashes)
-    found = [hit for hits in ray.get([reduce.remote(*[r[1 + b] for r in refs]) for b in range(DUP_BUCKETS)])
-             for hit in hits]
+    # Duplicate ids: each bucket actor reduces its hashes; exact check only behind repeats.
+    found = [hit for hits in ray.get([b.repeated.remote() for b in buckets]) for hit in hits]
     del refs
     if found:
         by_shard: dict[int, list[int]] = {}
