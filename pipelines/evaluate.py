@@ -63,6 +63,7 @@ from .eval_plots import metrics_plot_png, sample_grid_png, sample_strip
 from .configs import EvaluateConfig
 from .errors import JobError
 from .records import detect_format, is_image_file, list_parquet
+from .run_settings import check_settings, settings_of
 from .samples import png_bytes, sample_photos
 from .records_schema import UTC_TIMESTAMP, utc_now
 from .stage_utils import absolute_uri, blob, cluster_plan, column_batch, read_many, reach
@@ -793,6 +794,16 @@ def _check_weights(cfg: EvaluateConfig, metrics: list[str]) -> tuple[list[str], 
     return kept, inception_id
 
 
+#: Options that change the scores written (besides the data): remembered in the output.
+EVAL_RESULT_KEYS = ("metrics", "mask_seed", "lpips_net", "precision")
+_SETTINGS_WAY_ON = "write to another output, or pass overwrite=true to score every pair again with these"
+
+
+def eval_settings(cfg: Any, data_uri: str) -> dict[str, Any]:
+    """The settings an evaluation output remembers: ``EVAL_RESULT_KEYS`` and the input URI."""
+    return settings_of(cfg, EVAL_RESULT_KEYS, input=data_uri)
+
+
 def prepare(cfg: Any) -> _Plan:
     """Check the config, the metric weights, the storage and the mask sets (in that order);
     every failure is a ``JobError`` with one line, before any work is done."""
@@ -817,6 +828,10 @@ def prepare(cfg: Any) -> _Plan:
         if not data_exists:
             raise JobError(f"input not found: {data_uri}")
     mask_sets, mask_fs = resolve_mask_sets(list(cfg.mask_kind), endpoint)
+    # Pairs are keyed by (checkpoint, mask set): scores of other data or metrics must not
+    # mix in (pipelines/run_settings.py). Checked here, remembered once a sweep has work.
+    check_settings(out_fs, out_root, output_uri, eval_settings(cfg, data_uri), overwrite=cfg.overwrite,
+                   dry_run=True, way_on=_SETTINGS_WAY_ON)
     return _Plan(cfg, endpoint, output_uri, out_fs, out_root, data_uri, mask_sets, mask_fs, metrics, inception_id)
 
 
@@ -1084,6 +1099,8 @@ def sweep_once(plan: _Plan) -> SweepReport:
             print(f"  would evaluate {checkpoint} on {', '.join(ms.name for ms in sets)}")
         print("dry_run=true: nothing evaluated", flush=True)
         return report
+    check_settings(plan.out_fs, plan.out_root, plan.output_uri, eval_settings(cfg, plan.data_uri),
+                   overwrite=cfg.overwrite, way_on=_SETTINGS_WAY_ON)
     _ensure_sample_data(plan)
     plan.local = init_ray(verbose=cfg.verbose) == "local"
     plan.run_id = f"eval-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
