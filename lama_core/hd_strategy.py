@@ -31,6 +31,8 @@ from scipy import ndimage
 
 #: ``hd_strategy`` names the Inpainter accepts.
 HD_STRATEGIES = ("full", "windows")
+#: Most regions planned one by one (merging compares every pair); more are joined on a coarser grid.
+MAX_REGIONS = 256
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,11 @@ def plan_windows(hole: np.ndarray, strategy: str, options: WindowOptions = Windo
     if strategy == "full" or max(h, w) <= options.trigger:
         return full if hole.any() else WindowPlan("full", ())
     cell = max(8, -(-max(h, w) // 2048))  # the coarse grid stays <= ~2048² cells
-    coarse = _coarse_any(hole, cell)
-    labels, count = ndimage.label(coarse, structure=np.ones((3, 3), bool))
+    while True:
+        labels, count = ndimage.label(_coarse_any(hole, cell), structure=np.ones((3, 3), bool))
+        if count <= MAX_REGIONS:
+            break
+        cell *= 2  # many specks (noise, text): a coarser grid joins neighbours into fewer regions
     if count == 0:
         return WindowPlan("windows", ())
     boxes = np.array([_exact_box(hole, s, cell) for s in ndimage.find_objects(labels)], dtype=np.int64)

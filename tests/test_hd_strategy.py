@@ -196,5 +196,17 @@ def test_mask_to_hole_matches_binarize():
             assert np.array_equal(mask_to_hole(mask, threshold), binarize_mask(mask_to_float(mask), threshold) > 0)
 
 
+def test_many_specks_are_joined_into_few_regions():
+    rng = np.random.default_rng(8)
+    hole = np.zeros((2000, 3000), bool)
+    hole[rng.integers(0, 2000, 3000), rng.integers(0, 3000, 3000)] = True  # 3000 isolated pixels
+    plan = plan_windows(hole, "windows", WindowOptions(min_margin=0, margin=0.0, full_fraction=1.0))
+    assert plan.strategy == "windows" and 0 < len(plan.windows) <= 256
+    owned = np.zeros(hole.shape, bool)
+    for window in plan.windows:
+        owned[window.top:window.bottom, window.left:window.right] |= own_holes(plan, window, hole)
+    assert np.array_equal(owned, hole)
+
+
 def test_bucket_sides():
     assert [bucket_side(n) for n in (1, 64, 65, 512, 513, 1025)] == [64, 64, 128, 512, 640, 1280]
