@@ -8,12 +8,19 @@ A uint8 mask whose maximum is 1 is read as a 0/1 mask.
 
 Masks are binarised with ``mask > threshold`` on the [0, 1] scale (default 0.5, i.e. uint8
 values of 128 and above are holes). The generator sees ``image * (1 - mask)`` and the
-mask, padded symmetrically to a multiple of 8 (as the official predictor does); the output
-is cropped back, and only hole pixels take the generator's values: every known pixel of
-the uint8 result is the input's own pixel, bit for bit.
+mask, padded symmetrically to a multiple of 8 (as the official predictor does; maps
+smaller than twice the generator's size multiple, e.g. 1×1 or 5×7, are mirror-padded up to
+it); the output is cropped back, and only hole pixels take the generator's values: every
+known pixel of the uint8 result is the input's own pixel, bit for bit.
 
-Images above ``max_pixels`` are downscaled (area) to fit, inpainted, upscaled (bicubic)
-and pasted into the original at the hole pixels only; their results say ``resized=True``.
+Where the generator runs is the ``hd_strategy``: ``"windows"`` (default) inpaints images
+longer than 800 px in a context window around each hole region at native resolution
+(``lama_core.hd_strategy``), smaller ones as a full frame; ``"full"`` always runs the full
+frame. Windows of all images in a call are batched together by size. A generator input
+(window or frame) above ``max_pixels`` is downscaled (area) to fit, inpainted, upscaled
+(bicubic) and pasted at the hole pixels only; its image's result says ``resized=True``.
+Large inputs are never held as one float copy: masks become bool, uint8 images stay
+uint8, and resizing runs in strips (``lama_core.resample``).
 """
 from __future__ import annotations
 
@@ -31,6 +38,8 @@ from PIL import Image
 from .cpu_allocator import keep_freed_memory
 from .fast_inference import optimize_for_inference
 from .ffc import FFCResNetGenerator
+from .hd_strategy import HD_STRATEGIES, Window, WindowOptions, own_holes, plan_windows
+from .resample import area_downscale, bicubic_strips, to_float_chw
 
 DEFAULT_MASK_THRESHOLD = 0.5
 #: ``precision`` names the Inpainter (and every job that runs one) accepts, and their dtypes.
@@ -117,11 +126,14 @@ def binarize_mask(mask: np.ndarray, threshold: float = DEFAULT_MASK_THRESHOLD) -
     return (mask > threshold).astype(np.float32)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad ``N x C x H x W`` at the bottom/right to multiples of ``multiple`` with symmetric
-    (edge-including mirror) padding, numpy's ``mode='symmetric'`` as the official code uses."""
+def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 0) -> torch.Tensor:
+    """Pad ``N x C x H x W`` at the bottom/right to multiples of ``multiple`` (and at least
+    ``minimum``) with symmetric (edge-including mirror) padding, numpy's ``mode='symmetric'``
+    as the official code uses; a pad longer than the map mirrors it again (a 1-pixel map
+    repeats its pixel), so any size >= 1 works."""
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    ph, pw = max((-h) % multiple, minimum - h), max((-w) % multiple, minimum - w)
+    ph, pw = ph + (-(h + ph)) % multiple, pw + (-(w + pw)) % multiple
     if ph:
         x = x.index_select(-2, torch.as_tensor(np.pad(np.arange(h), (0, ph), mode="symmetric"), device=x.device))
     if pw:
@@ -131,10 +143,15 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 @dataclass
 class InpaintResult:
-    """One inpainted image: uint8 ``H x W x 3``, and whether it went through the pixel budget."""
+    """One inpainted image: uint8 ``H x W x 3``; ``resized``: whether a generator input went
+    through the pixel budget (downscaled); ``strategy``: ``"full"`` (one whole-frame input) or
+    ``"windows"`` (see ``lama_core.hd_strategy``); ``windows``: generator inputs this image
+    used (0 when it has no hole pixel: the input comes back unchanged)."""
 
     image: np.ndarray
     resized: bool
+    strategy: str = "full"
+    windows: int = 1
 
 
 class Inpainter:
@@ -153,12 +170,19 @@ class Inpainter:
     faster on CPU); None = on for CPU when folding, off elsewhere. It implies channels-last.
     On CPU it calls ``lama_core.cpu_allocator.keep_freed_memory`` (process-wide: freed
     buffers of up to 32 MiB are reused rather than returned to the OS).
+    ``hd_strategy``: ``"windows"`` (default): images whose longer side is above
+    ``window_options.trigger`` (800 px) are inpainted in a native-resolution context window
+    around each hole region, the rest as full frames; ``"full"``: always the whole frame.
+    ``window_options``: a ``lama_core.hd_strategy.WindowOptions`` (margins; measured defaults).
     """
 
     def __init__(self, generator: FFCResNetGenerator, device: str | torch.device = "cpu", batch_size: int = 4,
                  precision: str = "fp32", mask_threshold: float = DEFAULT_MASK_THRESHOLD,
                  max_pixels: int | None = None, channels_last: bool = False, fold_batchnorm: bool = True,
-                 cpu_kernels: bool | None = None):
+                 cpu_kernels: bool | None = None, hd_strategy: str = "windows",
+                 window_options: WindowOptions | None = None):
+        if hd_strategy not in HD_STRATEGIES:
+            raise ValueError(f"hd_strategy must be one of {', '.join(HD_STRATEGIES)}, got {hd_strategy!r}")
         if precision not in PRECISION_DTYPES:
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
         if batch_size < 1:
@@ -192,6 +216,11 @@ class Inpainter:
         self.mask_threshold = mask_threshold
         self.max_pixels = max_pixels
         self.multiple = max(8, self.generator.size_multiple)
+        # Each downsampling halves the map and the FFC blocks reflect-pad it by 1, which
+        # needs >= 2 pixels at the bottleneck: tiny images are mirror-padded up to this.
+        self.min_size = 2 * self.generator.size_multiple
+        self.hd_strategy = hd_strategy
+        self.window_options = window_options or WindowOptions()
 
     def predict(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The generator's blended output for a batch.
@@ -203,7 +232,7 @@ class Inpainter:
         h, w = image.shape[-2:]
         image = image.to(self.device, torch.float32)
         mask = mask.to(self.device, torch.float32)
-        x = pad_to_multiple(torch.cat([image * (1 - mask), mask], dim=1), self.multiple)
+        x = pad_to_multiple(torch.cat([image * (1 - mask), mask], dim=1), self.multiple, self.min_size)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
@@ -217,39 +246,36 @@ class Inpainter:
         ``InpaintInputError`` naming the index on a size mismatch or bad type."""
         if len(images) != len(masks):
             raise InpaintInputError(f"{len(images)} images but {len(masks)} masks")
-        prepared = []
-        for i, (img, msk) in enumerate(zip(images, masks)):
-            rgb = image_to_float(img)
-            hole = binarize_mask(mask_to_float(msk), self.mask_threshold)
-            if rgb.shape[:2] != hole.shape:
-                raise InpaintInputError(f"image {i} is {rgb.shape[1]}x{rgb.shape[0]} but its mask is "
-                                        f"{hole.shape[1]}x{hole.shape[0]} (WxH)")
-            original = img if isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 \
-                and img.shape[2] == 3 else to_uint8(rgb)
-            prepared.append((rgb, hole, original))
-        results: list[InpaintResult | None] = [None] * len(prepared)
-        # Batch images of equal (possibly budget-reduced) size together.
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, (rgb, _, _) in enumerate(prepared):
-            groups.setdefault(self._work_size(*rgb.shape[:2]), []).append(i)
-        for size, indices in groups.items():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start: start + self.batch_size]
-                image = torch.stack([self._resize(torch.from_numpy(prepared[i][0]).permute(2, 0, 1), size, "area")
-                                     for i in chunk])
-                mask = torch.stack([self._resize(torch.from_numpy(prepared[i][1])[None], size, "area")
-                                    for i in chunk])
-                mask = (mask > self.mask_threshold).float()
-                out = self.predict(image, mask).cpu()
-                for j, i in enumerate(chunk):
-                    rgb, hole, original = prepared[i]
-                    pred = out[j]
-                    resized = tuple(pred.shape[-2:]) != rgb.shape[:2]
-                    if resized:
-                        pred = F.interpolate(pred[None], size=rgb.shape[:2], mode="bicubic", align_corners=False)[0]
-                    filled = to_uint8(pred.permute(1, 2, 0).numpy())
-                    results[i] = InpaintResult(np.where(hole[:, :, None] > 0, filled, original), resized)
-        return results  # type: ignore[return-value]
+        sources = [_prepare(i, img, msk, self.mask_threshold) for i, (img, msk) in enumerate(zip(images, masks))]
+        plans = [plan_windows(s.hole, self.hd_strategy, self.window_options) for s in sources]
+        outputs = [s.original.copy() for s in sources]  # hole pixels are overwritten in place
+        resized = [False] * len(sources)
+        # Every window of every image is one generator input; inputs of equal (possibly
+        # budget-reduced) size share a batch, whichever image they come from.
+        groups: dict[tuple[int, int], list[tuple[int, Window]]] = {}
+        for i, plan in enumerate(plans):
+            for window in plan.windows:
+                groups.setdefault(self._work_size(window.height, window.width), []).append((i, window))
+        for size, jobs in groups.items():
+            for start in range(0, len(jobs), self.batch_size):
+                chunk = jobs[start: start + self.batch_size]
+                image = torch.stack([_window_input(sources[i].pixels, w, size) for i, w in chunk])
+                mask = torch.stack([_window_input(sources[i].hole[:, :, None], w, size) for i, w in chunk])
+                out = self.predict(image, (mask > self.mask_threshold).float()).cpu()
+                del image, mask
+                for j, (i, window) in enumerate(chunk):
+                    own = own_holes(plans[i], window, sources[i].hole)
+                    target = outputs[i][window.top:window.bottom, window.left:window.right]
+                    if size == (window.height, window.width):
+                        filled = to_uint8(out[j].permute(1, 2, 0).numpy())
+                        target[own] = filled[own]
+                        continue
+                    resized[i] = True
+                    for r0, r1, rows in bicubic_strips(out[j], (window.height, window.width)):
+                        filled = to_uint8(rows.permute(1, 2, 0).numpy())
+                        target[r0:r1][own[r0:r1]] = filled[own[r0:r1]]
+        return [InpaintResult(out, r, plan.strategy, len(plan.windows))
+                for out, r, plan in zip(outputs, resized, plans)]
 
     def __call__(self, images: Sequence[Any], masks: Sequence[Any]) -> list[np.ndarray]:
         """Like ``inpaint`` but returns only the uint8 ``H x W x 3`` images."""
@@ -261,11 +287,53 @@ class Inpainter:
         scale = math.sqrt(self.max_pixels / (h * w))
         return max(1, int(h * scale)), max(1, int(w * scale))
 
-    @staticmethod
-    def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-        if tuple(x.shape[-2:]) == size:
-            return x
-        return F.interpolate(x[None], size=size, mode=mode)[0]
+
+@dataclass
+class _Source:
+    """One input as the Inpainter keeps it: ``pixels`` (the uint8 ``H x W x 3`` input itself
+    when it is one, else float32 in [0, 1]), ``hole`` (bool ``H x W``) and ``original``
+    (uint8 ``H x W x 3``, the known pixels of the result)."""
+
+    pixels: np.ndarray
+    hole: np.ndarray
+    original: np.ndarray
+
+
+def _prepare(index: int, image: Any, mask: Any, threshold: float) -> _Source:
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        if min(image.shape[:2]) < 1:
+            raise InpaintInputError(f"empty image of shape {image.shape}")
+        pixels = original = image  # no float copy of the whole image: windows convert their crops
+    else:
+        pixels = image_to_float(image)
+        original = to_uint8(pixels)
+    hole = mask_to_hole(mask, threshold)
+    if pixels.shape[:2] != hole.shape:
+        raise InpaintInputError(f"image {index} is {pixels.shape[1]}x{pixels.shape[0]} but its mask is "
+                                f"{hole.shape[1]}x{hole.shape[0]} (WxH)")
+    return _Source(pixels, hole, original)
+
+
+def _window_input(pixels: np.ndarray, window: Window, size: tuple[int, int]) -> torch.Tensor:
+    """float32 ``C x size`` of ``pixels``' window (area-downscaled when ``size`` is smaller)."""
+    crop = pixels[window.top:window.bottom, window.left:window.right]
+    if size == crop.shape[:2]:
+        return to_float_chw(crop)
+    return area_downscale(crop, size)
+
+
+def mask_to_hole(mask: Any, threshold: float = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
+    """Any accepted mask form -> bool ``H x W`` (True = hole), the same pixels as
+    ``binarize_mask(mask_to_float(mask), threshold) > 0``; uint8 masks are compared in
+    strips of rows, without a float copy of the whole mask."""
+    if isinstance(mask, np.ndarray) and mask.dtype == np.uint8 and mask.ndim in (2, 3):
+        plane = mask if mask.ndim == 2 else mask[:, :, 0]
+        scale = np.float32(1.0 if plane.max(initial=0) <= 1 else 255.0)
+        hole = np.empty(plane.shape, bool)
+        for r in range(0, plane.shape[0], 1024):
+            np.greater(plane[r: r + 1024].astype(np.float32) / scale, np.float32(threshold), out=hole[r: r + 1024])
+        return hole
+    return mask_to_float(mask) > threshold
 
 
 def native_bf16_cpu() -> bool:
