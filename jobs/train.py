@@ -2,7 +2,9 @@
 
 Locally it starts a Ray instance and trains on the CPU; on a cluster, run it with
 ``ray job submit -- python jobs/train.py data=s3://... output=s3://... use_gpu=true
-num_workers=8 preset=big-lama``. A rerun with the same ``output`` and ``name`` resumes.
+num_workers=8 preset=big-lama``. A rerun with the same ``output`` and ``name`` resumes from
+the latest complete checkpoint (``output/name/checkpoint_000000120``: named by step, with
+``complete.json`` written last), whatever killed the previous run.
 The last line printed names the latest checkpoint (``lama_core.load_generator`` loads it).
 See ``pipelines/train.py`` for every key (``--help`` prints them with their defaults).
 """
@@ -31,8 +33,10 @@ def main(cfg: TrainJobConfig) -> None:
         raise JobError(str(exc)) from exc
     except RuntimeError as exc:
         raise JobError(str(exc).splitlines()[0]) from exc
-    step = outcome.metrics.get("step", "?")
-    print(f"trained to step {step}; validation L1 {outcome.metrics.get('validation_l1', float('nan')):.4f}")
+    metrics = outcome.metrics
+    start = f"from {metrics['resumed_from']}" if metrics.get("resumed_from") else "from scratch"
+    print(f"trained {start} (step {metrics.get('start_step', '?')}) to step {metrics.get('step', '?')}; "
+          f"validation L1 {metrics.get('validation_l1', float('nan')):.4f}")
     print(f"latest checkpoint: {outcome.checkpoint}")
 
 
