@@ -153,31 +153,35 @@ def _size_problem(directory: str, manifest: dict, sizes: Mapping[str, int]) -> s
 
 def list_checkpoints(run: str, endpoint_url: str | None = None) -> list[TrainingCheckpoint]:
     """Every checkpoint folder in ``run`` (complete or not), sorted by step; [] when ``run``
-    does not exist. Reads one listing of ``run`` plus each ``complete.json``; file sizes are
-    compared with the marker's, file contents are not read (``verify_checkpoint`` does)."""
+    does not exist. Reads one recursive listing of ``run`` (one request on S3) plus each
+    ``complete.json``; file sizes are compared with the marker's, file contents are not read
+    (``verify_checkpoint`` does). Safe while a writer adds or prunes checkpoints: a folder
+    deleted under the listing shows as incomplete or not at all."""
     fs, root = filesystem_for(run, endpoint_url)
     root = root.rstrip("/")
     fs.invalidate_cache(root)  # s3fs caches listings; another process may have written since
-    if not fs.exists(root):
+    try:
+        entries = fs.find(root, withdirs=True, detail=True)
+    except FileNotFoundError:
         return []
     sizes: dict[str, dict[str, int]] = {}
-    dirs: set[str] = set()
-    for entry in fs.ls(root, detail=True, refresh=True):
-        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
-        if step_of(name) is not None and entry.get("type") == "directory":
-            dirs.add(name)
-    for name in dirs:
-        listing = fs.ls(f"{root}/{name}", detail=True, refresh=True)
-        sizes[name] = {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
-                       for e in listing if e.get("type") == "file"}
+    for full, info in entries.items():
+        rel = full.rstrip("/")[len(root) + 1:] if full.startswith(root + "/") else ""
+        parts = rel.split("/")
+        if not rel or step_of(parts[0]) is None:
+            continue
+        files = sizes.setdefault(parts[0], {})
+        if len(parts) == 2 and info.get("type") == "file":
+            files[parts[1]] = int(info.get("size") or 0)
     out = []
-    for name in dirs:
+    for name, files in sizes.items():
         uri = join_uri(run, name)
-        manifest, problem = (None, f"no {COMPLETE_FILE} (incomplete: caught mid-write or mid-delete)") \
-            if COMPLETE_FILE not in sizes[name] else _read_manifest(fs, f"{root}/{name}")
+        manifest, problem = None, f"no {COMPLETE_FILE} (incomplete: caught mid-write or mid-delete)"
+        if COMPLETE_FILE in files:
+            manifest, problem = _read_manifest(fs, f"{root}/{name}")
         if manifest is not None:
-            problem = _size_problem(uri, manifest, sizes[name])
-        out.append(TrainingCheckpoint(uri, step_of(name), manifest is not None, problem, sizes[name]))
+            problem = _size_problem(uri, manifest, files)
+        out.append(TrainingCheckpoint(uri, step_of(name), manifest is not None, problem, files))
     return sorted(out, key=lambda c: c.step)
 
 
@@ -193,8 +197,12 @@ def checkpoint_problem(uri: str, endpoint_url: str | None = None) -> str | None:
     manifest, problem = _read_manifest(fs, path)
     if manifest is None:
         return problem
+    try:
+        listing = fs.ls(path, detail=True, refresh=True)
+    except FileNotFoundError:
+        listing = []
     sizes = {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
-             for e in fs.ls(path, detail=True, refresh=True) if e.get("type") == "file"}
+             for e in listing if e.get("type") == "file"}
     return _size_problem(uri.rstrip("/"), manifest, sizes)
 
 

@@ -48,10 +48,10 @@ from lama_core.checkpoint import (load_state_checked, read_checkpoint, save_disc
 from lama_core.losses import LossConfig
 from lama_core.models import build_discriminator, build_generator
 from lama_core.storage import filesystem_for, join_uri, read_bytes
+from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch, unwrap
 from lama_core.training_checkpoint import (latest_checkpoint, prune_checkpoints, remove_incomplete,
                                            resume_latest)
 from lama_core.training_checkpoint import write_checkpoint as publish_checkpoint
-from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch, unwrap
 
 from .codecs import RecordError, decode_image
 from .records import is_image_file, list_files
@@ -349,7 +349,8 @@ def _resume(run: str, trainer: GANTrainingStep, rank: int, world: int, endpoint_
                                "(remove the damaged checkpoints to start over, or use another name=)")
         chosen = [ckpt.uri if ckpt else None, warnings]
     if world > 1 and torch.distributed.is_initialized():
-        torch.distributed.broadcast_object_list(chosen, src=0)
+        # device: NCCL sends only CUDA tensors; gloo's workers train on the CPU.
+        torch.distributed.broadcast_object_list(chosen, src=0, device=torch.device(trainer.device))
     uri, warnings = chosen
     if uri is None:
         return 0, "", warnings
@@ -446,7 +447,9 @@ def _validation_outputs(trainer: GANTrainingStep, images: torch.Tensor, masks: t
 
 @dataclass
 class TrainingOutcome:
-    """What a finished run left: the latest checkpoint's URI and the last reported metrics."""
+    """What a finished run left: the latest complete checkpoint's URI and the metrics
+    reported at its step (``metrics.json``; with ``start_step``, ``resumed_from`` and
+    ``resume_warnings`` of the attempt that wrote it)."""
 
     checkpoint: str
     metrics: dict[str, Any]
@@ -454,9 +457,9 @@ class TrainingOutcome:
 
 def run_training(cfg: TrainJobConfig) -> TrainingOutcome:
     """Train per ``cfg`` on the Ray cluster this process is connected to (see
-    ``pipelines.ray_setup.init_ray``). Returns the latest checkpoint (a directory URI that
-    ``lama_core.load_generator`` accepts) and the last metrics. Raises ``RuntimeError``
-    with the workers' error when training failed for good."""
+    ``pipelines.ray_setup.init_ray``). Returns the latest complete checkpoint (a directory
+    URI that ``lama_core.load_generator`` accepts) and its metrics. Raises ``RuntimeError``
+    whose first line names the failed worker's error when training failed for good."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 

@@ -1,9 +1,12 @@
 """Distributed training with Ray Train: 2 CPU workers (gloo) checkpointing to a local S3
-endpoint, exact resume, recovery from a worker failure, and `ray job submit`."""
+endpoint, exact resume, recovery from a worker failure, resume after the driver or every Ray
+process was killed (SIGKILL) and past a truncated checkpoint, and `ray job submit`."""
 from __future__ import annotations
 
 import io
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -87,8 +90,11 @@ def test_worker_failure_recovers_from_the_last_checkpoint(ray_local, tmp_path):
     # The first attempt died at step 3; the restarted group resumed from the step-2 checkpoint.
     assert outcome.metrics["step"] == 4
     assert outcome.metrics["start_step"] == 2
-    with pytest.raises(RuntimeError, match="simulated worker failure"):
+    with pytest.raises(RuntimeError) as failed:
         run_training(replace(cfg, name="flaky-no-retry", max_failures=0))
+    # The first line (what jobs/train.py prints) names the worker and its error.
+    assert str(failed.value).splitlines()[0] == ("training failed: worker rank 1: RuntimeError: fail_at_step=3: "
+                                                 "simulated worker failure (testing aid)")
 
 
 def _free_port() -> int:
@@ -172,3 +178,139 @@ def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path):
     g, d = _build_models(TrainJobConfig(preset="small", init_from=str(tmp_path / "best.ckpt")))
     assert state_digest(g) == state_digest(generator)
     assert state_digest(d) == state_digest(discriminator)
+
+
+# -- crashes: SIGKILL of the driver, of every Ray process, a truncated latest checkpoint ---
+
+def _session_pids(sid: int) -> list[int]:
+    """Processes of the session ``sid`` (the driver's pid when started with start_new_session):
+    the driver, the local Ray it started (gcs, raylet, agents) and Ray's workers, which sit in
+    process groups of their own but stay in the driver's session."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    pids.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return pids
+
+
+def _ray_still_running(sid: int) -> bool:
+    """Whether the session still runs Ray's core or workers. Ray's dashboard and runtime-env
+    agents outlive a SIGKILLed driver as orphans; they do not train or write."""
+    for pid in _session_pids(sid):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if name not in ("ray::DashboardA", "ray::RuntimeEnv"):
+            return True
+    return False
+
+
+def _kill_session(sid: int) -> None:
+    for pid in _session_pids(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _launch_training(args: list[str], log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)  # its own local Ray, as a user's laptop run
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, str(REPO / "jobs" / "train.py"), *args], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for_step(run: str, proc: subprocess.Popen, step: int, log: Path, timeout: float = 600) -> None:
+    """Wait until ``run`` has a complete checkpoint at ``step`` or later."""
+    from lama_core.training_checkpoint import latest_checkpoint
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        latest = latest_checkpoint(run)
+        if latest is not None and latest.step >= step:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"training exited early ({proc.returncode}): {log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    _kill_session(proc.pid)
+    pytest.fail(f"no checkpoint at step {step} in {timeout} s: {log.read_text()[-3000:]}")
+
+
+def _metrics_of(uri: str) -> dict:
+    from lama_core.storage import join_uri, read_bytes
+
+    return json.loads(read_bytes(join_uri(uri, "metrics.json")))
+
+
+def test_resume_after_sigkill_of_driver_then_of_all_ray_processes_and_past_a_truncated_checkpoint(
+        s3_bucket, tmp_path):
+    """On S3: (1) SIGKILL the driver after 2 checkpoints; a half-written checkpoint of a later
+    step appears (as a crash mid-write leaves it); (2) the rerun ignores it, removes it and
+    continues from the last complete checkpoint with exactly its weights; SIGKILL every process
+    of the driver's session (driver, local Ray, workers: a node crash) 2 checkpoints later;
+    the latest checkpoint's generator is then truncated; (3) the rerun warns naming the file,
+    continues from the checkpoint before it, finishes, and names its last checkpoint."""
+    from lama_core.training_checkpoint import checkpoint_name, latest_checkpoint, list_checkpoints
+    from pipelines.evaluate import expand_checkpoints
+
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]})
+    run = f"{s3_bucket}/runs/crash"
+    args = ["preset=small", "batch_size=2", "crop_size=32", "validation_images=2", "log_every=1",
+            "checkpoint_every=1", "keep_checkpoints=2", f"output={s3_bucket}/runs", "name=crash"]
+
+    first = _launch_training([*args, "steps=1000"], tmp_path / "first.log")
+    try:
+        _wait_for_step(run, first, 2, tmp_path / "first.log")
+        first.kill()  # SIGKILL, the driver alone; Ray's processes follow it or are orphaned
+        first.wait()
+        deadline = time.time() + 60  # the workers die with the driver; they may finish a write first
+        while time.time() < deadline and _ray_still_running(first.pid):
+            time.sleep(0.5)
+    finally:
+        _kill_session(first.pid)  # whatever outlived the driver (Ray's agents): not ours to leave
+    resume_from = latest_checkpoint(run)
+    assert resume_from is not None and resume_from.step >= 2
+    resume_digest = state_digest(load_generator(resume_from.uri))
+    half = f"{run}/{checkpoint_name(resume_from.step + 50)}"
+    fs.pipe(f"{half[5:]}/generator.safetensors", b"half-written")
+    assert expand_checkpoints(f"{run}/checkpoint_*")[0] == [c.uri for c in list_checkpoints(run) if c.usable]
+
+    second = _launch_training([*args, "steps=1000"], tmp_path / "second.log")
+    try:
+        _wait_for_step(run, second, resume_from.step + 2, tmp_path / "second.log")
+    finally:
+        _kill_session(second.pid)  # driver, gcs, raylet, workers: all at once
+        second.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and _session_pids(second.pid):
+        time.sleep(0.5)
+    assert not _session_pids(second.pid)
+    assert half not in [c.uri for c in list_checkpoints(run)]  # the rerun removed it
+    continued = [c for c in list_checkpoints(run) if c.usable]
+    metrics = _metrics_of(continued[-1].uri)
+    assert metrics["start_step"] == resume_from.step and metrics["resumed_from"] == resume_from.uri
+    assert metrics["start_generator_digest"] == resume_digest
+
+    latest, before = continued[-1], continued[-2]
+    generator = f"{latest.uri}/generator.safetensors"
+    fs.pipe(generator[5:], fs.cat(generator[5:])[:1000])
+    target = latest.step + 1
+    third = subprocess.run([sys.executable, str(REPO / "jobs" / "train.py"), *args, f"steps={target}"],
+                           env=dict(os.environ, PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0"),
+                           capture_output=True, text=True, timeout=600, start_new_session=True)
+    output = third.stdout + third.stderr
+    assert third.returncode == 0, output[-3000:]
+    assert f"warning: skipping checkpoint {latest.uri}: {generator} is 1,000 bytes" in output
+    assert f"trained from {before.uri} (step {before.step}) to step {target}" in output
+    last = third.stdout.strip().splitlines()[-1]
+    assert last == f"latest checkpoint: {run}/{checkpoint_name(target)}"
+    assert load_generator(last.split(": ", 1)[1]).config.ngf == 16
