@@ -15,7 +15,8 @@ from lama_core.training_checkpoint import (COMPLETE_FILE, checkpoint_name, check
                                            list_checkpoints, prune_checkpoints, remove_incomplete, resume_latest,
                                            step_of, verify_checkpoint, write_checkpoint)
 from pipelines.evaluate import expand_checkpoints
-from pipelines.train import TrainJobConfig, restore_checkpoint, save_training_checkpoint, state_digest
+from pipelines.configs import TrainConfig
+from pipelines.train import restore_checkpoint, save_training_checkpoint, state_digest
 
 
 def files(step: int) -> dict[str, bytes]:
@@ -98,7 +99,7 @@ def _train_checkpoint(run: str, step: int, seed: int, endpoint_url: str | None =
     """A real training checkpoint of random small-preset weights at ``step``: (uri, G digest)."""
     trainer = _trainer(seed)
     trainer.global_step = step
-    cfg = TrainJobConfig(preset="small")
+    cfg = TrainConfig(model="small")
     uri = save_training_checkpoint(run, trainer, cfg, b"png", {"step": step}, endpoint_url)
     return uri, state_digest(trainer.generator)
 
