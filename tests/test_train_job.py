@@ -59,7 +59,7 @@ def test_two_workers_checkpoint_to_s3_then_resume_exactly(ray_local, s3_training
     bucket = s3_training_data
     cfg = base_config(input=f"{bucket}/train", output=f"{bucket}/runs", name="exp", steps=2)
     first = run_training(cfg)
-    assert first.checkpoint.startswith(f"{bucket}/runs/exp/checkpoint_")
+    assert first.checkpoint == f"{bucket}/runs/exp/checkpoint_000000002"
     assert first.metrics["step"] == 2 and first.metrics["start_step"] == 0
     saved = load_generator(first.checkpoint)  # our checkpoint loads for inference, from S3
     assert not saved.training
@@ -72,9 +72,12 @@ def test_two_workers_checkpoint_to_s3_then_resume_exactly(ray_local, s3_training
     import s3fs
 
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]})
+    # The glob users write matches checkpoint folders only (Ray's files live in ray_train/).
+    assert fs.glob(f"{bucket[5:]}/runs/exp/checkpoint_*") == [f"{bucket[5:]}/runs/exp/checkpoint_00000000{s}"
+                                                              for s in (2, 4)]
     files = {p.rsplit("/", 1)[-1] for p in fs.ls(second.checkpoint[5:])}
     assert {"generator.safetensors", "discriminator.safetensors", "training_state.pt", "validation.png",
-            "config.json"} <= files
+            "config.json", "metrics.json", "complete.json"} <= files
     grid = Image.open(io.BytesIO(fs.cat(f"{second.checkpoint[5:]}/validation.png")))
     assert grid.size == (4 * 64, 2 * 64)  # input | mask | output | target, one row per image
     assert state_digest(load_generator(second.checkpoint)) != state_digest(saved)  # and it trained on

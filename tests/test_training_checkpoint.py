@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -178,3 +179,19 @@ def test_layout_on_s3(s3_bucket):
     assert remove_incomplete(run) == [f"{run}/{checkpoint_name(6)}"]
     assert prune_checkpoints(run, keep=1) == []  # only one usable: nothing to prune
     assert [c.step for c in list_checkpoints(run)] == [2, 4]
+
+
+def test_resume_refuses_to_start_over_when_no_checkpoint_loads(tmp_path):
+    """Checkpoints exist but none loads: the worker fails with the file named (jobs/train.py
+    prints that as its last line) instead of silently training from step 0 over the run."""
+    from pipelines.train import _resume
+
+    run = str(tmp_path / "run")
+    uri, _ = _train_checkpoint(run, 5, seed=5)
+    generator = os.path.join(uri, "generator.safetensors")
+    with open(generator, "r+b") as f:
+        f.truncate(64)
+    expected = f"no checkpoint of {run} could be loaded; skipping checkpoint {uri}: {generator} is 64 bytes"
+    with pytest.raises(RuntimeError, match=re.escape(expected)):
+        _resume(run, _trainer(0), rank=0, world=1, endpoint_url=None)
+    assert _resume(str(tmp_path / "fresh"), _trainer(0), rank=0, world=1, endpoint_url=None) == (0, "", [])
