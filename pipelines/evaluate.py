@@ -116,7 +116,8 @@ def summary_schema(metrics: Sequence[str]) -> pa.Schema:
     """Schema of ``OUTPUT/summary/*.parquet``: one row per checkpoint × mask set × non-empty
     hole-area bin, plus ``all`` (the only row of a pair whose checkpoint failed: ``status``
     ``error``, ``error`` saying why)."""
-    fields = [("checkpoint", pa.string()), ("step", pa.int64()), ("mask_set", pa.string()), ("bin", pa.string()),
+    fields = [("checkpoint", pa.string()), ("step", pa.int64()), ("mask_set", pa.string()),
+              ("hole_area_bin", pa.string()),
               ("n", pa.int64()), ("n_error", pa.int64()), ("status", pa.string()), ("error", pa.string())]
     fields += [(c, pa.float64()) for c in _metric_columns(metrics, SUMMARY_METRIC_COLUMNS)]
     fields += [("data", pa.string()), ("metrics", pa.string()), ("evaluated_at", pa.string()),
@@ -163,10 +164,14 @@ def read_summaries(fs: fsspec.AbstractFileSystem, summary_root: str) -> list[dic
     if not fs.exists(summary_root):
         return []
     rows: list[dict] = []
-    for path in sorted(fs.glob(summary_root.rstrip("/") + "/*.parquet")):
+    # Listed, never globbed: the output path may hold glob characters ([, ?, *).
+    for path in sorted(str(p) for p in fs.ls(summary_root.rstrip("/"), detail=False) if str(p).endswith(".parquet")):
         try:
             with fs.open(path, "rb") as f:
-                rows.extend(pq.read_table(f).to_pylist())
+                for row in pq.read_table(f).to_pylist():
+                    if "bin" in row:  # tables written before the column was named hole_area_bin
+                        row["hole_area_bin"] = row.pop("bin")
+                    rows.append(row)
         except Exception as exc:  # noqa: BLE001 - any damage means "redo"
             print(f"warning: cannot read summary file {path} ({type(exc).__name__}); its pairs will be "
                   "evaluated again", file=sys.stderr)
@@ -768,8 +773,19 @@ def _check_weights(cfg: EvaluateConfig, metrics: list[str]) -> tuple[list[str], 
     before any work. Metrics whose weight files are missing are dropped with one line
     naming every missing file (all at once); if no metric is left, ``JobError``.
     Returns ``(metrics to run, Inception model id or "")``."""
+    from lama_core.metrics.weights import resolve_weight
+
     inception_id, kept, missing = "", [], []
     for metric in metrics:
+        absent = []
+        for name, path in _weight_files(cfg, metric):
+            try:
+                resolve_weight(name, cfg.weights_dir or None, path)
+            except FileNotFoundError as exc:
+                absent.append(_first_line(exc))
+        if absent:  # every missing file of the metric, not just the first
+            missing.append((metric, "; ".join(absent)))
+            continue
         try:
             if metric == "fid":
                 inception_id = load_inception(cfg.weights_dir or None, dict(cfg.weight_paths or {}).get("inception")).model_id
@@ -782,11 +798,11 @@ def _check_weights(cfg: EvaluateConfig, metrics: list[str]) -> tuple[list[str], 
         except (CheckpointError, ValueError) as exc:
             raise JobError(_first_line(exc)) from exc
         kept.append(metric)
+    if not kept:
+        raise JobError("no metric can run: " + "; ".join(f"{m}: {why}" for m, why in missing))
     if missing:
         print("evaluate: skipping metrics whose weights are missing (set weights_dir= or weight_paths.NAME=): "
               + "; ".join(f"{m}: {why}" for m, why in missing), file=sys.stderr, flush=True)
-    if not kept:
-        raise JobError("no metric can run: " + "; ".join(f"{m}: {why}" for m, why in missing))
     return kept, inception_id
 
 
@@ -923,7 +939,7 @@ def _summary_rows(plan: _Plan, checkpoint: str, step: int | None, mask_set: str,
                   evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=seconds, run=plan.run_id)
     for row in summary:
         row.update(common)
-        row["n_error"] = len(errors) if row["bin"] == ALL else error_bins.count(row["bin"])
+        row["n_error"] = len(errors) if row["hole_area_bin"] == ALL else error_bins.count(row["hole_area_bin"])
         for key, value in list(row.items()):
             if isinstance(value, float) and math.isnan(value):
                 row[key] = None
@@ -931,7 +947,7 @@ def _summary_rows(plan: _Plan, checkpoint: str, step: int | None, mask_set: str,
 
 
 def _failed_summary(plan: _Plan, checkpoint: str, step: int | None, mask_set: str, error: str) -> list[dict]:
-    return [dict(checkpoint=checkpoint, step=step, mask_set=mask_set, bin=ALL, n=0, n_error=0, status="error",
+    return [dict(checkpoint=checkpoint, step=step, mask_set=mask_set, hole_area_bin=ALL, n=0, n_error=0, status="error",
                  error=error, data=plan.data_uri, metrics=",".join(plan.metrics),
                  evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=0.0, run=plan.run_id)]
 
@@ -1031,7 +1047,7 @@ def write_plots(plan: _Plan, mask_set_names: Sequence[str]) -> list[str]:
     """``OUTPUT/plots/<mask set>.png`` from every ``ok`` summary row (bin ``all``) of those
     mask sets: one panel per metric against training step. Returns the URIs written."""
     rows = [r for r in read_summaries(plan.out_fs, f"{plan.out_root}/summary")
-            if r.get("status") == "ok" and r.get("bin") == ALL]
+            if r.get("status") == "ok" and r.get("hole_area_bin") == ALL]
     written = []
     for name in mask_set_names:
         points = [r for r in rows if r["mask_set"] == name]

@@ -35,6 +35,7 @@ from .codecs import RecordError, decode_image, decode_mask, encode_image, output
 from .configs import DEFAULT_MODEL, InpaintConfig
 from .errors import JobError
 from .records import Listing, detect_format, list_files, list_folder, list_parquet, read_done_ids, remove_records
+from .ray_setup import RAY_CONNECTION
 from .stage_utils import ActorPlan, absolute_uri, blob, cluster_plan, column_batch, read_many, reach
 
 from lama_core.masks import MASK_SETS, generate_mask
@@ -539,9 +540,9 @@ def run_inpaint(cfg: Any) -> InpaintSummary:
     if listing.pending == 0:
         return summary
 
-    plan = cluster_plan(cfg, local=init_ray(verbose=cfg.verbose) == "local",
-                        work_batches=math.ceil(listing.pending / cfg.batch_size))
-    print(f"inpaint: {plan.line()}", flush=True)
+    how = init_ray(verbose=cfg.verbose)
+    plan = cluster_plan(cfg, local=how == "local", work_batches=math.ceil(listing.pending / cfg.batch_size))
+    print(f"inpaint: {RAY_CONNECTION[how]}; {plan.line()}", flush=True)
     ds = _build_dataset(cfg, listing, st.in_fs, st.mask_fs, plan)
     # No repartition between decode and model: Ray Data runs a streaming repartition as
     # tasks of 1 CPU, which never get scheduled while the actors hold all but a fraction

@@ -55,6 +55,7 @@ from lama_core.training_checkpoint import write_checkpoint as publish_checkpoint
 
 from .codecs import RecordError, decode_image
 from .configs import PRESETS, TrainConfig
+from .progress import ReportLog, follow_reports, report_printer
 from .records import is_image_file, list_files
 from .samples import png_bytes, sample_photos
 
@@ -275,7 +276,7 @@ def _training_config(cfg: TrainConfig) -> TrainingConfig:
                           perceptual_weights=cfg.perceptual_weights or cfg.weights_dir or None)
 
 
-def _build_models(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+def build_models(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
     """G and D for ``cfg.model``: a preset name builds fresh ones; a checkpoint URI builds G
     from the checkpoint's own config and D from its discriminator weights (their shapes
     give its config; big-lama's when the checkpoint has none) and loads both."""
@@ -329,7 +330,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(cfg.seed * 1000 + rank)
 
-    generator, discriminator = _build_models(cfg)
+    generator, discriminator = build_models(cfg)
     if (cfg.gpus_per_worker or 0) > 0 and cfg.sync_batchnorm and world > 1:
         generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
         discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
@@ -380,7 +381,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                     if rank == 0:  # published before the report: a crash after it loses nothing
                         outputs = _validation_outputs(trainer, val_images, val_masks)
                         grid = validation_grid_png(val_images.numpy(), val_masks.numpy(), outputs)
-                        save_training_checkpoint(run, trainer, cfg, grid, metrics, endpoint)
+                        metrics["checkpoint"] = save_training_checkpoint(run, trainer, cfg, grid, metrics, endpoint)
                         prune_checkpoints(run, cfg.keep_checkpoints, endpoint)
                 ray.train.report(metrics)
             if step >= cfg.steps:
@@ -448,6 +449,7 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
     for uri in remove_incomplete(run, endpoint):
         print(f"removed incomplete checkpoint {uri}")
     storage_path, storage_fs = storage_location(run, endpoint)
+    reports = ReportLog.remote()  # one console line per report, printed by the driver
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": asdict(cfg), "validation": validation, "run": run},
@@ -455,11 +457,13 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
                                      resources_per_worker={"CPU": cfg.cpus_per_worker,
                                                            **({"GPU": cfg.gpus_per_worker} if use_gpu else {})}),
         run_config=RunConfig(name=RAY_TRAIN_DIR, storage_path=storage_path, storage_filesystem=storage_fs,
-                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             callbacks=[report_printer(reports, cfg.steps)]),
         datasets={"train": dataset},
     )
     try:
-        result = trainer.fit()
+        with follow_reports(reports):
+            result = trainer.fit()
     except TrainingFailedError as exc:  # raised once max_failures restarts are used up
         raise RuntimeError(f"training failed: {failure_cause(exc)}") from exc
     if result.error is not None:
