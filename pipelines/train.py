@@ -292,7 +292,7 @@ def build_models(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
     return generator, discriminator
 
 
-def _resume(run: str, trainer: GANTrainingStep, rank: int, world: int, endpoint_url: str | None,
+def resume_from_run(run: str, trainer: GANTrainingStep, rank: int, world: int, endpoint_url: str | None,
             ) -> tuple[int, str, list[str]]:
     """Load the newest usable checkpoint of ``run`` into ``trainer`` on every rank:
     ``(start step, checkpoint URI or "", warnings about skipped checkpoints)``. Rank 0
@@ -338,7 +338,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     trainer = GANTrainingStep(generator, discriminator, _training_config(cfg))
 
     run, endpoint = loop_config["run"], cfg.endpoint_url or None
-    start_step, resumed_from, resume_warnings = _resume(run, trainer, rank, world, endpoint)
+    start_step, resumed_from, resume_warnings = resume_from_run(run, trainer, rank, world, endpoint)
     # Reported, so a resume can be checked against the checkpoint it came from.
     start_digest = state_digest(unwrap(trainer.generator))
     val_images = torch.from_numpy(loop_config["validation"]["images"])

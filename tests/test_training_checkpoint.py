@@ -17,7 +17,7 @@ from lama_core.training_checkpoint import (COMPLETE_FILE, checkpoint_name, check
                                            step_of, verify_checkpoint, write_checkpoint)
 from pipelines.evaluate import expand_checkpoints
 from pipelines.configs import TrainConfig
-from pipelines.train import restore_checkpoint, save_training_checkpoint, state_digest
+from pipelines.train import resume_from_run, restore_checkpoint, save_training_checkpoint, state_digest
 
 
 def files(step: int) -> dict[str, bytes]:
@@ -184,8 +184,6 @@ def test_layout_on_s3(s3_bucket):
 def test_resume_refuses_to_start_over_when_no_checkpoint_loads(tmp_path):
     """Checkpoints exist but none loads: the worker fails with the file named (jobs/train.py
     prints that as its last line) instead of silently training from step 0 over the run."""
-    from pipelines.train import _resume
-
     run = str(tmp_path / "run")
     uri, _ = _train_checkpoint(run, 5, seed=5)
     generator = os.path.join(uri, "generator.safetensors")
@@ -193,5 +191,5 @@ def test_resume_refuses_to_start_over_when_no_checkpoint_loads(tmp_path):
         f.truncate(64)
     expected = f"no checkpoint of {run} could be loaded; skipping checkpoint {uri}: {generator} is 64 bytes"
     with pytest.raises(RuntimeError, match=re.escape(expected)):
-        _resume(run, _trainer(0), rank=0, world=1, endpoint_url=None)
-    assert _resume(str(tmp_path / "fresh"), _trainer(0), rank=0, world=1, endpoint_url=None) == (0, "", [])
+        resume_from_run(run, _trainer(0), rank=0, world=1, endpoint_url=None)
+    assert resume_from_run(str(tmp_path / "fresh"), _trainer(0), rank=0, world=1, endpoint_url=None) == (0, "", [])
