@@ -20,8 +20,8 @@ def main(cfg: InpaintConfig) -> None:
 
     summary = run_inpaint(cfg)
     if summary.records_files:
-        print(f"run {summary.run_id}: images under {summary.output}/images/, records in "
-              f"{summary.output}/records/{summary.run_id}_*.parquet ({len(summary.records_files)} files)")
+        print(f"run {summary.run_id}: images under {summary.output}/images/, records under "
+              f"{summary.output}/records/ ({len(summary.records_files)} files named {summary.run_id}_*.parquet)")
     print(summary.line())
 
 

@@ -64,7 +64,9 @@ from .eval_plots import metrics_plot_png, sample_grid_png, sample_strip
 from .configs import EvaluateConfig
 from .errors import JobError
 from .records import detect_format, is_image_file, list_parquet
+from .run_settings import check_settings, settings_of
 from .samples import png_bytes, sample_photos
+from .records_schema import UTC_TIMESTAMP, utc_now
 from .stage_utils import absolute_uri, blob, cluster_plan, column_batch, read_many, reach
 
 DEFAULT_METRICS = ("psnr", "ssim", "l1", "lpips", "fid")
@@ -108,7 +110,7 @@ def per_image_schema(metrics: Sequence[str]) -> pa.Schema:
               ("hole_fraction", pa.float64()), ("hole_area_bin", pa.string()), ("mask_resized", pa.bool_()),
               ("converted", pa.bool_())]
     fields += [(c, pa.float64()) for c in _metric_columns(metrics, PER_IMAGE_METRIC_COLUMNS)]
-    fields += [("seconds", pa.float64()), ("run", pa.string())]
+    fields += [("seconds", pa.float64()), ("run", pa.string()), ("timestamp", UTC_TIMESTAMP)]
     return pa.schema(fields)
 
 
@@ -120,8 +122,8 @@ def summary_schema(metrics: Sequence[str]) -> pa.Schema:
               ("hole_area_bin", pa.string()),
               ("n", pa.int64()), ("n_error", pa.int64()), ("status", pa.string()), ("error", pa.string())]
     fields += [(c, pa.float64()) for c in _metric_columns(metrics, SUMMARY_METRIC_COLUMNS)]
-    fields += [("data", pa.string()), ("metrics", pa.string()), ("evaluated_at", pa.string()),
-               ("seconds", pa.float64()), ("run", pa.string())]
+    fields += [("data", pa.string()), ("metrics", pa.string()), ("seconds", pa.float64()), ("run", pa.string()),
+               ("timestamp", UTC_TIMESTAMP)]
     return pa.schema(fields)
 
 
@@ -806,6 +808,16 @@ def _check_weights(cfg: EvaluateConfig, metrics: list[str]) -> tuple[list[str], 
     return kept, inception_id
 
 
+#: Options that change the scores written (besides the data): remembered in the output.
+EVAL_RESULT_KEYS = ("metrics", "mask_seed", "lpips_net", "precision")
+_SETTINGS_WAY_ON = "write to another output, or pass overwrite=true to score every pair again with these"
+
+
+def eval_settings(cfg: Any, data_uri: str) -> dict[str, Any]:
+    """The settings an evaluation output remembers: ``EVAL_RESULT_KEYS`` and the input URI."""
+    return settings_of(cfg, EVAL_RESULT_KEYS, input=data_uri)
+
+
 def prepare(cfg: Any) -> _Plan:
     """Check the config, the metric weights, the storage and the mask sets (in that order);
     every failure is a ``JobError`` with one line, before any work is done."""
@@ -830,6 +842,10 @@ def prepare(cfg: Any) -> _Plan:
         if not data_exists:
             raise JobError(f"input not found: {data_uri}")
     mask_sets, mask_fs = resolve_mask_sets(list(cfg.mask_kind), endpoint)
+    # Pairs are keyed by (checkpoint, mask set): scores of other data or metrics must not
+    # mix in (pipelines/run_settings.py). Checked here, remembered once a sweep has work.
+    check_settings(out_fs, out_root, output_uri, eval_settings(cfg, data_uri), overwrite=cfg.overwrite,
+                   dry_run=True, way_on=_SETTINGS_WAY_ON)
     return _Plan(cfg, endpoint, output_uri, out_fs, out_root, data_uri, mask_sets, mask_fs, metrics, inception_id)
 
 
@@ -936,7 +952,7 @@ def _summary_rows(plan: _Plan, checkpoint: str, step: int | None, mask_set: str,
     error_bins = [hole_area_bin(r["hole_fraction"]) for r in errors if math.isfinite(r["hole_fraction"])]
     common = dict(checkpoint=checkpoint, step=step, mask_set=mask_set, status="ok", error=None,
                   data=plan.data_uri, metrics=",".join(plan.metrics),
-                  evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=seconds, run=plan.run_id)
+                  timestamp=utc_now(), seconds=seconds, run=plan.run_id)
     for row in summary:
         row.update(common)
         row["n_error"] = len(errors) if row["hole_area_bin"] == ALL else error_bins.count(row["hole_area_bin"])
@@ -949,7 +965,7 @@ def _summary_rows(plan: _Plan, checkpoint: str, step: int | None, mask_set: str,
 def _failed_summary(plan: _Plan, checkpoint: str, step: int | None, mask_set: str, error: str) -> list[dict]:
     return [dict(checkpoint=checkpoint, step=step, mask_set=mask_set, hole_area_bin=ALL, n=0, n_error=0, status="error",
                  error=error, data=plan.data_uri, metrics=",".join(plan.metrics),
-                 evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=0.0, run=plan.run_id)]
+                 timestamp=utc_now(), seconds=0.0, run=plan.run_id)]
 
 
 def _write_pair(plan: _Plan, checkpoint: str, step: int | None, ms: MaskSet, rows: list[dict],
@@ -960,8 +976,10 @@ def _write_pair(plan: _Plan, checkpoint: str, step: int | None, ms: MaskSet, row
     result = PairResult(checkpoint, ms.name, summary[-1]["status"], summary[-1])
     if rows:
         per_image = []
+        now = utc_now()
         for r in rows:
             fraction = float(r["hole_fraction"])
+            ok = r["status"] == "ok"
             per_image.append({
                 **{k: r.get(k) for k in ("id", "index", "source", "mask_source", "status", "width", "height",
                                          "mask_resized", "converted", "seconds")},
@@ -971,7 +989,9 @@ def _write_pair(plan: _Plan, checkpoint: str, step: int | None, ms: MaskSet, row
                 "hole_fraction": fraction if math.isfinite(fraction) else None,
                 "hole_area_bin": hole_area_bin(fraction) if math.isfinite(fraction) else None,
                 "width": r["width"] if r["width"] >= 0 else None, "height": r["height"] if r["height"] >= 0 else None,
-                "run": plan.run_id})
+                # Flags of a record that failed are unknown, not false.
+                "mask_resized": bool(r["mask_resized"]) if ok else None, "converted": bool(r["converted"]) if ok else None,
+                "run": plan.run_id, "timestamp": now})
         per_image.sort(key=lambda r: r["index"])
         _write_parquet(fs, f"{root}/per_image/{key}.parquet", _table(per_image, per_image_schema(plan.metrics)))
         result.per_image_uri = join_uri(plan.output_uri, "per_image", f"{key}.parquet")
@@ -1096,6 +1116,8 @@ def sweep_once(plan: _Plan) -> SweepReport:
             print(f"  would evaluate {checkpoint} on {', '.join(ms.name for ms in sets)}")
         print("dry_run=true: nothing evaluated", flush=True)
         return report
+    check_settings(plan.out_fs, plan.out_root, plan.output_uri, eval_settings(cfg, plan.data_uri),
+                   overwrite=cfg.overwrite, way_on=_SETTINGS_WAY_ON)
     _ensure_sample_data(plan)
     plan.local = init_ray(verbose=cfg.verbose) == "local"
     plan.run_id = f"eval-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"

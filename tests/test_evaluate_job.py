@@ -182,6 +182,16 @@ def test_rerun_skips_every_evaluated_pair(sweep, capsys):
     assert "nothing new" in capsys.readouterr().out
 
 
+def test_rerun_with_other_data_or_metrics_is_refused(sweep, tmp_path):
+    root, cfg, _ = sweep
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.png").write_bytes((root / "data" / "img0.png").read_bytes())
+    with pytest.raises(JobError, match=r"other settings \(input: .* in the output vs .*other' now\)"):
+        run_evaluation(config(root, cfg.weights_dir, mask_kind=list(cfg.mask_kind), input=str(tmp_path / "other")))
+    with pytest.raises(JobError, match=r"metrics: \[.*\] in the output vs \['psnr'\] now.*another output"):
+        run_evaluation(config(root, cfg.weights_dir, mask_kind=list(cfg.mask_kind), metrics=["psnr"]))
+
+
 def test_new_checkpoint_is_the_only_one_evaluated(sweep):
     root, cfg, _ = sweep
     before = set((root / "out").rglob("*"))
