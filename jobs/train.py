@@ -2,7 +2,9 @@
 
 Locally it starts a Ray instance and trains on the CPU; on a cluster, run it with
 ``ray job submit -- python jobs/train.py input=s3://... output=s3://... num_workers=8
-gpus_per_worker=1 model=big-lama``. A rerun with the same ``output`` and ``name`` resumes.
+gpus_per_worker=1 model=big-lama``. A rerun with the same ``output`` and ``name`` resumes from
+the latest complete checkpoint (``output/name/checkpoint_000000120``: named by step, with
+``complete.json`` written last), whatever killed the previous run.
 The last line printed names the latest checkpoint (``lama_core.load_generator`` loads it).
 ``--help`` lists every key with its type, default and description.
 """
@@ -30,8 +32,14 @@ def main(cfg: TrainConfig) -> None:
         raise JobError(str(exc)) from exc
     except RuntimeError as exc:
         raise JobError(str(exc).splitlines()[0]) from exc
-    step = outcome.metrics.get("step", "?")
-    print(f"trained to step {step}; validation L1 {outcome.metrics.get('validation_l1', float('nan')):.4f}")
+    metrics = outcome.metrics
+    # Checkpoints skipped on resume (damaged: the file is named); the workers' own log
+    # lines stay in Ray's logs unless verbose=true.
+    for warning in metrics.get("resume_warnings") or []:
+        print(warning, file=sys.stderr)
+    start = f"from {metrics['resumed_from']}" if metrics.get("resumed_from") else "from scratch"
+    print(f"trained {start} (step {metrics.get('start_step', '?')}) to step {metrics.get('step', '?')}; "
+          f"validation L1 {metrics.get('validation_l1', float('nan')):.4f}")
     print(f"latest checkpoint: {outcome.checkpoint}")
 
 

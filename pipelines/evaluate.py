@@ -57,6 +57,7 @@ from lama_core.masks import MASK_SETS, generate_mask
 from lama_core.metrics import (ALL, METRICS, MetricContext, compute_metrics, content_hash,
                                hole_area_bin, load_inception, load_lpips, summarize_by_hole_area)
 from lama_core.storage import filesystem_for, join_uri
+from lama_core.training_checkpoint import checkpoint_problem
 
 from .codecs import RecordError, decode_image, decode_mask
 from .eval_plots import metrics_plot_png, sample_grid_png, sample_strip
@@ -217,9 +218,12 @@ def expand_checkpoints(spec: Any, endpoint_url: str | None = None) -> tuple[list
     ``s3://`` — or a list of either) to ``(checkpoint URIs, names skipped)``.
 
     Local paths become absolute. Glob matches that are neither directories nor checkpoint
-    files (``.safetensors``, ``.ckpt``, ``.pt``, ``.pth``) are skipped. Raises ``JobError``
-    for an explicit (non-glob) URI that does not exist. Order: as given, globs sorted;
-    duplicates dropped."""
+    files (``.safetensors``, ``.ckpt``, ``.pt``, ``.pth``) are skipped, and so are training
+    checkpoints (``checkpoint_000000120``) that are incomplete or damaged
+    (``lama_core.training_checkpoint.checkpoint_problem``: no ``complete.json``, or a file
+    of the wrong size); those are reported as ``"URI (reason)"``. Raises ``JobError`` for an
+    explicit (non-glob) URI that does not exist or is such an incomplete checkpoint. Order:
+    as given, globs sorted; duplicates dropped."""
     from .ray_filesystem import uri_of
 
     specs = [spec] if isinstance(spec, str) else list(spec or [])
@@ -234,6 +238,9 @@ def expand_checkpoints(spec: Any, endpoint_url: str | None = None) -> tuple[list
             if not _GLOB_CHARS.search(path):
                 if not fs.exists(path):
                     raise JobError(f"checkpoint not found: {item}")
+                problem = checkpoint_problem(item, endpoint_url)
+                if problem:
+                    raise JobError(f"checkpoint {item} cannot be evaluated: {problem}")
                 found.append(item)
                 continue
             matches = sorted(fs.glob(path, detail=True).items())
@@ -243,8 +250,15 @@ def expand_checkpoints(spec: Any, endpoint_url: str | None = None) -> tuple[list
             raise JobError(f"cannot reach checkpoints {item}: {type(exc).__name__}: {_first_line(exc)}") from exc
         for match, info in matches:
             match = match.rstrip("/")
-            if info.get("type") == "directory" or match.lower().endswith(CHECKPOINT_FILE_EXTENSIONS):
-                found.append(uri_of(match, item) if "://" in item else match)
+            uri = uri_of(match, item) if "://" in item else match
+            if info.get("type") == "directory":
+                problem = checkpoint_problem(uri, endpoint_url)  # a training checkpoint caught mid-write
+                if problem:
+                    skipped.append(f"{match} ({problem})")
+                else:
+                    found.append(uri)
+            elif match.lower().endswith(CHECKPOINT_FILE_EXTENSIONS):
+                found.append(uri)
             else:
                 skipped.append(match)
     return list(dict.fromkeys(found)), skipped
@@ -1076,6 +1090,9 @@ def sweep_once(plan: _Plan) -> SweepReport:
 
     cfg = plan.cfg
     checkpoints, ignored = expand_checkpoints(cfg.model, plan.endpoint)
+    for name in ignored:
+        if name.endswith(")"):  # a training checkpoint caught mid-write or damaged: say why
+            print(f"evaluate: skipping checkpoint {name}", flush=True)
     if not checkpoints:
         spec = cfg.model if isinstance(cfg.model, str) else list(cfg.model)
         raise JobError(f"no checkpoint matches model={spec}")

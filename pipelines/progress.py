@@ -145,8 +145,10 @@ def report_printer(log: Any, total_steps: int) -> Any:
     class _ReportPrinter(UserCallback):
         def after_report(self, run_context: Any, metrics: list, checkpoint: Any) -> None:
             if metrics:
+                # pipelines/train.py writes its own checkpoints and reports their URI.
+                written = checkpoint is not None or metrics[0].get("checkpoint")
                 log.push.remote(training_report_line(metrics[0], total_steps)
-                                + ("  (checkpoint)" if checkpoint is not None else ""))
+                                + ("  (checkpoint)" if written else ""))
 
     return _ReportPrinter()
 

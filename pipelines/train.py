@@ -13,14 +13,20 @@ whose workers run ``train_loop``. Each worker:
   ``checkpoint_every`` steps and at the end. ``ray.train.report`` is a barrier: all ranks call
   it at the same steps.
 
-A checkpoint directory holds ``generator.safetensors`` (loadable by
-``lama_core.load_generator``), ``discriminator.safetensors``, ``training_state.pt`` (both
-optimizers and the step counter; plain tensors, ``weights_only`` loadable),
-``config.json`` and ``validation.png`` (input | mask | output | target rows).
+Checkpoints are ours, not Ray Train's: rank 0 writes them straight to the run folder
+``output/name`` in the layout of ``lama_core.training_checkpoint`` (``checkpoint_000000120/``
+named by step, ``complete.json`` written last). A checkpoint holds ``generator.safetensors``
+(loadable by ``lama_core.load_generator``), ``discriminator.safetensors``,
+``training_state.pt`` (both optimizers and the step counter; plain tensors, ``weights_only``
+loadable), ``config.json`` and ``validation.png`` (input | mask | output | target rows).
+Ray Train's own files (storage marker, snapshot) go to ``output/name/ray_train/``, outside
+the ``checkpoint_*`` namespace; Ray never sees our checkpoints.
 
-Resume: a rerun with the same ``output`` and ``name`` continues from the latest checkpoint
-(Ray Train's own restore); a worker failure restarts the group from the last checkpoint up
-to ``max_failures`` times.
+Resume: every start of the worker group (a rerun with the same ``output`` and ``name`` after
+any crash, or Ray's restart after a worker failure, up to ``max_failures`` times) continues
+from the newest complete checkpoint that verifies and loads; a corrupt one is skipped with a
+warning naming the file (``training_checkpoint.resume_latest``). Rank 0 chooses and every
+rank loads the same one. The driver removes incomplete checkpoints before starting.
 """
 from __future__ import annotations
 
@@ -41,8 +47,11 @@ from lama_core.checkpoint import (load_state_checked, read_checkpoint, save_disc
                                   save_generator)
 from lama_core.losses import LossConfig
 from lama_core.models import build_discriminator, build_generator, discriminator_config_from_state
-from lama_core.storage import filesystem_for
+from lama_core.storage import filesystem_for, join_uri, read_bytes
 from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch, unwrap
+from lama_core.training_checkpoint import (latest_checkpoint, prune_checkpoints, remove_incomplete,
+                                           resume_latest)
+from lama_core.training_checkpoint import write_checkpoint as publish_checkpoint
 
 from .codecs import RecordError, decode_image
 from .configs import PRESETS, TrainConfig
@@ -51,7 +60,11 @@ from .records import is_image_file, list_files
 from .samples import png_bytes, sample_photos
 
 TRAINING_STATE_FILE = "training_state.pt"
+#: The metrics reported at a checkpoint's step (JSON), kept with the checkpoint.
+METRICS_FILE = "metrics.json"
 VALIDATION_GRID_FILE = "validation.png"
+#: Ray Train's own run folder inside ``output/name`` (kept out of the ``checkpoint_*`` namespace).
+RAY_TRAIN_DIR = "ray_train"
 # Mask indices of the validation batch live far from the training ranges.
 VALIDATION_MASK_OFFSET = 10**9
 
@@ -201,7 +214,8 @@ def validation_grid_png(images: np.ndarray, masks: np.ndarray, outputs: np.ndarr
 
 
 def write_checkpoint(directory: str, trainer: GANTrainingStep, cfg: TrainConfig, grid_png: bytes) -> None:
-    """Write a checkpoint directory (see module docstring) for the trainer's current state."""
+    """Write the files of a checkpoint (see module docstring) for the trainer's current state
+    into the local folder ``directory`` (``save_training_checkpoint`` publishes them)."""
     state = trainer.state_dict()
     save_generator(unwrap(trainer.generator), directory, metadata={"step": str(state["step"])})
     save_discriminator(unwrap(trainer.discriminator), directory)
@@ -213,10 +227,33 @@ def write_checkpoint(directory: str, trainer: GANTrainingStep, cfg: TrainConfig,
         f.write(grid_png)
 
 
-def restore_checkpoint(directory: str, trainer: GANTrainingStep) -> int:
-    """Load a checkpoint directory into the trainer; returns the step it was taken at."""
-    contents = read_checkpoint(directory)
-    extra = torch.load(os.path.join(directory, TRAINING_STATE_FILE), map_location="cpu", weights_only=True)
+def save_training_checkpoint(run: str, trainer: GANTrainingStep, cfg: TrainConfig, grid_png: bytes,
+                             metrics: dict[str, Any], endpoint_url: str | None = None) -> str:
+    """Write the trainer's current state (and ``metrics``, JSON-serialisable, as
+    ``metrics.json``) as the checkpoint of its step in the run folder ``run`` (local or
+    URI), published with ``complete.json`` last; returns its URI."""
+    with tempfile.TemporaryDirectory() as directory:
+        write_checkpoint(directory, trainer, cfg, grid_png)
+        files = {}
+        for name in sorted(os.listdir(directory)):
+            with open(os.path.join(directory, name), "rb") as f:
+                files[name] = f.read()
+    files[METRICS_FILE] = json.dumps(metrics, indent=1).encode()
+    return publish_checkpoint(run, trainer.global_step, files, endpoint_url)
+
+
+def restore_checkpoint(directory: str, trainer: GANTrainingStep, endpoint_url: str | None = None) -> int:
+    """Load a checkpoint folder (local path or URI) into the trainer; returns the step it
+    was taken at. Raises (``CheckpointError``, ``FileNotFoundError``, ...) naming the file
+    when a file is missing or unreadable; the trainer is left unchanged then."""
+    contents = read_checkpoint(directory, endpoint_url=endpoint_url)
+    state_uri = join_uri(directory, TRAINING_STATE_FILE)
+    try:
+        extra = torch.load(io.BytesIO(read_bytes(state_uri, endpoint_url)), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch.load raises several types for damaged files
+        raise ValueError(f"cannot read {state_uri}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     device = trainer.device
     trainer.load_state_dict({
         "generator": {k: v.to(device) for k, v in contents.generator_state.items()},
@@ -255,11 +292,37 @@ def build_models(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
     return generator, discriminator
 
 
+def resume_from_run(run: str, trainer: GANTrainingStep, rank: int, world: int, endpoint_url: str | None,
+            ) -> tuple[int, str, list[str]]:
+    """Load the newest usable checkpoint of ``run`` into ``trainer`` on every rank:
+    ``(start step, checkpoint URI or "", warnings about skipped checkpoints)``. Rank 0
+    chooses (``resume_latest``: corrupt ones are skipped with a warning naming the file)
+    and tells the others, so all ranks start from the same checkpoint. Raises when
+    checkpoints exist but none loads (starting over would silently discard the run)."""
+    chosen: list[Any] = [None, []]
+    step = 0
+    if rank == 0:
+        ckpt, step, warnings = resume_latest(run, lambda c: restore_checkpoint(c.uri, trainer, endpoint_url),
+                                             endpoint_url)
+        if ckpt is None and warnings:
+            raise RuntimeError(f"no checkpoint of {run} could be loaded; {warnings[0].removeprefix('warning: ')} "
+                               "(remove the damaged checkpoints to start over, or use another name=)")
+        chosen = [ckpt.uri if ckpt else None, warnings]
+    if world > 1 and torch.distributed.is_initialized():
+        # device: NCCL sends only CUDA tensors; gloo's workers train on the CPU.
+        torch.distributed.broadcast_object_list(chosen, src=0, device=torch.device(trainer.device))
+    uri, warnings = chosen
+    if uri is None:
+        return 0, "", warnings
+    if rank != 0:
+        step = restore_checkpoint(uri, trainer, endpoint_url)
+    return step, uri, warnings
+
+
 def train_loop(loop_config: dict[str, Any]) -> None:
     """Ray Train worker entry point. ``loop_config``: ``{"cfg": TrainConfig as dict,
-    "validation": validation_batch(...)}``."""
+    "validation": validation_batch(...), "run": the run folder (absolute path or URI)}``."""
     import ray.train
-    from ray.train import Checkpoint
     from ray.train.torch import prepare_model  # also moves each model to this worker's device
 
     cfg = TrainConfig(**loop_config["cfg"])
@@ -274,11 +337,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     generator, discriminator = prepare_model(generator), prepare_model(discriminator)
     trainer = GANTrainingStep(generator, discriminator, _training_config(cfg))
 
-    start_step, restored = 0, ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as directory:
-            start_step = restore_checkpoint(directory, trainer)
-    # Reported once, so a resume can be checked against the checkpoint it came from.
+    run, endpoint = loop_config["run"], cfg.endpoint_url or None
+    start_step, resumed_from, resume_warnings = resume_from_run(run, trainer, rank, world, endpoint)
+    # Reported, so a resume can be checked against the checkpoint it came from.
     start_digest = state_digest(unwrap(trainer.generator))
     val_images = torch.from_numpy(loop_config["validation"]["images"])
     val_masks = torch.from_numpy(loop_config["validation"]["masks"])
@@ -287,7 +348,6 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     # Metrics are means over the micro-batches since the last report.
     step, window_start, window_images, window_batches = start_step, time.perf_counter(), 0, 0
     sums: dict[str, float] = {}
-    first_report = True
     while step < cfg.steps:
         batches_this_epoch = 0
         for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True):
@@ -304,7 +364,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             if trainer.micro_step != 0:
                 continue  # inside an accumulation window
             step = trainer.global_step
-            if cfg.fail_at_step == step and restored is None and rank == world - 1:
+            if cfg.fail_at_step == step and not resumed_from and rank == world - 1:
                 raise RuntimeError(f"fail_at_step={step}: simulated worker failure (testing aid)")
             is_ckpt = step % cfg.checkpoint_every == 0 or step >= cfg.steps
             if step % cfg.log_every == 0 or is_ckpt:
@@ -313,20 +373,17 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 metrics.update(step=step, images_per_s=window_images / max(elapsed, 1e-9),
                                generator_lr=trainer.generator_optimizer.param_groups[0]["lr"],
                                discriminator_lr=trainer.discriminator_optimizer.param_groups[0]["lr"])
-                if first_report:
-                    metrics.update(start_step=start_step, start_generator_digest=start_digest)
+                metrics.update(start_step=start_step, start_generator_digest=start_digest,
+                               resumed_from=resumed_from, resume_warnings=resume_warnings)
                 sums, window_start, window_images, window_batches = {}, time.perf_counter(), 0, 0
-                with tempfile.TemporaryDirectory() as directory:
-                    checkpoint = None
-                    if is_ckpt:
-                        metrics["validation_l1"] = trainer.evaluate_l1(val_images, val_masks)
-                        if rank == 0:
-                            outputs = _validation_outputs(trainer, val_images, val_masks)
-                            grid = validation_grid_png(val_images.numpy(), val_masks.numpy(), outputs)
-                            write_checkpoint(directory, trainer, cfg, grid)
-                            checkpoint = Checkpoint.from_directory(directory)
-                    ray.train.report(metrics, checkpoint=checkpoint)
-                first_report = False
+                if is_ckpt:
+                    metrics["validation_l1"] = trainer.evaluate_l1(val_images, val_masks)
+                    if rank == 0:  # published before the report: a crash after it loses nothing
+                        outputs = _validation_outputs(trainer, val_images, val_masks)
+                        grid = validation_grid_png(val_images.numpy(), val_masks.numpy(), outputs)
+                        metrics["checkpoint"] = save_training_checkpoint(run, trainer, cfg, grid, metrics, endpoint)
+                        prune_checkpoints(run, cfg.keep_checkpoints, endpoint)
+                ray.train.report(metrics)
             if step >= cfg.steps:
                 break
         if batches_this_epoch == 0:
@@ -350,7 +407,9 @@ def _validation_outputs(trainer: GANTrainingStep, images: torch.Tensor, masks: t
 
 @dataclass
 class TrainingOutcome:
-    """What a finished run left: the latest checkpoint's URI and the last reported metrics."""
+    """What a finished run left: the latest complete checkpoint's URI and the metrics
+    reported at its step (``metrics.json``; with ``start_step``, ``resumed_from`` and
+    ``resume_warnings`` of the attempt that wrote it)."""
 
     checkpoint: str
     metrics: dict[str, Any]
@@ -358,13 +417,14 @@ class TrainingOutcome:
 
 def run_training(cfg: TrainConfig) -> TrainingOutcome:
     """Train per ``cfg`` on the Ray cluster this process is connected to (see
-    ``pipelines.ray_setup.init_ray``). Returns the latest checkpoint (a directory URI that
-    ``lama_core.load_generator`` accepts) and the last metrics. Raises ``RuntimeError``
-    with the workers' error when training failed for good."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+    ``pipelines.ray_setup.init_ray``). Returns the latest complete checkpoint (a directory
+    URI that ``lama_core.load_generator`` accepts) and its metrics. Raises ``RuntimeError``
+    whose first line names the failed worker's error when training failed for good."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
-    from .ray_filesystem import storage_location, uri_of
+    from .ray_filesystem import storage_location
+    from .stage_utils import absolute_uri
 
     if problems := cfg.problems():
         raise ValueError("bad config: " + "; ".join(problems))
@@ -383,17 +443,21 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
                          "(lower cpus_per_worker)")
     dataset = build_training_dataset(cfg)
     validation = validation_batch(cfg)
-    storage_path, storage_fs = storage_location(cfg.output, cfg.endpoint_url or None)
+    endpoint = cfg.endpoint_url or None
+    run = join_uri(absolute_uri(cfg.output), cfg.name)  # absolute: workers do not share our cwd
+    # No writer is active on the run now: what a crash left half-written goes.
+    for uri in remove_incomplete(run, endpoint):
+        print(f"removed incomplete checkpoint {uri}")
+    storage_path, storage_fs = storage_location(run, endpoint)
     reports = ReportLog.remote()  # one console line per report, printed by the driver
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": asdict(cfg), "validation": validation},
+        train_loop_config={"cfg": asdict(cfg), "validation": validation, "run": run},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker,
                                                            **({"GPU": cfg.gpus_per_worker} if use_gpu else {})}),
-        run_config=RunConfig(name=cfg.name, storage_path=storage_path, storage_filesystem=storage_fs,
+        run_config=RunConfig(name=RAY_TRAIN_DIR, storage_path=storage_path, storage_filesystem=storage_fs,
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
                              callbacks=[report_printer(reports, cfg.steps)]),
         datasets={"train": dataset},
     )
@@ -401,9 +465,35 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
         with follow_reports(reports):
             result = trainer.fit()
     except TrainingFailedError as exc:  # raised once max_failures restarts are used up
-        raise RuntimeError(f"training failed: {exc}") from exc
+        raise RuntimeError(f"training failed: {failure_cause(exc)}") from exc
     if result.error is not None:
-        raise RuntimeError(f"training failed: {result.error}")
-    if result.checkpoint is None:
-        raise RuntimeError("training finished without a checkpoint")
-    return TrainingOutcome(uri_of(result.checkpoint.path, cfg.output), dict(result.metrics or {}))
+        raise RuntimeError(f"training failed: {failure_cause(result.error)}")
+    latest = latest_checkpoint(run, endpoint)
+    if latest is None:
+        raise RuntimeError(f"training finished without a complete checkpoint in {run}")
+    # Ray's result carries metrics only for checkpoints reported to Ray, and we report none:
+    # the metrics of the step the latest checkpoint was taken at are stored with it.
+    metrics = json.loads(read_bytes(join_uri(latest.uri, METRICS_FILE), endpoint))
+    return TrainingOutcome(latest.uri, {**dict(result.metrics or {}), **metrics})
+
+
+def failure_cause(exc: BaseException) -> str:
+    """One line naming why training failed: the first failed worker's rank and its error
+    (Ray's ``WorkerGroupError`` puts the workers' tracebacks after a generic first line)."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    if failures:
+        rank, error = min(failures.items(), key=lambda item: item[0])
+        return f"worker rank {rank}: {_error_line(error)}"
+    return _error_line(getattr(exc, "controller_failure", None) or exc)
+
+
+def _error_line(error: BaseException) -> str:
+    """``Type: message`` of the innermost error, first line of the message only."""
+    cause = getattr(error, "cause", None)  # ray.exceptions.RayTaskError wraps the user's error
+    if isinstance(cause, BaseException):
+        error = cause
+    text = str(error).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    # A traceback text ends with the "Type: message" line; a plain message starts with it.
+    line = lines[-1] if lines and lines[0].startswith("Traceback") else (lines[0] if lines else "")
+    return line if line.startswith(type(error).__name__) else f"{type(error).__name__}: {line}"
