@@ -31,12 +31,15 @@ import torch
 from lama_core import CheckpointError, GENERATOR_PRESETS, Inpainter, build_generator, load_generator
 from lama_core.storage import filesystem_for, join_uri
 
-from .codecs import RecordError, decode_image, decode_mask, encode_image, output_extension
+from .codecs import RecordError, decode_geometry, decode_image, decode_mask, encode_image, output_extension
 from .job_config import JobError
 from .records import Listing, detect_format, list_files, list_folder, list_parquet, read_done_ids, remove_records
+from .webdataset_input import is_brace_pattern, is_webdataset_input, list_webdataset
+from .webdataset_output import reconcile_shards, write_shard_batch
 from .stage_utils import (ModelActorOptions, absolute_uri, actor_count, actor_option_problems, blob, cluster_device,
                           column_batch, read_many, reach)
 
+from lama_core.mask_geometry import dilate_mask
 from lama_core.masks import MASK_SETS, generate_mask
 from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
 
@@ -48,6 +51,8 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Default input: scikit-image's bundled photos, written there as a Parquet shard on first use.
 DEFAULT_INPUT = "outputs/samples"
 DEFAULT_OUTPUT = "outputs/inpaint"
+#: Generated mask set for Parquet and WebDataset records without a mask when ``mask_kind`` is unset.
+DEFAULT_MASK_KIND = "thick_512"
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "camera")
 
 
@@ -61,9 +66,11 @@ class InpaintConfig(ModelActorOptions):
     overwrite: bool = False
     mask_dir: Optional[str] = None
     input_format: str = "auto"
-    mask_kind: str = "thick_512"
+    mask_kind: Optional[str] = None  # None: DEFAULT_MASK_KIND for Parquet/WebDataset, no drawing for folders
     mask_seed: int = 0
+    mask_dilate: int = 0
     output_format: str = "png"
+    records_per_shard: int = 64
     png_compress_level: int = 1
     jpeg_quality: int = 95
     max_pixels: int = 2048 * 2048
@@ -77,7 +84,7 @@ RECORD_SCHEMA = pa.schema([
     ("source", pa.string()), ("mask_source", pa.string()), ("output", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()), ("hole_fraction", pa.float64()),
     ("mask_generated", pa.bool_()), ("mask_index", pa.int64()), ("mask_binarized", pa.bool_()),
-    ("converted", pa.bool_()), ("resized", pa.bool_()),
+    ("mask_clipped", pa.bool_()), ("converted", pa.bool_()), ("resized", pa.bool_()),
     ("psnr", pa.float64()), ("ssim", pa.float64()), ("psnr_hole", pa.float64()), ("ssim_hole", pa.float64()),
     ("model", pa.string()), ("seconds", pa.float64()), ("run", pa.string()),
 ])
@@ -87,7 +94,7 @@ _EMPTY_MASK = np.zeros((0, 0), np.uint8)
 # Columns of a decoded row and their values when unknown.
 _DECODED = {
     "id": "", "source": "", "mask_source": "", "status": "ok", "error": "", "width": -1, "height": -1,
-    "hole_fraction": math.nan, "mask_binarized": False, "converted": False, "mask_generated": False,
+    "hole_fraction": math.nan, "mask_binarized": False, "mask_clipped": False, "converted": False, "mask_generated": False,
     "mask_index": -1, "seconds": 0.0,
 }
 _METRICS = ("psnr", "ssim", "psnr_hole", "ssim_hole")
@@ -140,12 +147,15 @@ def _unsafe_id(record_id: str) -> bool:
 # ----------------------------------------------------------------------------- stage 1: decode
 
 def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask_source: str,
-                   mask_kind: str | None, mask_seed: int, label: str = "") -> dict[str, Any]:
+                   mask_kind: str | None, mask_seed: int, label: str = "", geometry: Any = None,
+                   mask_dilate: int = 0) -> dict[str, Any]:
     """One decoded row (``_DECODED`` columns + ``image``, ``mask``), or an error row.
 
     ``source`` / ``mask_source``: URIs of the files (``mask_source`` empty when the mask is
     drawn); ``label`` (e.g. ``(id 'x')`` for rows of a Parquet shard) follows them in error
-    messages. ``mask_bytes=None`` draws the mask from ``mask_kind`` (ground truth known).
+    messages. ``geometry``: JSON text of mask geometry (``lama_core.mask_geometry``), whose
+    holes are added to the mask file's. With neither, the mask is drawn from ``mask_kind``
+    (ground truth known). Given masks (not drawn ones) grow by ``mask_dilate`` pixels.
     """
     row: dict[str, Any] = {**_DECODED, "id": rid, "source": source, "mask_source": mask_source,
                            "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK}
@@ -158,12 +168,21 @@ def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mas
             raise RecordError(f"no image bytes for {image_name}")
         image, row["converted"] = decode_image(bytes(image_bytes), image_name)
         row["height"], row["width"] = image.shape[:2]
+        hole = None
         if mask_bytes is not None:
             hole, row["mask_binarized"] = decode_mask(bytes(mask_bytes), mask_name)
             if hole.shape != image.shape[:2]:
                 raise RecordError(f"size mismatch: mask {mask_name} is {hole.shape[1]}x{hole.shape[0]} but image "
                                   f"{image_name} is {image.shape[1]}x{image.shape[0]} (WxH)")
-        else:
+        # --- masks as geometry + mask_dilate (issue 17; lama_core/mask_geometry.py) ---
+        if geometry is not None:
+            drawn, row["mask_clipped"] = decode_geometry(geometry, *image.shape[:2], mask_name)
+            if drawn is not None:
+                hole = drawn if hole is None else hole | drawn
+        if hole is not None and mask_dilate > 0:
+            hole = dilate_mask(hole, mask_dilate)
+        # --- end of issue 17 hook ---
+        if hole is None:
             if mask_kind is None:
                 raise RecordError(f"no mask for {image_name}")
             row["mask_index"] = mask_index_for(rid)
@@ -179,11 +198,13 @@ def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mas
 
 
 def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractFileSystem,
-                        mask_fs: fsspec.AbstractFileSystem) -> dict[str, Any]:
+                        mask_fs: fsspec.AbstractFileSystem, mask_kind: str | None = None, mask_seed: int = 0,
+                        mask_dilate: int = 0) -> dict[str, Any]:
     """Ray Data stage for folder records (``pipelines.records`` columns): read the image and
     mask files of the batch and decode them. Returns the decoded columns: ``_DECODED`` +
     ``image`` (uint8 H x W x 3) + ``mask`` (uint8 H x W in {0, 1}); error rows carry 0x0
-    arrays. Listing errors (e.g. an image without a mask) pass through as error rows."""
+    arrays. Listing errors (e.g. an image without a mask) pass through as error rows.
+    Records without a mask file (listed so when ``mask_kind`` is set) get a drawn mask."""
     n = len(batch["id"])
     start = time.perf_counter()
     images = read_many(image_fs, [p for p, e in zip(batch["image_path"], batch["error"]) if p and not e])
@@ -196,34 +217,39 @@ def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractF
             if listing_error:
                 raise RecordError(listing_error)
             image_bytes = blob(images, batch["image_path"][i], source)
-            mask_bytes = blob(masks, batch["mask_path"][i], mask_uri)
+            mask_bytes = blob(masks, batch["mask_path"][i], mask_uri) if batch["mask_path"][i] else None
         except RecordError as exc:
             rows.append({**_DECODED, "id": rid, "source": source, "mask_source": mask_uri, "status": "error",
                          "error": str(exc), "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK})
             continue
-        row = _decode_record(rid, source, image_bytes, mask_bytes, mask_uri, None, 0)
+        row = _decode_record(rid, source, image_bytes, mask_bytes, mask_uri, mask_kind, mask_seed,
+                             mask_dilate=mask_dilate)
         row["seconds"] += read_share
         rows.append(row)
     return column_batch(rows, {**_DECODED, "image": None, "mask": None})
 
 
 def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str], skip_ids: frozenset[str],
-                         mask_kind: str, mask_seed: int) -> dict[str, Any]:
+                         mask_kind: str, mask_seed: int, mask_dilate: int = 0) -> dict[str, Any]:
     """Ray Data stage for rows read from Parquet shards (``id``, ``image`` bytes, optional
-    ``mask`` bytes, ``path`` of the shard): drop ids in ``skip_ids`` (done by an earlier
-    run), decode the rest; a missing/null mask is drawn from ``mask_kind``/``mask_seed``.
+    ``mask`` bytes, optional ``geometry`` JSON text, ``path`` of the shard): drop ids in
+    ``skip_ids`` (done by an earlier run), decode the rest; a row with neither mask nor
+    geometry gets a mask drawn from ``mask_kind``/``mask_seed``.
     Returns the same columns as ``decode_folder_batch``; ``source`` (and ``mask_source``
     when the mask comes from the shard) is the shard's URI."""
     rows = []
-    masks = batch.get("mask")
+    masks, geometries = batch.get("mask"), batch.get("geometry")
     for i in range(len(batch["id"])):
         rid = str(batch["id"][i])
         if rid in skip_ids:
             continue
         shard = shard_uris.get(str(batch["path"][i]), str(batch["path"][i]))
         mask_bytes = masks[i] if masks is not None else None
-        rows.append(_decode_record(rid, shard, batch["image"][i], mask_bytes, shard if mask_bytes is not None else "",
-                                   mask_kind, mask_seed, label=f" (id {rid!r})"))
+        geometry = geometries[i] if geometries is not None else None
+        given = mask_bytes is not None or geometry is not None
+        rows.append(_decode_record(rid, shard, batch["image"][i], mask_bytes, shard if given else "",
+                                   mask_kind, mask_seed, label=f" (id {rid!r})", geometry=geometry,
+                                   mask_dilate=mask_dilate))
     return column_batch(rows, {**_DECODED, "image": None, "mask": None})
 
 
@@ -343,6 +369,14 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
             status[i] = "error"
             error[i] = f"cannot write output {uri} for {batch['source'][i]}: {type(exc).__name__}: {exc}"
         seconds[i] += time.perf_counter() - start
+    return record_table(batch, status, error, output, seconds, model_id, run_id)
+
+
+def record_table(batch: dict[str, Any], status: list[str], error: list[str | None], output: list[str | None],
+                 seconds: np.ndarray, model_id: str, run_id: str) -> pa.Table:
+    """The final ``RECORD_SCHEMA`` rows of an inpainted batch, with the writer's
+    ``status``/``error``/``output``/``seconds`` per row (one list entry per row)."""
+    n = len(batch["id"])
 
     def nullable(values, missing):
         return [None if (v == missing or (isinstance(v, float) and math.isnan(v))) else v for v in values]
@@ -354,7 +388,8 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
         "width": nullable(batch["width"].tolist(), -1), "height": nullable(batch["height"].tolist(), -1),
         "hole_fraction": nullable(batch["hole_fraction"].tolist(), None),
         "mask_generated": batch["mask_generated"].tolist(), "mask_index": nullable(batch["mask_index"].tolist(), -1),
-        "mask_binarized": batch["mask_binarized"].tolist(), "converted": batch["converted"].tolist(),
+        "mask_binarized": batch["mask_binarized"].tolist(), "mask_clipped": batch["mask_clipped"].tolist(),
+        "converted": batch["converted"].tolist(),
         "resized": batch["resized"].tolist(),
         **{name: nullable(batch[name].tolist(), None) for name in _METRICS},
         "model": [model_id] * n, "seconds": seconds.tolist(), "run": [run_id] * n,
@@ -411,13 +446,15 @@ def write_sample_input(uri: str, endpoint_url: str | None = None) -> str:
 
 def _check_config(cfg: Any) -> None:
     problems = actor_option_problems(cfg)
-    if cfg.output_format not in ("png", "jpg", "jpeg"):
-        problems.append(f"output_format must be png or jpg, got {cfg.output_format!r}")
+    if cfg.output_format not in ("png", "jpg", "jpeg", "webdataset"):
+        problems.append(f"output_format must be png, jpg or webdataset, got {cfg.output_format!r}")
+    if cfg.mask_dilate < 0 or cfg.records_per_shard < 1:
+        problems.append("mask_dilate must be >= 0 and records_per_shard >= 1")
     if cfg.records_per_file < 1:
         problems.append("records_per_file must be >= 1")
     if not 0 <= cfg.png_compress_level <= 9 or not 1 <= cfg.jpeg_quality <= 100:
         problems.append("png_compress_level must be in 0..9 and jpeg_quality in 1..100")
-    if cfg.mask_kind not in MASK_SETS:
+    if cfg.mask_kind is not None and cfg.mask_kind not in MASK_SETS:
         problems.append(f"unknown mask_kind {cfg.mask_kind!r}; valid: {', '.join(MASK_SETS)}")
     if problems:
         raise JobError("bad config: " + "; ".join(problems))
@@ -456,25 +493,32 @@ def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem,
     """The read + decode part of the pipeline: a dataset of decoded rows."""
     import ray
 
+    from .parquet_geometry import split_by_geometry
+    from .webdataset_input import read_webdataset_records
+
+    mask_kind = cfg.mask_kind or DEFAULT_MASK_KIND
+    if listing.kind == "webdataset":  # issue 17: WebDataset shards (pipelines/webdataset_input.py)
+        return read_webdataset_records(listing, in_fs, cfg.codec_batch_size, mask_kind, cfg.mask_seed,
+                                       cfg.mask_dilate)
     if listing.kind == "folder":
         # Records are a few strings each; blocks of codec_batch_size records spread the reads
         # over all decode tasks from the start.
         blocks = max(1, min(math.ceil(len(listing.records) / cfg.codec_batch_size), 10_000))
         ds = ray.data.from_items(listing.records, override_num_blocks=blocks)
         return ds.map_batches(decode_folder_batch, batch_size=cfg.codec_batch_size,
-                              fn_kwargs=dict(image_fs=in_fs, mask_fs=mask_fs))
+                              fn_kwargs=dict(image_fs=in_fs, mask_fs=mask_fs, mask_kind=cfg.mask_kind,
+                                             mask_seed=cfg.mask_seed, mask_dilate=cfg.mask_dilate))
     parts = []
-    for shards, columns in ((listing.shards_with_mask, ["id", "image", "mask"]),
-                            (listing.shards_without_mask, ["id", "image"])):
-        if not shards:
-            continue
+    # issue 17: shards with a geometry column are read as a group of their own.
+    for shards, columns in split_by_geometry(in_fs, ((listing.shards_with_mask, ["id", "image", "mask"]),
+                                                     (listing.shards_without_mask, ["id", "image"]))):
         # Shards with and without a mask column are read apart (one read needs one schema);
         # the column selection is pushed down into the Parquet reader.
         part = ray.data.read_parquet(shards, filesystem=in_fs, include_paths=True).select_columns(columns + ["path"])
         parts.append(part.map_batches(
             decode_parquet_batch, batch_size=cfg.codec_batch_size,
             fn_kwargs=dict(shard_uris=listing.shard_uris, skip_ids=frozenset(listing.skip_ids),
-                           mask_kind=cfg.mask_kind, mask_seed=cfg.mask_seed)))
+                           mask_kind=mask_kind, mask_seed=cfg.mask_seed, mask_dilate=cfg.mask_dilate)))
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
 
 
@@ -500,7 +544,7 @@ def _open_storage(cfg: Any, endpoint: str | None) -> _Storage:
     if cfg.input == DEFAULT_INPUT and not os.path.exists(input_uri):
         print(f"writing sample photos to {write_sample_input(input_uri)} (first run with the default input)")
     in_fs, in_root, in_exists = reach(input_uri, "input", endpoint)
-    if not in_exists:
+    if not in_exists and not is_brace_pattern(input_uri):  # issue 17: shards-{000..009}.tar
         raise JobError(f"input not found: {input_uri}")
     mask_fs, mask_root = in_fs, None
     if mask_uri:
@@ -532,7 +576,9 @@ def _list_inputs(cfg: Any, st: _Storage, done: set[str]) -> Listing:
     exclude = tuple(p for p, fs in ((st.out_root, st.out_fs), (st.mask_root, st.mask_fs))
                     if p and type(fs) is type(st.in_fs))
     try:
-        rel_files = list_files(st.in_fs, st.in_root, exclude)
+        rel_files = [] if is_brace_pattern(st.in_root) else list_files(st.in_fs, st.in_root, exclude)
+        if is_webdataset_input(cfg.input_format, st.in_root, rel_files):  # issue 17
+            return list_webdataset(st.in_fs, st.in_root, st.input_uri, rel_files, done)
         if detect_format(rel_files, cfg.input_format) == "parquet":
             if st.mask_uri:
                 raise JobError("mask_dir applies to folder input only; Parquet input carries masks in a mask column")
@@ -541,7 +587,7 @@ def _list_inputs(cfg: Any, st: _Storage, done: set[str]) -> Listing:
             raise JobError(f"input {st.input_uri} is a file: give a folder of images, or a .parquet shard")
         mask_rel = list_files(st.mask_fs, st.mask_root) if st.mask_root else None
         records, ignored = list_folder(st.in_fs, st.in_root, st.input_uri, rel_files, st.mask_fs, st.mask_root,
-                                       st.mask_uri, mask_rel)
+                                       st.mask_uri, mask_rel, draw_missing_masks=cfg.mask_kind is not None)
     except JobError:
         raise
     except Exception as exc:
@@ -579,6 +625,7 @@ def run_inpaint(cfg: Any) -> InpaintSummary:
     if cfg.overwrite and (removed := remove_records(st.out_fs, records_root)):
         print(f"overwrite=true: removed {removed} earlier records files")
     done = set() if cfg.overwrite else read_done_ids(st.out_fs, records_root)
+    reconcile_shards(st.out_fs, st.out_root)  # issue 17: output_format=webdataset after a killed run
     listing = _list_inputs(cfg, st, done)
     run_id = f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     print(f"inpaint: {listing.total} records in {st.input_uri} ({listing.kind}), {listing.pending} to do, "
@@ -601,12 +648,17 @@ def run_inpaint(cfg: Any) -> InpaintSummary:
         fn_constructor_kwargs=dict(model=model, seed=cfg.seed, device=device, precision=cfg.precision,
                                    max_pixels=cfg.max_pixels, batch_size=cfg.batch_size,
                                    num_threads=max(1, int(cfg.num_cpus_per_actor)), endpoint_url=endpoint))
-    ds = ds.map_batches(
-        encode_batch, batch_size=cfg.codec_batch_size,
-        fn_kwargs=dict(out_fs=st.out_fs, images_root=f"{st.out_root}/images",
-                       images_uri=join_uri(st.output_uri, "images"), output_format=cfg.output_format,
-                       png_compress_level=cfg.png_compress_level, jpeg_quality=cfg.jpeg_quality,
-                       model_id=model_id, run_id=run_id))
+    if cfg.output_format == "webdataset":  # issue 17: shards of ID.png + ID.json (pipelines/webdataset_output.py)
+        ds = ds.map_batches(write_shard_batch, batch_size=cfg.records_per_shard, fn_kwargs=dict(
+            out_fs=st.out_fs, shards_root=f"{st.out_root}/shards", shards_uri=join_uri(st.output_uri, "shards"),
+            png_compress_level=cfg.png_compress_level, model_id=model_id, run_id=run_id))
+    else:
+        ds = ds.map_batches(
+            encode_batch, batch_size=cfg.codec_batch_size,
+            fn_kwargs=dict(out_fs=st.out_fs, images_root=f"{st.out_root}/images",
+                           images_uri=join_uri(st.output_uri, "images"), output_format=cfg.output_format,
+                           png_compress_level=cfg.png_compress_level, jpeg_quality=cfg.jpeg_quality,
+                           model_id=model_id, run_id=run_id))
     start = time.perf_counter()
     try:
         # Run-unique file names: a rerun never overwrites the records of an earlier run.
