@@ -294,3 +294,61 @@ def _max_window(mask: np.ndarray, radius: int, axis: int) -> np.ndarray:
     idx = np.minimum(np.arange(min(radius, length)) + radius, length - 1)
     centred[tuple(head)] = np.take(prefix, idx, axis=axis)
     return centred
+
+
+def geometry_from_coco(coco: dict[str, Any], categories: list[str] | None = None, min_score: float = 0.0,
+                       shapes: str = "auto") -> dict[str, dict[str, Any]]:
+    """A COCO-style annotation or detection file (``images`` with ``id`` and ``file_name``;
+    ``annotations`` with ``image_id``, ``bbox`` ``[x, y, w, h]``, optional ``segmentation``,
+    ``category_id``, ``score``; ``categories`` with ``id`` and ``name``) -> the geometry of
+    every image, by ``file_name``: ``{"boxes": [[x0, y0, x1, y1], ...], "polygons": [...],
+    "rle": [...]}``. Images without (kept) annotations get ``{"boxes": []}`` (nothing to
+    inpaint), so each image of the file still yields one record.
+
+    ``categories``: names (or ids as strings) to keep; empty/None keeps all. Annotations with
+    a ``score`` below ``min_score`` are dropped. ``shapes``: ``bbox`` (boxes only),
+    ``segmentation`` (polygons/RLE only; annotations without one are skipped) or ``auto``
+    (the segmentation when present, else the box). Raises ``GeometryError`` naming the
+    annotation for unknown image ids, categories or malformed entries."""
+    if shapes not in ("auto", "bbox", "segmentation"):
+        raise GeometryError(f"shapes must be auto, bbox or segmentation, got {shapes!r}")
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
+        raise GeometryError("a COCO file must be an object with an 'images' list (and 'annotations')")
+    names = {c.get("id"): str(c.get("name")) for c in coco.get("categories", []) if isinstance(c, dict)}
+    wanted = set(categories or [])
+    unknown = wanted - set(names.values()) - {str(i) for i in names}
+    if unknown:
+        raise GeometryError(f"categories {sorted(unknown)} are not in the file (it has {sorted(names.values())})")
+    by_id: dict[Any, dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for image in coco["images"]:
+        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+            raise GeometryError(f"COCO image entry without id and file_name: {image!r}")
+        if image["file_name"] in out:
+            raise GeometryError(f"COCO file lists {image['file_name']!r} twice")
+        by_id[image["id"]] = out[image["file_name"]] = {"boxes": []}
+    for n, ann in enumerate(coco.get("annotations", [])):
+        label = f"annotation {n} (id {ann.get('id')!r})" if isinstance(ann, dict) else f"annotation {n}"
+        if not isinstance(ann, dict) or ann.get("image_id") not in by_id:
+            raise GeometryError(f"{label} refers to no image of the file")
+        category = ann.get("category_id")
+        if wanted and names.get(category) not in wanted and str(category) not in wanted:
+            continue
+        if ann.get("score", 1.0) < min_score:
+            continue
+        geometry = by_id[ann["image_id"]]
+        segmentation = ann.get("segmentation")
+        if shapes != "bbox" and segmentation:
+            if isinstance(segmentation, dict):  # RLE (COCO's iscrowd annotations, SA-1B)
+                geometry.setdefault("rle", []).append(segmentation)
+            elif isinstance(segmentation, list):
+                geometry.setdefault("polygons", []).extend(segmentation)
+            else:
+                raise GeometryError(f"{label} has a segmentation that is neither polygons nor RLE")
+        elif shapes != "segmentation":
+            bbox = ann.get("bbox")
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
+                raise GeometryError(f"{label} has no bbox [x, y, width, height]: {bbox!r}")
+            x, y, w, h = bbox
+            geometry["boxes"].append([x, y, x + w, y + h])
+    return out

@@ -184,8 +184,9 @@ def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mas
         # --- end of issue 17 hook ---
         if hole is None:
             if mask_kind is None:
-                raise RecordError(f"no mask for {image_name}")
+                raise RecordError(f"no mask for {image_name}" + (f" (no shapes in {mask_name})" if geometry else ""))
             row["mask_index"] = mask_index_for(rid)
+            row["mask_source"] = ""  # e.g. a WebDataset JSON member without geometry: the mask is drawn
             hole = generate_mask(mask_kind, mask_seed, row["mask_index"], *image.shape[:2]).astype(np.uint8)
             row["mask_generated"] = True
         row["hole_fraction"] = float(hole.mean())
@@ -222,8 +223,11 @@ def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractF
             rows.append({**_DECODED, "id": rid, "source": source, "mask_source": mask_uri, "status": "error",
                          "error": str(exc), "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK})
             continue
+        geometry = None
+        if mask_uri.lower().endswith(".json"):  # issue 17: mask_dir holds geometry (jobs/coco_masks.py)
+            geometry, mask_bytes = mask_bytes, None
         row = _decode_record(rid, source, image_bytes, mask_bytes, mask_uri, mask_kind, mask_seed,
-                             mask_dilate=mask_dilate)
+                             geometry=geometry, mask_dilate=mask_dilate)
         row["seconds"] += read_share
         rows.append(row)
     return column_batch(rows, {**_DECODED, "image": None, "mask": None})

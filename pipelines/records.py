@@ -148,8 +148,8 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
     Without ``mask_root``: LaMa's convention, one record per mask file ``sub/x_mask000.*``
     (id ``sub/x_mask000``) paired with ``sub/x.*``; a mask without its image is an error
     record with the mask's id; an image without masks is an error record with id ``sub/x``.
-    With ``mask_root``: one record per image (id ``sub/x``), its mask ``MASK/sub/x.*``;
-    masks no image uses are counted as ignored. ``draw_missing_masks``: an image without a
+    With ``mask_root``: one record per image (id ``sub/x``), its mask ``MASK/sub/x.*`` (an
+    image, or ``.json`` mask geometry); masks no image uses are counted as ignored. ``draw_missing_masks``: an image without a
     mask file is a record without ``mask_path`` (its mask is drawn), not an error.
     """
     ignored = sum(1 for f in rel_files if not is_image_file(f))
@@ -195,10 +195,12 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
         return _one_per_id(records), ignored
     # mask_dir mode: masks under the image's relative name, any image extension.
     mask_rel_files = mask_rel_files or []
-    ignored += sum(1 for f in mask_rel_files if not is_image_file(f))
+    # A mask may also be mask geometry, MASK_DIR/sub/x.json (lama_core.mask_geometry; issue 17).
+    is_mask = lambda rel: is_image_file(rel) or _ext(rel) == ".json"  # noqa: E731
+    ignored += sum(1 for f in mask_rel_files if not is_mask(f))
     by_stem: dict[str, list[str]] = {}
     for rel in mask_rel_files:
-        if is_image_file(rel):
+        if is_mask(rel):
             by_stem.setdefault(_stem(rel), []).append(rel)
     for stem, rels in images.items():
         source = image_uri(rels[0])

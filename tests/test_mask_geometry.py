@@ -8,8 +8,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from lama_core.mask_geometry import (GEOMETRY_JSON_SCHEMA, GeometryError, dilate_mask, has_shapes,
-                                     rasterize_geometry)
+from lama_core.mask_geometry import (GEOMETRY_JSON_SCHEMA, GeometryError, dilate_mask, geometry_from_coco,
+                                     has_shapes, rasterize_geometry)
 
 H, W = 30, 40
 
@@ -196,3 +196,36 @@ def test_json_schema_accepts_the_documented_forms_and_rejects_bad_ones():
     for bad in ({"boxes": [[1, 2, 3]]}, {"polygons": [[1, 2]]}, {"rle": {"size": [H], "counts": []}},
                 {"normalized": 1}, []):
         assert not validator.is_valid(bad), bad
+
+
+def coco_file() -> dict:
+    return {
+        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "sub/b.png"}, {"id": 3, "file_name": "c.jpg"}],
+        "categories": [{"id": 1, "name": "face"}, {"id": 2, "name": "person"}],
+        "annotations": [
+            {"id": 10, "image_id": 1, "category_id": 1, "bbox": [10, 5, 8, 6], "score": 0.9},
+            {"id": 11, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2], "score": 0.2},
+            {"id": 12, "image_id": 2, "category_id": 2, "bbox": [0, 0, 4, 4],
+             "segmentation": [[0, 0, 4, 0, 4, 4]]},
+            {"id": 13, "image_id": 2, "category_id": 1, "bbox": [1, 1, 2, 2],
+             "segmentation": {"size": [H, W], "counts": [H * W]}},
+        ],
+    }
+
+
+def test_coco_file_to_geometry_per_image():
+    faces = geometry_from_coco(coco_file(), categories=["face"], min_score=0.5)
+    # bbox [x, y, w, h] -> [x0, y0, x1, y1]; image 3 has no detection: an empty hole.
+    assert faces == {"a.jpg": {"boxes": [[10, 5, 18, 11]]}, "sub/b.png": {"boxes": [],
+                     "rle": [{"size": [H, W], "counts": [H * W]}]}, "c.jpg": {"boxes": []}}
+    boxes = geometry_from_coco(coco_file(), shapes="bbox")
+    assert boxes["sub/b.png"] == {"boxes": [[0, 0, 4, 4], [1, 1, 3, 3]]}
+    assert geometry_from_coco(coco_file(), categories=["2"])["sub/b.png"] == {"boxes": [],
+                                                                             "polygons": [[0, 0, 4, 0, 4, 4]]}
+    assert np.array_equal(rasterize_geometry(faces["a.jpg"], H, W).mask, rect(5, 11, 10, 18))
+    with pytest.raises(GeometryError, match=r"categories \['cat'\] are not in the file"):
+        geometry_from_coco(coco_file(), categories=["cat"])
+    bad = coco_file()
+    bad["annotations"].append({"id": 14, "image_id": 9, "bbox": [0, 0, 1, 1]})
+    with pytest.raises(GeometryError, match=r"annotation 4 \(id 14\) refers to no image"):
+        geometry_from_coco(bad)

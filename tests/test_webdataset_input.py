@@ -271,3 +271,47 @@ def test_parquet_geometry_column_and_folder_with_drawn_masks(ray_local, model_ur
     assert (drawn.ok, drawn.failed) == (3, 0) and set(rows) == {"a", "sub/b", "c_mask000"}
     assert rows["a"]["mask_generated"] and rows["sub/b"]["psnr"] is not None
     assert not rows["c_mask000"]["mask_generated"]
+
+
+@pytest.mark.slow
+def test_inpaint_the_faces_of_a_coco_detection_file(ray_local, model_uri, tmp_path):
+    """The README example end to end: COCO-style detections -> geometry files -> inpaint."""
+    import subprocess
+    import sys
+
+    h, w = 40, 48
+    photos = {"a": rng_image(70, h, w), "sub/b": rng_image(71, h, w), "c": rng_image(72, h, w)}
+    for name, image in photos.items():
+        write(tmp_path / "photos" / f"{name}.png", encode(image))
+    coco = {"images": [{"id": i, "file_name": f"{name}.png"} for i, name in enumerate(photos)],
+            "categories": [{"id": 1, "name": "face"}, {"id": 2, "name": "person"}],
+            "annotations": [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [10, 8, 12, 10], "score": 0.98},
+                            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [30, 20, 30, 30], "score": 0.91},
+                            {"id": 3, "image_id": 1, "category_id": 2, "bbox": [0, 0, 20, 40], "score": 0.99},
+                            {"id": 4, "image_id": 2, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.1}]}
+    write(tmp_path / "faces.json", json.dumps(coco).encode())
+    repo = Path(__file__).resolve().parents[1]
+    made = subprocess.run([sys.executable, str(repo / "jobs" / "coco_masks.py"), f"input={tmp_path}/faces.json",
+                           f"output={tmp_path}/face_masks", "categories=[face]", "min_score=0.5"],
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "2 shapes on 3 images" in made.stdout
+    summary = run(model_uri, str(tmp_path / "photos"), str(tmp_path / "out"), mask_dir=str(tmp_path / "face_masks"),
+                  mask_dilate=2)
+    assert (summary.ok, summary.failed) == (3, 0)
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "out" / "records").to_pylist()}
+    results = {rid: np.asarray(Image.open(r["output"])) for rid, r in rows.items()}
+    expected = {"a": {"image": photos["a"], "hole": rect(h, w, 8, 18, 10, 22)},
+                "sub/b": {"image": photos["sub/b"], "hole": rect(h, w, 20, 40, 30, 48), "clipped": True},
+                "c": {"image": photos["c"], "hole": None}}
+    for rid in ("a", "sub/b"):
+        exp = expected[rid]
+        hole = dilate_mask(exp["hole"], 2).astype(bool)
+        assert rows[rid]["mask_clipped"] == exp.get("clipped", False)
+        assert rows[rid]["hole_fraction"] == pytest.approx(hole.mean())
+        assert rows[rid]["mask_source"] == f"{tmp_path}/face_masks/{rid}.json"
+        np.testing.assert_array_equal(results[rid][~hole], exp["image"][~hole])
+        assert not np.array_equal(results[rid][hole], exp["image"][hole])
+    # No face kept in c: nothing to inpaint, the photo comes out unchanged.
+    assert rows["c"]["hole_fraction"] == 0 and not rows["c"]["mask_generated"]
+    np.testing.assert_array_equal(results["c"], photos["c"])
