@@ -94,8 +94,8 @@ _EMPTY_MASK = np.zeros((0, 0), np.uint8)
 # Columns of a decoded row and their values when unknown.
 _DECODED = {
     "id": "", "source": "", "mask_source": "", "status": "ok", "error": "", "width": -1, "height": -1,
-    "hole_fraction": math.nan, "mask_binarized": False, "mask_clipped": False, "converted": False, "mask_generated": False,
-    "mask_index": -1, "seconds": 0.0,
+    "hole_fraction": math.nan, "mask_binarized": False, "mask_clipped": False, "converted": False,
+    "mask_generated": False, "mask_index": -1, "seconds": 0.0,
 }
 _METRICS = ("psnr", "ssim", "psnr_hole", "ssim_hole")
 
@@ -582,6 +582,8 @@ def _list_inputs(cfg: Any, st: _Storage, done: set[str]) -> Listing:
     try:
         rel_files = [] if is_brace_pattern(st.in_root) else list_files(st.in_fs, st.in_root, exclude)
         if is_webdataset_input(cfg.input_format, st.in_root, rel_files):  # issue 17
+            if st.mask_uri:
+                raise JobError("mask_dir applies to folder input only; WebDataset samples carry their masks")
             return list_webdataset(st.in_fs, st.in_root, st.input_uri, rel_files, done)
         if detect_format(rel_files, cfg.input_format) == "parquet":
             if st.mask_uri:

@@ -149,8 +149,9 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
     (id ``sub/x_mask000``) paired with ``sub/x.*``; a mask without its image is an error
     record with the mask's id; an image without masks is an error record with id ``sub/x``.
     With ``mask_root``: one record per image (id ``sub/x``), its mask ``MASK/sub/x.*`` (an
-    image, or ``.json`` mask geometry); masks no image uses are counted as ignored. ``draw_missing_masks``: an image without a
-    mask file is a record without ``mask_path`` (its mask is drawn), not an error.
+    image, or ``.json`` mask geometry); masks no image uses are counted as ignored.
+    ``draw_missing_masks``: an image without a mask file is a record without ``mask_path``
+    (its mask is drawn), not an error.
     """
     ignored = sum(1 for f in rel_files if not is_image_file(f))
     images: dict[str, list[str]] = {}

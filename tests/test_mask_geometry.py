@@ -200,7 +200,8 @@ def test_json_schema_accepts_the_documented_forms_and_rejects_bad_ones():
 
 def coco_file() -> dict:
     return {
-        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "sub/b.png"}, {"id": 3, "file_name": "c.jpg"}],
+        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "sub/b.png"},
+                   {"id": 3, "file_name": "c.jpg"}],
         "categories": [{"id": 1, "name": "face"}, {"id": 2, "name": "person"}],
         "annotations": [
             {"id": 10, "image_id": 1, "category_id": 1, "bbox": [10, 5, 8, 6], "score": 0.9},
