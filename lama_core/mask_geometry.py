@@ -289,9 +289,11 @@ def _max_window(mask: np.ndarray, radius: int, axis: int) -> np.ndarray:
     # Near the start the window [i - r, i + r] is cut by the border: cover it from out[0].
     head = [slice(None)] * 2
     head[axis] = slice(0, min(radius, length))
-    prefix = np.logical_or.accumulate(mask, axis=axis)
-    # any(mask[0 .. i + r]) for i < r equals prefix[i + r] (clipped to the last index).
-    idx = np.minimum(np.arange(min(radius, length)) + radius, length - 1)
+    # any(mask[0 .. i + r]) for i < r is a running OR over the first 2r pixels only.
+    first = [slice(None)] * 2
+    first[axis] = slice(0, min(2 * radius, length))
+    prefix = np.logical_or.accumulate(mask[tuple(first)], axis=axis)
+    idx = np.minimum(np.arange(min(radius, length)) + radius, prefix.shape[axis] - 1)
     centred[tuple(head)] = np.take(prefix, idx, axis=axis)
     return centred
 

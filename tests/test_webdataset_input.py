@@ -224,19 +224,24 @@ def test_local_shards_in_webdataset_shards_out_and_resume(ray_local, model_uri, 
 
 
 @pytest.mark.slow
-def test_s3_brace_pattern_in_images_out(ray_local, model_uri, tmp_path, s3_bucket):
+def test_s3_brace_pattern_in_webdataset_shards_out(ray_local, model_uri, tmp_path, s3_bucket):
     expected = geometry_shards(tmp_path / "in")
     s3 = fsspec.filesystem("s3", client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]})
     s3.put(str(tmp_path / "in") + "/", f"{s3_bucket[5:]}/wds/", recursive=True)
     pattern, output = f"{s3_bucket}/wds/shard-{{000000..000001}}.tar", f"{s3_bucket}/out"
-    summary = run(model_uri, pattern, output, mask_kind="thick_256")
+    summary = run(model_uri, pattern, output, mask_kind="thick_256", output_format="webdataset")
     assert (summary.ok, summary.failed) == (7, 3)
     rows = {r["id"]: r for r in pq.read_table(f"{output[5:]}/records", filesystem=s3).to_pylist()}
-    results = {rid: np.asarray(Image.open(io.BytesIO(s3.cat(r["output"])))) for rid, r in rows.items()
+    samples: dict[str, bytes] = {}
+    for shard in s3.glob(f"{output[5:]}/shards/*.tar"):
+        samples.update(read_tar(s3.cat(shard)))
+    results = {rid: np.asarray(Image.open(io.BytesIO(samples[f"{rid}.png"]))) for rid, r in rows.items()
                if r["status"] == "ok"}
-    assert rows["sub/box"]["output"] == f"{output}/images/sub/box.png"
+    assert len(samples) == 2 * len(results)
+    assert rows["sub/box"]["source"] == f"{s3_bucket}/wds/shard-000000.tar/sub/box.png"
+    assert rows["sub/box"]["output"].startswith(f"{output}/shards/") and rows["sub/box"]["output"].endswith("#sub/box")
     check_rows(rows, expected, results, dilate=0)
-    resumed = run(model_uri, pattern, output, mask_kind="thick_256")
+    resumed = run(model_uri, pattern, output, mask_kind="thick_256", output_format="webdataset")
     assert (resumed.ok, resumed.failed, resumed.skipped) == (0, 0, 10)
 
 
