@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Optional
 
 from lama_core.mask_geometry import GeometryError, geometry_from_coco
 from lama_core.storage import join_uri, read_bytes, write_bytes
 
-from .job_config import JobError
+from .configs import CocoMasksConfig
+from .errors import JobError
 
 # Writes to object storage are latency-bound; a few threads keep the PUTs overlapping.
 WRITE_THREADS = 8
-
-
-@dataclass
-class CocoMasksConfig:
-    """``jobs/coco_masks.py`` arguments: ``input`` (the COCO JSON file), ``output`` (folder
-    for the geometry files), ``categories`` (names to keep; empty: all), ``min_score``,
-    ``shapes`` (auto | bbox | segmentation), ``endpoint_url``."""
-
-    input: str = "annotations.json"
-    output: str = "outputs/coco_masks"
-    categories: list[str] = field(default_factory=list)
-    min_score: float = 0.0
-    shapes: str = "auto"
-    endpoint_url: Optional[str] = None
 
 
 def geometry_name(file_name: str) -> str:

@@ -32,21 +32,19 @@ from lama_core import CheckpointError, GENERATOR_PRESETS, Inpainter, build_gener
 from lama_core.storage import filesystem_for, join_uri
 
 from .codecs import RecordError, decode_geometry, decode_image, decode_mask, encode_image, output_extension
-from .job_config import JobError
+from .configs import DEFAULT_MODEL, InpaintConfig
+from .errors import JobError
 from .records import Listing, detect_format, list_files, list_folder, list_parquet, read_done_ids, remove_records
+from .stage_utils import ActorPlan, absolute_uri, blob, cluster_plan, column_batch, read_many, reach
 from .webdataset_input import is_brace_pattern, is_webdataset_input, list_webdataset
 from .webdataset_output import reconcile_shards, write_shard_batch
-from .stage_utils import (ModelActorOptions, absolute_uri, actor_count, actor_option_problems, blob, cluster_device,
-                          column_batch, read_many, reach)
 
 from lama_core.mask_geometry import dilate_mask
 from lama_core.masks import MASK_SETS, generate_mask
 from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
 
-#: The model a job uses when none is given: the demo checkpoint shipped in this repository
-#: (the ``small`` preset trained on CPU on scikit-image's sample photos by ``jobs/train.py``;
-#: see README). A relative path is looked up in the working directory, then in the checkout.
-DEFAULT_MODEL = "assets/lama-small-demo"
+# DEFAULT_MODEL (pipelines/configs.py): the demo checkpoint shipped in this repository (see
+# README). A relative path is looked up in the working directory, then in the checkout.
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Default input: scikit-image's bundled photos, written there as a Parquet shard on first use.
 DEFAULT_INPUT = "outputs/samples"
@@ -54,28 +52,6 @@ DEFAULT_OUTPUT = "outputs/inpaint"
 #: Generated mask set for Parquet and WebDataset records without a mask when ``mask_kind`` is unset.
 DEFAULT_MASK_KIND = "thick_512"
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "camera")
-
-
-@dataclass
-class InpaintConfig(ModelActorOptions):
-    """``jobs/inpaint.py`` arguments (``key=value``); ``jobs/configs/inpaint.yaml`` documents them."""
-
-    input: str = DEFAULT_INPUT
-    output: str = DEFAULT_OUTPUT
-    model: str = DEFAULT_MODEL
-    overwrite: bool = False
-    mask_dir: Optional[str] = None
-    input_format: str = "auto"
-    mask_kind: Optional[str] = None  # None: DEFAULT_MASK_KIND for Parquet/WebDataset, no drawing for folders
-    mask_seed: int = 0
-    mask_dilate: int = 0
-    output_format: str = "png"
-    records_per_shard: int = 64
-    png_compress_level: int = 1
-    jpeg_quality: int = 95
-    max_pixels: int = 2048 * 2048
-    records_per_file: int = 1000
-    seed: int = 0
 
 
 #: One row per record in OUTPUT/records/*.parquet (nulls where a value is unknown).
@@ -448,19 +424,9 @@ def write_sample_input(uri: str, endpoint_url: str | None = None) -> str:
     return join_uri(uri, "samples.parquet")
 
 
-def _check_config(cfg: Any) -> None:
-    problems = actor_option_problems(cfg)
-    if cfg.output_format not in ("png", "jpg", "jpeg", "webdataset"):
-        problems.append(f"output_format must be png, jpg or webdataset, got {cfg.output_format!r}")
-    if cfg.mask_dilate < 0 or cfg.records_per_shard < 1:
-        problems.append("mask_dilate must be >= 0 and records_per_shard >= 1")
-    if cfg.records_per_file < 1:
-        problems.append("records_per_file must be >= 1")
-    if not 0 <= cfg.png_compress_level <= 9 or not 1 <= cfg.jpeg_quality <= 100:
-        problems.append("png_compress_level must be in 0..9 and jpeg_quality in 1..100")
-    if cfg.mask_kind is not None and cfg.mask_kind not in MASK_SETS:
-        problems.append(f"unknown mask_kind {cfg.mask_kind!r}; valid: {', '.join(MASK_SETS)}")
-    if problems:
+def _check_config(cfg: InpaintConfig) -> None:
+    """The config's own checks again (``run_inpaint`` may be called without the parser)."""
+    if problems := cfg.problems():
         raise JobError("bad config: " + "; ".join(problems))
 
 
@@ -471,29 +437,8 @@ def _announce_random_weights(model: str, seed: int) -> None:
           f"folder, a best.ckpt or a generator.safetensors.\n{bar}", flush=True)
 
 
-def _actor_plan(cfg: Any, local: bool) -> tuple[int, float, str]:
-    """``(num_actors, num_gpus per actor, device)`` from the config and the cluster.
-
-    Auto (``num_gpus=-1``, ``num_actors=0``, ``device=auto``): one actor per GPU when the
-    cluster has GPUs; else CPU actors, one per two CPUs (half the cores stay free for
-    decoding and encoding), each using ``num_cpus_per_actor`` threads.
-    """
-    gpus, cpus, num_gpus, device = cluster_device(cfg)
-    if device == "cpu" and cfg.precision == "fp16":
-        raise JobError("precision=fp16 needs a CUDA device; use fp32 or bf16 on CPU")
-    if num_gpus > 0 and not gpus:
-        if local:
-            raise JobError(f"num_gpus={num_gpus} but this machine has no GPU visible to Ray: use num_gpus=0")
-        print("warning: the Ray cluster has no GPU now; the model actors wait for GPU nodes (autoscaling)")
-    actors = actor_count(cfg, gpus, cpus, num_gpus)
-    if actors * cfg.num_cpus_per_actor >= cpus:
-        print(f"warning: {actors} model actors x {cfg.num_cpus_per_actor} CPUs take all {cpus:g} CPUs of the "
-              "cluster: reading, decoding and encoding will wait for them")
-    return actors, num_gpus, device
-
-
-def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem,
-                   mask_fs: fsspec.AbstractFileSystem) -> "ray.data.Dataset":
+def _build_dataset(cfg: InpaintConfig, listing: Listing, in_fs: fsspec.AbstractFileSystem,
+                   mask_fs: fsspec.AbstractFileSystem, plan: ActorPlan) -> "ray.data.Dataset":
     """The read + decode part of the pipeline: a dataset of decoded rows."""
     import ray
 
@@ -502,14 +447,14 @@ def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem,
 
     mask_kind = cfg.mask_kind or DEFAULT_MASK_KIND
     if listing.kind == "webdataset":  # issue 17: WebDataset shards (pipelines/webdataset_input.py)
-        return read_webdataset_records(listing, in_fs, cfg.codec_batch_size, mask_kind, cfg.mask_seed,
-                                       cfg.mask_dilate)
+        return read_webdataset_records(listing, in_fs, cfg.codec_batch_size, plan.codec_cpus, mask_kind,
+                                       cfg.mask_seed, cfg.mask_dilate)
     if listing.kind == "folder":
         # Records are a few strings each; blocks of codec_batch_size records spread the reads
         # over all decode tasks from the start.
         blocks = max(1, min(math.ceil(len(listing.records) / cfg.codec_batch_size), 10_000))
         ds = ray.data.from_items(listing.records, override_num_blocks=blocks)
-        return ds.map_batches(decode_folder_batch, batch_size=cfg.codec_batch_size,
+        return ds.map_batches(decode_folder_batch, batch_size=cfg.codec_batch_size, num_cpus=plan.codec_cpus,
                               fn_kwargs=dict(image_fs=in_fs, mask_fs=mask_fs, mask_kind=cfg.mask_kind,
                                              mask_seed=cfg.mask_seed, mask_dilate=cfg.mask_dilate))
     parts = []
@@ -518,9 +463,11 @@ def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem,
                                                      (listing.shards_without_mask, ["id", "image"]))):
         # Shards with and without a mask column are read apart (one read needs one schema);
         # the column selection is pushed down into the Parquet reader.
-        part = ray.data.read_parquet(shards, filesystem=in_fs, include_paths=True).select_columns(columns + ["path"])
+        part = ray.data.read_parquet(shards, filesystem=in_fs, include_paths=True,
+                                     num_cpus=plan.codec_cpus).select_columns(
+                                         columns + ["path"], num_cpus=plan.codec_cpus)
         parts.append(part.map_batches(
-            decode_parquet_batch, batch_size=cfg.codec_batch_size,
+            decode_parquet_batch, batch_size=cfg.codec_batch_size, num_cpus=plan.codec_cpus,
             fn_kwargs=dict(shard_uris=listing.shard_uris, skip_ids=frozenset(listing.skip_ids),
                            mask_kind=mask_kind, mask_seed=cfg.mask_seed, mask_dilate=cfg.mask_dilate)))
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
@@ -641,26 +588,29 @@ def run_inpaint(cfg: Any) -> InpaintSummary:
     if listing.pending == 0:
         return summary
 
-    num_actors, num_gpus, device = _actor_plan(cfg, local=init_ray() == "local")
-    ds = _build_dataset(cfg, listing, st.in_fs, st.mask_fs)
-    # Re-block decoded rows into model batches. This also keeps Ray Data from fusing the
-    # decode tasks into the model actors (it fuses a task stage into the next actor stage
-    # when their resources match, as on CPU-only runs, but never across a repartition):
-    # reading and decoding stay on their own CPU tasks.
-    ds = ds.repartition(target_num_rows_per_block=cfg.batch_size)
+    plan = cluster_plan(cfg, local=init_ray(verbose=cfg.verbose) == "local",
+                        work_batches=math.ceil(listing.pending / cfg.batch_size))
+    print(f"inpaint: {plan.line()}", flush=True)
+    ds = _build_dataset(cfg, listing, st.in_fs, st.mask_fs, plan)
+    # No repartition between decode and model: Ray Data runs a streaming repartition as
+    # tasks of 1 CPU, which never get scheduled while the actors hold all but a fraction
+    # of a CPU (the job hung). The codec tasks' fractional CPUs differ from the actors',
+    # so Ray Data does not fuse decoding into the actors either; map_batches re-bundles rows.
     ds = ds.map_batches(
-        InpaintStage, compute=ray.data.ActorPoolStrategy(size=num_actors), batch_size=cfg.batch_size,
-        num_gpus=num_gpus, num_cpus=cfg.num_cpus_per_actor,
-        fn_constructor_kwargs=dict(model=model, seed=cfg.seed, device=device, precision=cfg.precision,
+        InpaintStage, compute=ray.data.ActorPoolStrategy(size=plan.actors), batch_size=cfg.batch_size,
+        num_gpus=plan.gpus, num_cpus=plan.cpus,
+        fn_constructor_kwargs=dict(model=model, seed=cfg.seed, device=plan.device, precision=cfg.precision,
                                    max_pixels=cfg.max_pixels, batch_size=cfg.batch_size,
-                                   num_threads=max(1, int(cfg.num_cpus_per_actor)), endpoint_url=endpoint))
+                                   num_threads=plan.threads, endpoint_url=endpoint))
     if cfg.output_format == "webdataset":  # issue 17: shards of ID.png + ID.json (pipelines/webdataset_output.py)
-        ds = ds.map_batches(write_shard_batch, batch_size=cfg.records_per_shard, fn_kwargs=dict(
-            out_fs=st.out_fs, shards_root=f"{st.out_root}/shards", shards_uri=join_uri(st.output_uri, "shards"),
-            png_compress_level=cfg.png_compress_level, model_id=model_id, run_id=run_id))
+        ds = ds.map_batches(write_shard_batch, batch_size=cfg.records_per_shard, num_cpus=plan.codec_cpus,
+                            fn_kwargs=dict(out_fs=st.out_fs, shards_root=f"{st.out_root}/shards",
+                                           shards_uri=join_uri(st.output_uri, "shards"),
+                                           png_compress_level=cfg.png_compress_level, model_id=model_id,
+                                           run_id=run_id))
     else:
         ds = ds.map_batches(
-            encode_batch, batch_size=cfg.codec_batch_size,
+            encode_batch, batch_size=cfg.codec_batch_size, num_cpus=plan.codec_cpus,
             fn_kwargs=dict(out_fs=st.out_fs, images_root=f"{st.out_root}/images",
                            images_uri=join_uri(st.output_uri, "images"), output_format=cfg.output_format,
                            png_compress_level=cfg.png_compress_level, jpeg_quality=cfg.jpeg_quality,
@@ -668,7 +618,10 @@ def run_inpaint(cfg: Any) -> InpaintSummary:
     start = time.perf_counter()
     try:
         # Run-unique file names: a rerun never overwrites the records of an earlier run.
+        # Every stage names its CPUs: one left at Ray's default of 1 CPU never runs beside
+        # actors that hold all but a fraction of a CPU (the job waits forever).
         ds.write_parquet(records_root, filesystem=st.out_fs, min_rows_per_file=cfg.records_per_file,
+                         ray_remote_args={"num_cpus": plan.codec_cpus},
                          filename_provider=FilenameProvider(dataset_uuid=run_id, file_format="parquet"))
     except ray.exceptions.ActorDiedError as exc:
         # Typically the model cannot be loaded where the actors run (a path that exists on

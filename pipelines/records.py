@@ -1,7 +1,7 @@
 """Listing a bulk job's inputs into records, and reading back the record tables it wrote.
 
 Listing handles names only (paths, ids): pixels and encoded bytes are read later, inside
-Ray tasks, so the driver never holds a dataset's data. Two input forms (DESIGN.md, "Data in
+Ray tasks, so the driver never holds a dataset's data. Two input forms (docs/DESIGN.md, "Data in
 object storage"):
 
 * a folder/prefix in LaMa's convention (``x.png`` + ``x_mask000.png``), or with a separate

@@ -35,7 +35,7 @@ import fsspec
 
 from lama_core.storage import join_uri
 
-from .job_config import JobError
+from .errors import JobError
 from .records import Listing
 
 #: Suffixes read as the sample's image, and as its mask image.
@@ -233,14 +233,18 @@ def _value(v: Any) -> Any:
 
 
 def read_webdataset_records(listing: WebDatasetListing, fs: fsspec.AbstractFileSystem, codec_batch_size: int,
-                            mask_kind: str, mask_seed: int, mask_dilate: int) -> "ray.data.Dataset":
+                            codec_cpus: float, mask_kind: str, mask_seed: int,
+                            mask_dilate: int) -> "ray.data.Dataset":
     """The read + decode part of the pipeline for WebDataset input: Ray Data's
     ``read_webdataset`` streams the shards (raw bytes: its own decoder would turn images
     into arrays, and a corrupt image would fail the whole read task instead of one row),
-    ``sample_columns`` gives every sample one schema, then the decode stage."""
+    ``sample_columns`` gives every sample one schema, then the decode stage. Both run as
+    tasks of ``codec_cpus`` CPUs (the actor plan's share; a 1-CPU default would wait forever
+    beside actors that hold all but a fraction of a CPU)."""
     import ray
 
-    ds = ray.data.read_webdataset(listing.shards, filesystem=fs, decoder=sample_columns)
+    ds = ray.data.read_webdataset(listing.shards, filesystem=fs, decoder=sample_columns, num_cpus=codec_cpus)
     return ds.map_batches(decode_webdataset_batch, batch_size=codec_batch_size, batch_format="numpy",
+                          num_cpus=codec_cpus,
                           fn_kwargs=dict(shard_uris=listing.shard_uris, skip_ids=frozenset(listing.skip_ids),
                                          mask_kind=mask_kind, mask_seed=mask_seed, mask_dilate=mask_dilate))

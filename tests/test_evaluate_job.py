@@ -20,7 +20,8 @@ from lama_core.masks import MaskGenerator, generate_mask, mask_png
 from lama_core.metrics import FIDInceptionV3, fid_from_features, hole_area_bin, load_inception, psnr
 from lama_core.metrics.lpips import LPIPS
 from lama_core.metrics.weights import STANDARD_WEIGHT_FILES
-from pipelines.evaluate import EvaluateConfig, checkpoint_step, expand_checkpoints, run_evaluation
+from pipelines.configs import EvaluateConfig
+from pipelines.evaluate import checkpoint_step, expand_checkpoints, run_evaluation
 from pipelines.job_config import JobError
 from generated_weights import random_state
 
@@ -77,15 +78,15 @@ def sweep(tmp_path_factory, ray_local, weights_dir):
     for step in (1, 2):
         make_checkpoint(root / "ckpts" / f"checkpoint_{step:06d}", seed=step, step=step)
     (root / "ckpts" / "checkpoint_manager_snapshot.json").write_text("{}")  # not a checkpoint
-    cfg = config(root, weights_dir, masks=["thick_512", str(frozen)])
+    cfg = config(root, weights_dir, mask_kind=["thick_512", str(frozen)])
     reports = run_evaluation(cfg)
     return root, cfg, reports
 
 
 def config(root: Path, weights_dir: str, **overrides) -> EvaluateConfig:
-    settings = dict(checkpoints=str(root / "ckpts" / "checkpoint_*"), data=str(root / "data"),
+    settings = dict(model=str(root / "ckpts" / "checkpoint_*"), input=str(root / "data"),
                     output=str(root / "out"), weights_dir=weights_dir, lpips_net="alex",
-                    num_actors=1, num_gpus=0, device="cpu", batch_size=4, codec_batch_size=4, grid_images=2)
+                    num_workers=1, gpus_per_worker=0, batch_size=4, codec_batch_size=4, grid_images=2)
     settings.update(overrides)
     return EvaluateConfig(**settings)
 
@@ -209,7 +210,7 @@ def test_watch_picks_up_new_checkpoints_and_pixel_metrics_need_no_weights(tmp_pa
         assert seconds == 0
         added.append(make_checkpoint(tmp_path / "ckpts" / "checkpoint_b", seed=2, step=7))
 
-    cfg = config(tmp_path, str(tmp_path / "no_weights"), metrics=["psnr", "ssim"], masks=["thick_512"],
+    cfg = config(tmp_path, str(tmp_path / "no_weights"), metrics=["psnr", "ssim"], mask_kind=["thick_512"],
                  watch=True, max_polls=2, poll_seconds=0)
     first, second = run_evaluation(cfg, sleep=between_polls)
     assert [p.checkpoint.rsplit("/", 1)[-1] for p in first.evaluated] == ["checkpoint_a", "checkpoint_broken"]
@@ -232,8 +233,8 @@ def test_missing_inception_weights_fail_fast_naming_the_file(tmp_path):
     make_checkpoint(tmp_path / "ckpt", seed=1, step=1)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TORCH_HOME": str(tmp_path / "torch_home"),
            "RAY_ADDRESS": ""}
-    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "evaluate.py"), f"checkpoints={tmp_path / 'ckpt'}",
-                           "metrics=[fid]", f"weights_dir={tmp_path / 'weights'}", f"data={tmp_path}",
+    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "evaluate.py"), f"model={tmp_path / 'ckpt'}",
+                           "metrics=[fid]", f"weights_dir={tmp_path / 'weights'}", f"input={tmp_path}",
                            f"output={tmp_path / 'out'}"], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
@@ -243,11 +244,11 @@ def test_missing_inception_weights_fail_fast_naming_the_file(tmp_path):
 
 def test_unreachable_data_and_unknown_mask_set_are_job_errors(tmp_path):
     make_checkpoint(tmp_path / "ckpt", seed=1, step=1)
-    base = dict(checkpoints=str(tmp_path / "ckpt"), output=str(tmp_path / "out"), metrics=["psnr"])
+    base = dict(model=str(tmp_path / "ckpt"), output=str(tmp_path / "out"), metrics=["psnr"])
     with pytest.raises(JobError, match="data not found"):
-        run_evaluation(EvaluateConfig(data=str(tmp_path / "nowhere"), **base))
+        run_evaluation(EvaluateConfig(input=str(tmp_path / "nowhere"), **base))
     with pytest.raises(JobError, match="neither a mask kind"):
-        run_evaluation(EvaluateConfig(data=str(tmp_path), masks=["thick_999"], **base))
+        run_evaluation(EvaluateConfig(input=str(tmp_path), mask_kind=["thick_999"], **base))
 
 
 def test_checkpoint_step_and_glob_resolution(tmp_path):

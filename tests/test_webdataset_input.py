@@ -19,7 +19,8 @@ from PIL import Image
 from inpaint_fixtures import box_mask, encode, rng_image, write
 from lama_core import build_generator, save_generator
 from lama_core.mask_geometry import dilate_mask
-from pipelines.inpaint import InpaintConfig, run_inpaint
+from pipelines.configs import InpaintConfig
+from pipelines.inpaint import run_inpaint
 from pipelines.job_config import JobError
 from pipelines.webdataset_input import (expand_braces, is_webdataset_input, list_webdataset, sample_columns,
                                         split_member)
@@ -104,7 +105,7 @@ def model_uri(tmp_path_factory) -> str:
 
 
 def run(model_uri: str, input: str, output: str, **overrides):
-    settings = dict(batch_size=4, codec_batch_size=4, num_actors=1, num_gpus=0, device="cpu")
+    settings = dict(batch_size=4, codec_batch_size=4, num_workers=1, gpus_per_worker=0)
     settings.update(overrides)
     return run_inpaint(InpaintConfig(input=input, output=output, model=model_uri, **settings))
 
