@@ -46,6 +46,9 @@ SHARD_EXTENSION = ".tar"
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
+# The WebDataset member rule as Ray's reader applies it: a key of one or more non-dots after
+# the last slash that precedes them, then a dot and the suffix (no slash in it).
+_MEMBER = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 
 
 @dataclass
@@ -99,31 +102,37 @@ def is_webdataset_input(input_format: str, root: str, rel_files: list[str]) -> b
 
 
 def split_member(name: str) -> tuple[str, str] | tuple[None, None]:
-    """``(key, suffix)`` of a tar member name by the WebDataset rule (key: up to the first
-    dot of the file name); ``(None, None)`` for a name without a dot."""
-    head, _, base = name.rpartition("/")
-    if "." not in base:
-        return None, None
-    stem, suffix = base.split(".", 1)
-    return (f"{head}/{stem}" if head else stem), suffix
+    """``(key, suffix)`` of a tar member name by the WebDataset rule, exactly as Ray Data's
+    reader groups members (key: up to the first dot of the file name); ``(None, None)``
+    for names it skips (no dot, ``.hidden``)."""
+    match = _MEMBER.match(name)
+    return (match.group(1), match.group(2)) if match else (None, None)
 
 
 def scan_shard(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
     """Sample keys of one shard in order, from the tar headers only. Raises ``ValueError``
-    when a key's members are not consecutive (readers would split it into two samples)."""
+    for what would fail or split a sample in the reader: members of a key that are not
+    consecutive, or two members with the same name."""
     keys: list[str] = []
     seen: set[str] = set()
+    suffixes: set[str] = set()
     with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
         for info in tar:
             if not info.isreg():
                 continue
-            key, _ = split_member(info.name)
-            if key is None or (keys and keys[-1] == key):
+            key, suffix = split_member(info.name)
+            if key is None:
+                continue
+            if keys and keys[-1] == key:
+                if suffix in suffixes:
+                    raise ValueError(f"sample {key!r} has two members {info.name!r}")
+                suffixes.add(suffix)
                 continue
             if key in seen:
                 raise ValueError(f"the members of sample {key!r} are not consecutive")
             seen.add(key)
             keys.append(key)
+            suffixes = {suffix}
     return keys
 
 

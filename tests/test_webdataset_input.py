@@ -139,6 +139,7 @@ def test_brace_patterns_member_keys_and_format_detection():
     assert expand_braces("plain.tar") == ["plain.tar"]
     assert split_member("sub/0001.mask.png") == ("sub/0001", "mask.png")
     assert split_member("a.b/c.jpg") == ("a.b/c", "jpg") and split_member("README") == (None, None)
+    assert split_member(".hidden") == (None, None) and split_member("x/._c.jpg") == ("x/", "_c.jpg")  # as Ray
     assert is_webdataset_input("auto", "/d", ["a.tar", "b.tar", "notes.txt"])
     assert not is_webdataset_input("auto", "/d", ["a.tar", "x.png"])
     assert is_webdataset_input("auto", "/d/shards-{0..3}.tar", [])
@@ -164,6 +165,9 @@ def test_listing_counts_samples_skips_done_and_refuses_bad_shards(tmp_path):
     write(tmp_path / "split" / "s.tar", tar_bytes([("a.png", b"x"), ("b.png", b"x"), ("a.json", b"{}")]))
     with pytest.raises(JobError, match="s.tar: ValueError: the members of sample 'a' are not consecutive"):
         list_webdataset(fs, str(tmp_path / "split"), str(tmp_path / "split"), ["s.tar"], set())
+    write(tmp_path / "twice" / "s.tar", tar_bytes([("a.png", b"x"), ("a.png", b"y")]))
+    with pytest.raises(JobError, match="sample 'a' has two members 'a.png'"):
+        list_webdataset(fs, str(tmp_path / "twice"), str(tmp_path / "twice"), ["s.tar"], set())
     write(tmp_path / "bad" / "t.tar", b"not a tar file at all" * 40)
     with pytest.raises(JobError, match="cannot read WebDataset shard .*t.tar"):
         list_webdataset(fs, str(tmp_path / "bad"), str(tmp_path / "bad"), ["t.tar"], set())
