@@ -20,7 +20,8 @@ def main(cfg: InpaintConfig) -> None:
 
     summary = run_inpaint(cfg)
     if summary.records_files:
-        print(f"run {summary.run_id}: images under {summary.output}/images/, records in "
+        where = "shards" if cfg.output_format == "webdataset" else "images"  # issue 17: WebDataset output
+        print(f"run {summary.run_id}: {where} under {summary.output}/{where}/, records in "
               f"{summary.output}/records/{summary.run_id}_*.parquet ({len(summary.records_files)} files)")
     print(summary.line())
 
