@@ -21,8 +21,8 @@ def main(cfg: InpaintConfig) -> None:
     summary = run_inpaint(cfg)
     if summary.records_files:
         where = "shards" if cfg.output_format == "webdataset" else "images"  # issue 17: WebDataset output
-        print(f"run {summary.run_id}: {where} under {summary.output}/{where}/, records in "
-              f"{summary.output}/records/{summary.run_id}_*.parquet ({len(summary.records_files)} files)")
+        print(f"run {summary.run_id}: {where} under {summary.output}/{where}/, records under "
+              f"{summary.output}/records/ ({len(summary.records_files)} files named {summary.run_id}_*.parquet)")
     print(summary.line())
 
 

@@ -126,11 +126,29 @@ class InpaintConfig(WorkerOptions):
                                            "and pasted back at the hole (flag `resized`); 0 = no budget")
     records_per_file: int = setting(1000, "rows per records/*.parquet file")
     seed: int = setting(0, "weight seed when `model` is a preset name")
+    max_input_pixels: int = setting(4096 * 4096, "images over this many pixels (read from the header, before "
+                                                 "decoding) are input errors; JPEGs decode at 1/2, 1/4 or 1/8 "
+                                                 "scale to fit; 0 = no limit")
+    storage_attempts: int = setting(6, "tries per storage request on transient faults (connection refused or "
+                                       "reset, timeouts, 5xx, throttling)")
+    storage_backoff_seconds: float = setting(1.0, "first wait between storage tries; doubles each try")
+    storage_backoff_max_seconds: float = setting(30.0, "longest wait between storage tries")
+    lease_seconds: float = setting(120.0, "the output's one-writer lease: renewed every third of this; a "
+                                          "killed run's lease expires after it")
 
     def problems(self) -> list[str]:
         problems = self.worker_problems()
-        problems += _non_negative(self, "max_pixels", "mask_seed", "seed")
-        problems += _at_least_one(self, "records_per_file", "records_per_shard") + _non_negative(self, "mask_dilate")
+        problems += _non_negative(self, "max_pixels", "mask_seed", "seed", "max_input_pixels",
+                                  "storage_backoff_seconds", "storage_backoff_max_seconds")
+        problems += _at_least_one(self, "records_per_file", "storage_attempts", "records_per_shard")
+        problems += _non_negative(self, "mask_dilate")
+        if 0 < self.max_pixels < 64 * 64:
+            problems.append(f"max_pixels must be 0 (no budget) or >= 4096 (64x64), got {self.max_pixels}")
+        if not 5 <= self.lease_seconds < float("inf"):
+            problems.append(f"lease_seconds must be a finite number >= 5, got {self.lease_seconds}")
+        for name in ("storage_backoff_seconds", "storage_backoff_max_seconds"):
+            if getattr(self, name) == float("inf") or getattr(self, name) != getattr(self, name):
+                problems.append(f"{name} must be finite, got {getattr(self, name)}")
         if self.input_format not in ("auto", "folder", "parquet", "webdataset"):
             problems.append(f"input_format must be auto, folder, parquet or webdataset, got {self.input_format!r}")
         if self.output_format not in ("png", "jpg", "webdataset"):

@@ -63,7 +63,9 @@ from .eval_plots import metrics_plot_png, sample_grid_png, sample_strip
 from .configs import EvaluateConfig
 from .errors import JobError
 from .records import detect_format, is_image_file, list_parquet
+from .run_settings import check_settings, settings_of
 from .samples import png_bytes, sample_photos
+from .records_schema import UTC_TIMESTAMP, utc_now
 from .stage_utils import absolute_uri, blob, cluster_plan, column_batch, read_many, reach
 
 DEFAULT_METRICS = ("psnr", "ssim", "l1", "lpips", "fid")
@@ -107,7 +109,7 @@ def per_image_schema(metrics: Sequence[str]) -> pa.Schema:
               ("hole_fraction", pa.float64()), ("hole_area_bin", pa.string()), ("mask_resized", pa.bool_()),
               ("converted", pa.bool_())]
     fields += [(c, pa.float64()) for c in _metric_columns(metrics, PER_IMAGE_METRIC_COLUMNS)]
-    fields += [("seconds", pa.float64()), ("run", pa.string())]
+    fields += [("seconds", pa.float64()), ("run", pa.string()), ("timestamp", UTC_TIMESTAMP)]
     return pa.schema(fields)
 
 
@@ -115,11 +117,12 @@ def summary_schema(metrics: Sequence[str]) -> pa.Schema:
     """Schema of ``OUTPUT/summary/*.parquet``: one row per checkpoint × mask set × non-empty
     hole-area bin, plus ``all`` (the only row of a pair whose checkpoint failed: ``status``
     ``error``, ``error`` saying why)."""
-    fields = [("checkpoint", pa.string()), ("step", pa.int64()), ("mask_set", pa.string()), ("bin", pa.string()),
+    fields = [("checkpoint", pa.string()), ("step", pa.int64()), ("mask_set", pa.string()),
+              ("hole_area_bin", pa.string()),
               ("n", pa.int64()), ("n_error", pa.int64()), ("status", pa.string()), ("error", pa.string())]
     fields += [(c, pa.float64()) for c in _metric_columns(metrics, SUMMARY_METRIC_COLUMNS)]
-    fields += [("data", pa.string()), ("metrics", pa.string()), ("evaluated_at", pa.string()),
-               ("seconds", pa.float64()), ("run", pa.string())]
+    fields += [("data", pa.string()), ("metrics", pa.string()), ("seconds", pa.float64()), ("run", pa.string()),
+               ("timestamp", UTC_TIMESTAMP)]
     return pa.schema(fields)
 
 
@@ -162,10 +165,14 @@ def read_summaries(fs: fsspec.AbstractFileSystem, summary_root: str) -> list[dic
     if not fs.exists(summary_root):
         return []
     rows: list[dict] = []
-    for path in sorted(fs.glob(summary_root.rstrip("/") + "/*.parquet")):
+    # Listed, never globbed: the output path may hold glob characters ([, ?, *).
+    for path in sorted(str(p) for p in fs.ls(summary_root.rstrip("/"), detail=False) if str(p).endswith(".parquet")):
         try:
             with fs.open(path, "rb") as f:
-                rows.extend(pq.read_table(f).to_pylist())
+                for row in pq.read_table(f).to_pylist():
+                    if "bin" in row:  # tables written before the column was named hole_area_bin
+                        row["hole_area_bin"] = row.pop("bin")
+                    rows.append(row)
         except Exception as exc:  # noqa: BLE001 - any damage means "redo"
             print(f"warning: cannot read summary file {path} ({type(exc).__name__}); its pairs will be "
                   "evaluated again", file=sys.stderr)
@@ -754,8 +761,19 @@ def _check_weights(cfg: EvaluateConfig, metrics: list[str]) -> tuple[list[str], 
     before any work. Metrics whose weight files are missing are dropped with one line
     naming every missing file (all at once); if no metric is left, ``JobError``.
     Returns ``(metrics to run, Inception model id or "")``."""
+    from lama_core.metrics.weights import resolve_weight
+
     inception_id, kept, missing = "", [], []
     for metric in metrics:
+        absent = []
+        for name, path in _weight_files(cfg, metric):
+            try:
+                resolve_weight(name, cfg.weights_dir or None, path)
+            except FileNotFoundError as exc:
+                absent.append(_first_line(exc))
+        if absent:  # every missing file of the metric, not just the first
+            missing.append((metric, "; ".join(absent)))
+            continue
         try:
             if metric == "fid":
                 inception_id = load_inception(cfg.weights_dir or None, dict(cfg.weight_paths or {}).get("inception")).model_id
@@ -768,12 +786,22 @@ def _check_weights(cfg: EvaluateConfig, metrics: list[str]) -> tuple[list[str], 
         except (CheckpointError, ValueError) as exc:
             raise JobError(_first_line(exc)) from exc
         kept.append(metric)
+    if not kept:
+        raise JobError("no metric can run: " + "; ".join(f"{m}: {why}" for m, why in missing))
     if missing:
         print("evaluate: skipping metrics whose weights are missing (set weights_dir= or weight_paths.NAME=): "
               + "; ".join(f"{m}: {why}" for m, why in missing), file=sys.stderr, flush=True)
-    if not kept:
-        raise JobError("no metric can run: " + "; ".join(f"{m}: {why}" for m, why in missing))
     return kept, inception_id
+
+
+#: Options that change the scores written (besides the data): remembered in the output.
+EVAL_RESULT_KEYS = ("metrics", "mask_seed", "lpips_net", "precision")
+_SETTINGS_WAY_ON = "write to another output, or pass overwrite=true to score every pair again with these"
+
+
+def eval_settings(cfg: Any, data_uri: str) -> dict[str, Any]:
+    """The settings an evaluation output remembers: ``EVAL_RESULT_KEYS`` and the input URI."""
+    return settings_of(cfg, EVAL_RESULT_KEYS, input=data_uri)
 
 
 def prepare(cfg: Any) -> _Plan:
@@ -800,6 +828,10 @@ def prepare(cfg: Any) -> _Plan:
         if not data_exists:
             raise JobError(f"input not found: {data_uri}")
     mask_sets, mask_fs = resolve_mask_sets(list(cfg.mask_kind), endpoint)
+    # Pairs are keyed by (checkpoint, mask set): scores of other data or metrics must not
+    # mix in (pipelines/run_settings.py). Checked here, remembered once a sweep has work.
+    check_settings(out_fs, out_root, output_uri, eval_settings(cfg, data_uri), overwrite=cfg.overwrite,
+                   dry_run=True, way_on=_SETTINGS_WAY_ON)
     return _Plan(cfg, endpoint, output_uri, out_fs, out_root, data_uri, mask_sets, mask_fs, metrics, inception_id)
 
 
@@ -906,10 +938,10 @@ def _summary_rows(plan: _Plan, checkpoint: str, step: int | None, mask_set: str,
     error_bins = [hole_area_bin(r["hole_fraction"]) for r in errors if math.isfinite(r["hole_fraction"])]
     common = dict(checkpoint=checkpoint, step=step, mask_set=mask_set, status="ok", error=None,
                   data=plan.data_uri, metrics=",".join(plan.metrics),
-                  evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=seconds, run=plan.run_id)
+                  timestamp=utc_now(), seconds=seconds, run=plan.run_id)
     for row in summary:
         row.update(common)
-        row["n_error"] = len(errors) if row["bin"] == ALL else error_bins.count(row["bin"])
+        row["n_error"] = len(errors) if row["hole_area_bin"] == ALL else error_bins.count(row["hole_area_bin"])
         for key, value in list(row.items()):
             if isinstance(value, float) and math.isnan(value):
                 row[key] = None
@@ -917,9 +949,9 @@ def _summary_rows(plan: _Plan, checkpoint: str, step: int | None, mask_set: str,
 
 
 def _failed_summary(plan: _Plan, checkpoint: str, step: int | None, mask_set: str, error: str) -> list[dict]:
-    return [dict(checkpoint=checkpoint, step=step, mask_set=mask_set, bin=ALL, n=0, n_error=0, status="error",
+    return [dict(checkpoint=checkpoint, step=step, mask_set=mask_set, hole_area_bin=ALL, n=0, n_error=0, status="error",
                  error=error, data=plan.data_uri, metrics=",".join(plan.metrics),
-                 evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=0.0, run=plan.run_id)]
+                 timestamp=utc_now(), seconds=0.0, run=plan.run_id)]
 
 
 def _write_pair(plan: _Plan, checkpoint: str, step: int | None, ms: MaskSet, rows: list[dict],
@@ -930,8 +962,10 @@ def _write_pair(plan: _Plan, checkpoint: str, step: int | None, ms: MaskSet, row
     result = PairResult(checkpoint, ms.name, summary[-1]["status"], summary[-1])
     if rows:
         per_image = []
+        now = utc_now()
         for r in rows:
             fraction = float(r["hole_fraction"])
+            ok = r["status"] == "ok"
             per_image.append({
                 **{k: r.get(k) for k in ("id", "index", "source", "mask_source", "status", "width", "height",
                                          "mask_resized", "converted", "seconds")},
@@ -941,7 +975,9 @@ def _write_pair(plan: _Plan, checkpoint: str, step: int | None, ms: MaskSet, row
                 "hole_fraction": fraction if math.isfinite(fraction) else None,
                 "hole_area_bin": hole_area_bin(fraction) if math.isfinite(fraction) else None,
                 "width": r["width"] if r["width"] >= 0 else None, "height": r["height"] if r["height"] >= 0 else None,
-                "run": plan.run_id})
+                # Flags of a record that failed are unknown, not false.
+                "mask_resized": bool(r["mask_resized"]) if ok else None, "converted": bool(r["converted"]) if ok else None,
+                "run": plan.run_id, "timestamp": now})
         per_image.sort(key=lambda r: r["index"])
         _write_parquet(fs, f"{root}/per_image/{key}.parquet", _table(per_image, per_image_schema(plan.metrics)))
         result.per_image_uri = join_uri(plan.output_uri, "per_image", f"{key}.parquet")
@@ -1017,7 +1053,7 @@ def write_plots(plan: _Plan, mask_set_names: Sequence[str]) -> list[str]:
     """``OUTPUT/plots/<mask set>.png`` from every ``ok`` summary row (bin ``all``) of those
     mask sets: one panel per metric against training step. Returns the URIs written."""
     rows = [r for r in read_summaries(plan.out_fs, f"{plan.out_root}/summary")
-            if r.get("status") == "ok" and r.get("bin") == ALL]
+            if r.get("status") == "ok" and r.get("hole_area_bin") == ALL]
     written = []
     for name in mask_set_names:
         points = [r for r in rows if r["mask_set"] == name]
@@ -1063,6 +1099,8 @@ def sweep_once(plan: _Plan) -> SweepReport:
             print(f"  would evaluate {checkpoint} on {', '.join(ms.name for ms in sets)}")
         print("dry_run=true: nothing evaluated", flush=True)
         return report
+    check_settings(plan.out_fs, plan.out_root, plan.output_uri, eval_settings(cfg, plan.data_uri),
+                   overwrite=cfg.overwrite, way_on=_SETTINGS_WAY_ON)
     _ensure_sample_data(plan)
     plan.local = init_ray(verbose=cfg.verbose) == "local"
     plan.run_id = f"eval-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"

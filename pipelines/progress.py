@@ -100,3 +100,82 @@ class JobProgress:
                 break
         if bar is not None:
             bar.close()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@ray.remote(num_cpus=0)
+class ReportLog:
+    """Lines waiting to be printed by the driver (a zero-CPU actor)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def push(self, line: str) -> None:
+        self.lines.append(line)
+
+    def pop_all(self) -> list[str]:
+        lines, self.lines = self.lines, []
+        return lines
+
+
+#: Metrics a training report carries that are not worth a console column.
+_QUIET_METRICS = {"step", "start_step", "start_generator_digest", "generator_lr", "discriminator_lr", "images_per_s"}
+
+
+def training_report_line(metrics: dict[str, Any], total_steps: int) -> str:
+    """``step 10/40  loss_a 0.123  loss_b 4.56  validation_l1 0.150  22.5 images/s`` from
+    one worker's report."""
+    parts = [f"step {metrics.get('step', '?')}/{total_steps}"]
+    for name, value in metrics.items():
+        if name not in _QUIET_METRICS and isinstance(value, (int, float)):
+            parts.append(f"{name} {value:.4g}")
+    if "images_per_s" in metrics:
+        parts.append(f"{metrics['images_per_s']:.1f} images/s")
+    return "  ".join(parts)
+
+
+def report_printer(log: Any, total_steps: int) -> Any:
+    """A Ray Train ``UserCallback`` that sends one line per report (rank 0's metrics) to
+    ``log`` (a ``ReportLog`` handle). It runs in Ray Train's controller, whose own output
+    does not reach the user's console; ``follow_reports`` prints the lines there."""
+    from ray.train import UserCallback
+
+    class _ReportPrinter(UserCallback):
+        def after_report(self, run_context: Any, metrics: list, checkpoint: Any) -> None:
+            if metrics:
+                log.push.remote(training_report_line(metrics[0], total_steps)
+                                + ("  (checkpoint)" if checkpoint is not None else ""))
+
+    return _ReportPrinter()
+
+
+class follow_reports:
+    """Context manager: print the lines ``log`` (a ``ReportLog``) receives, to ``stream``
+    (stdout), from a thread, until the block exits (then the rest)."""
+
+    def __init__(self, log: Any, stream: TextIO | None = None, poll_s: float = 1.0):
+        self.log, self.stream, self.poll_s = log, stream or sys.stdout, poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="train-reports", daemon=True)
+
+    def __enter__(self) -> "follow_reports":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stop.wait(self.poll_s)
+            try:
+                lines = ray.get(self.log.pop_all.remote(), timeout=10)
+            except Exception:  # noqa: BLE001 - never let the printer stop training
+                lines = []
+            for line in lines:
+                print(line, file=self.stream, flush=True)
+            if stopping:
+                return

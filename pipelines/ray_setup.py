@@ -15,6 +15,11 @@ _OBJECT_STORE_MIN = 512 * 2**20
 _OBJECT_STORE_MAX = 8 * 2**30
 
 
+#: What ``init_ray``'s answer means, for the job's console line.
+RAY_CONNECTION = {"existing": "on this process's Ray", "joined": "joined the Ray cluster in RAY_ADDRESS",
+                  "local": "started a local Ray"}
+
+
 def local_object_store_bytes() -> int:
     """Object store size for a local instance: 20% of RAM, clamped to [512 MiB, 8 GiB]."""
     try:

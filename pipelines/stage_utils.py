@@ -13,6 +13,7 @@ from lama_core.storage import filesystem_for
 
 from .codecs import RecordError
 from .job_config import JobError
+from .storage_retry import RetryPolicy, read_files
 
 
 def column_batch(rows: list[dict[str, Any]], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -37,25 +38,26 @@ def column_batch(rows: list[dict[str, Any]], defaults: dict[str, Any]) -> dict[s
     return out
 
 
-def read_many(fs: fsspec.AbstractFileSystem, paths: list[str]) -> dict[str, Any]:
-    """``{path: bytes or the exception}`` in one call (s3fs fetches concurrently); a failed
-    read is returned as its exception instead of raised."""
+def read_many(fs: fsspec.AbstractFileSystem, paths: list[str], policy: RetryPolicy | None = None) -> dict[str, Any]:
+    """``{path: bytes or the exception}`` for literal paths (never glob-expanded), fetched
+    concurrently on s3fs; transient failures are retried per ``policy`` (default
+    ``RetryPolicy()``); a failed read is returned as its exception instead of raised."""
     if not paths:
         return {}
     try:
-        got = fs.cat(paths, on_error="return")
-    except Exception as exc:  # noqa: BLE001 - e.g. the endpoint went away: every file fails
+        return read_files(fs, paths, policy or RetryPolicy())
+    except Exception as exc:  # noqa: BLE001 - e.g. the event loop went away: every file fails
         return {p: exc for p in paths}
-    return got if isinstance(got, dict) else {paths[0]: got}
 
 
 def blob(blobs: dict[str, Any], path: str, uri: str) -> bytes:
     """The bytes ``read_many`` got for ``path``; ``RecordError`` naming ``uri`` when it failed."""
     data = blobs.get(path)
     if data is None or isinstance(data, BaseException):
-        reason = "file not found" if data is None or isinstance(data, FileNotFoundError) \
-            else f"{type(data).__name__}: {data}"
-        raise RecordError(f"cannot read {uri}: {reason}")
+        if data is None or isinstance(data, FileNotFoundError):
+            raise RecordError(f"cannot read {uri}: file not found")
+        # Anything but a missing file is the storage's failure, not the record's: retryable.
+        raise RecordError(f"cannot read {uri}: {type(data).__name__}: {message_line(data)}", kind="storage")
     return data
 
 
@@ -81,11 +83,13 @@ def message_line(exc: BaseException) -> str:
 
 
 def reach(uri: str, what: str, endpoint_url: str | None,
-          reason: Callable[[BaseException], str] = message_line) -> tuple[fsspec.AbstractFileSystem, str, bool]:
+          reason: Callable[[BaseException], str] = message_line,
+          attempts: int | None = None) -> tuple[fsspec.AbstractFileSystem, str, bool]:
     """``(filesystem, path, exists)`` for ``uri``; ``JobError`` naming ``what`` and ``uri``
-    (and ``reason(exc)``) when the storage cannot be reached."""
+    (and ``reason(exc)``) when the storage cannot be reached. ``attempts``: see
+    ``lama_core.storage.filesystem_for`` (1 where ``pipelines.storage_retry`` retries)."""
     try:
-        fs, path = filesystem_for(uri, endpoint_url)
+        fs, path = filesystem_for(uri, endpoint_url, attempts)
         return fs, path.rstrip("/") or path, fs.exists(path)
     except Exception as exc:
         raise JobError(f"cannot reach {what} {uri}: {type(exc).__name__}: {reason(exc)}") from exc

@@ -46,6 +46,7 @@ from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch,
 
 from .codecs import RecordError, decode_image
 from .configs import PRESETS, TrainConfig
+from .progress import ReportLog, follow_reports, report_printer
 from .records import is_image_file, list_files
 from .samples import png_bytes, sample_photos
 
@@ -238,7 +239,7 @@ def _training_config(cfg: TrainConfig) -> TrainingConfig:
                           perceptual_weights=cfg.perceptual_weights or cfg.weights_dir or None)
 
 
-def _build_models(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+def build_models(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
     """G and D for ``cfg.model``: a preset name builds fresh ones; a checkpoint URI builds G
     from the checkpoint's own config and D from its discriminator weights (their shapes
     give its config; big-lama's when the checkpoint has none) and loads both."""
@@ -266,7 +267,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(cfg.seed * 1000 + rank)
 
-    generator, discriminator = _build_models(cfg)
+    generator, discriminator = build_models(cfg)
     if (cfg.gpus_per_worker or 0) > 0 and cfg.sync_batchnorm and world > 1:
         generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
         discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
@@ -383,6 +384,7 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
     dataset = build_training_dataset(cfg)
     validation = validation_batch(cfg)
     storage_path, storage_fs = storage_location(cfg.output, cfg.endpoint_url or None)
+    reports = ReportLog.remote()  # one console line per report, printed by the driver
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": asdict(cfg), "validation": validation},
@@ -391,11 +393,13 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
                                                            **({"GPU": cfg.gpus_per_worker} if use_gpu else {})}),
         run_config=RunConfig(name=cfg.name, storage_path=storage_path, storage_filesystem=storage_fs,
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+                             callbacks=[report_printer(reports, cfg.steps)]),
         datasets={"train": dataset},
     )
     try:
-        result = trainer.fit()
+        with follow_reports(reports):
+            result = trainer.fit()
     except TrainingFailedError as exc:  # raised once max_failures restarts are used up
         raise RuntimeError(f"training failed: {exc}") from exc
     if result.error is not None:

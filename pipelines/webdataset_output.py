@@ -35,6 +35,10 @@ import pyarrow.parquet as pq
 from lama_core.storage import join_uri
 
 from .codecs import encode_image
+from .error_kinds import INPUT, MODEL, STORAGE
+from .resume_state import records_files
+from .stage_utils import message_line
+from .storage_retry import RetryPolicy, write_file
 
 _SHARD_NAME = re.compile(r"_n(\d+)\.tar$")
 
@@ -50,27 +54,35 @@ def _json_value(value: Any) -> Any:
 
 
 def write_shard_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, shards_root: str, shards_uri: str,
-                      png_compress_level: int, model_id: str, run_id: str) -> pa.Table:
+                      png_compress_level: int, model_id: str, run_id: str,
+                      retry: RetryPolicy | None = None) -> pa.Table:
     """Ray Data stage (replaces ``encode_batch``): encode each ``result`` as PNG, write the
-    batch's ok rows as one shard (``ID.png`` + ``ID.json``), return the ``RECORD_SCHEMA``
-    rows. When the shard cannot be written, its rows become error rows naming it."""
+    batch's ok rows as one shard (``ID.png`` + ``ID.json``; the write retried per
+    ``retry``), return the ``RECORD_SCHEMA`` rows. When the shard cannot be written, its
+    rows become ``storage`` error rows naming it (redone by the next run)."""
     from .inpaint import record_table
 
     n = len(batch["id"])
     status = [str(s) for s in batch["status"]]
     error = [str(e) if e else None for e in batch["error"]]
+    kind = [str(k) if s != "ok" and k else (INPUT if s != "ok" else None) for s, k in zip(status, batch["error_kind"])]
     seconds = np.array(batch["seconds"], dtype=np.float64)
-    ok = [i for i in range(n) if status[i] == "ok"]
+    pngs: dict[int, bytes] = {}
+    for i in range(n):
+        if status[i] != "ok":
+            continue
+        start = time.perf_counter()
+        try:
+            pngs[i] = encode_image(batch["result"][i], "png", png_compress_level)
+        except Exception as exc:
+            status[i], kind[i] = "error", MODEL
+            error[i] = f"cannot encode output for {batch['source'][i]}: {type(exc).__name__}: {exc}"
+        seconds[i] += time.perf_counter() - start
+    ok = sorted(pngs)
     name = f"{run_id}_{uuid.uuid4().hex[:12]}_n{len(ok)}.tar"
     uri = join_uri(shards_uri, name)
-    output: list[str | None] = [None] * n
-    pngs: dict[int, bytes] = {}
-    for i in ok:
-        start = time.perf_counter()
-        pngs[i] = encode_image(batch["result"][i], "png", png_compress_level)
-        output[i] = f"{uri}#{batch['id'][i]}"
-        seconds[i] += time.perf_counter() - start
-    table = record_table(batch, status, error, output, seconds, model_id, run_id)
+    output: list[str | None] = [f"{uri}#{batch['id'][i]}" if i in pngs else None for i in range(n)]
+    table = record_table(batch, status, error, kind, output, seconds, model_id, run_id)
     if not ok:
         return table
     start = time.perf_counter()
@@ -82,14 +94,13 @@ def write_shard_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, 
                 rid = str(batch["id"][i])
                 _add(tar, f"{rid}.png", pngs[i])
                 _add(tar, f"{rid}.json", json.dumps({k: _json_value(v) for k, v in rows[i].items()}).encode())
-        if "file" in out_fs.protocol or "local" in out_fs.protocol:
-            out_fs.makedirs(shards_root, exist_ok=True)
-        out_fs.pipe_file(f"{shards_root}/{name}", buf.getvalue())
+        write_file(out_fs, f"{shards_root}/{name}", buf.getvalue(), retry or RetryPolicy())
     except Exception as exc:
         for i in ok:
-            status[i], output[i] = "error", None
-            error[i] = f"cannot write output shard {uri} for {batch['source'][i]}: {type(exc).__name__}: {exc}"
-        return record_table(batch, status, error, output, seconds, model_id, run_id)
+            status[i], output[i], kind[i] = "error", None, STORAGE
+            error[i] = (f"cannot write output shard {uri} for {batch['source'][i]}: {type(exc).__name__}: "
+                        f"{message_line(exc)}")
+        return record_table(batch, status, error, kind, output, seconds, model_id, run_id)
     share = (time.perf_counter() - start) / len(ok)
     return table.set_column(table.schema.get_field_index("seconds"), "seconds",
                             pa.array([s + (share if i in pngs else 0.0) for i, s in enumerate(seconds)],
@@ -103,7 +114,7 @@ def reconcile_shards(fs: fsspec.AbstractFileSystem, out_root: str) -> tuple[int,
     if not fs.exists(shards_root):
         return 0, 0
     named: dict[str, set[str]] = {}
-    for path in sorted(fs.glob(f"{out_root}/records/*.parquet")):
+    for path in records_files(fs, f"{out_root}/records", recursive=True):
         with fs.open(path, "rb") as f:
             for output in pq.read_table(f, columns=["output"]).column("output").to_pylist():
                 if output and "#" in output:

@@ -3,6 +3,7 @@ Ray: small seeded checkpoints, 64-96 px images, generated metric weights (no dow
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,7 +126,7 @@ def test_sweep_writes_per_image_rows_summaries_plots_and_grids(sweep):
     for (ckpt, mask_set) in {(r["checkpoint"], r["mask_set"]) for r in per_image}:
         rows = [r for r in summary if (r["checkpoint"], r["mask_set"]) == (ckpt, mask_set)]
         images = [r for r in ok if (r["checkpoint"], r["mask_set"]) == (ckpt, mask_set)]
-        assert [r["bin"] for r in rows] == sorted({r["hole_area_bin"] for r in images}) + ["all"]
+        assert [r["hole_area_bin"] for r in rows] == sorted({r["hole_area_bin"] for r in images}) + ["all"]
         everything = rows[-1]
         assert everything["n"] == 3 and everything["n_error"] == 1 and everything["status"] == "ok"
         assert everything["psnr"] == pytest.approx(np.mean([r["psnr"] for r in images]))
@@ -168,7 +169,7 @@ def test_per_image_numbers_match_direct_computation(sweep, weights_dir):
             fake = torch.cat([inception(x) for x in results])
             real = torch.cat([inception(x) for x in targets])
         (everything,) = [r for r in summary if r["checkpoint"] == ckpt and r["mask_set"] == mask_set
-                         and r["bin"] == "all"]
+                         and r["hole_area_bin"] == "all"]
         assert everything["fid"] == pytest.approx(fid_from_features(fake, real), rel=1e-3)
 
 
@@ -181,15 +182,32 @@ def test_rerun_skips_every_evaluated_pair(sweep, capsys):
     assert "nothing new" in capsys.readouterr().out
 
 
+def test_rerun_with_other_data_or_metrics_is_refused(sweep, tmp_path):
+    root, cfg, _ = sweep
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.png").write_bytes((root / "data" / "img0.png").read_bytes())
+    with pytest.raises(JobError, match=r"other settings \(input: .* in the output vs .*other' now\)"):
+        run_evaluation(config(root, cfg.weights_dir, mask_kind=list(cfg.mask_kind), input=str(tmp_path / "other")))
+    with pytest.raises(JobError, match=r"metrics: \[.*\] in the output vs \['psnr'\] now.*another output"):
+        run_evaluation(config(root, cfg.weights_dir, mask_kind=list(cfg.mask_kind), metrics=["psnr"]))
+
+
 def test_new_checkpoint_is_the_only_one_evaluated(sweep):
     root, cfg, _ = sweep
+    before = set((root / "out").rglob("*"))
     new = make_checkpoint(root / "ckpts" / "checkpoint_000003", seed=3, step=3)
-    (report,) = run_evaluation(cfg)
-    assert {(p.checkpoint, p.mask_set) for p in report.evaluated} == {(new, "thick_512"), (new, "frozen_thin")}
-    assert report.skipped == 4
-    per_image = pq.read_table(root / "out" / "per_image").to_pylist()
-    assert len(per_image) == 4 * 3 * 2
-    assert len(list((root / "out" / "summary").glob("*.parquet"))) == 6
+    try:
+        (report,) = run_evaluation(cfg)
+        assert {(p.checkpoint, p.mask_set) for p in report.evaluated} == {(new, "thick_512"), (new, "frozen_thin")}
+        assert report.skipped == 4
+        per_image = pq.read_table(root / "out" / "per_image").to_pylist()
+        assert len(per_image) == 4 * 3 * 2
+        assert len(list((root / "out" / "summary").glob("*.parquet"))) == 6
+    finally:
+        # Leave the module's sweep as the other tests expect it, whatever their order.
+        shutil.rmtree(root / "ckpts" / "checkpoint_000003")
+        for path in sorted(set((root / "out").rglob("*")) - before, reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
 
 
 # ----------------------------------------------------------------------------- watch, errors, config
@@ -226,7 +244,18 @@ def test_watch_picks_up_new_checkpoints_and_pixel_metrics_need_no_weights(tmp_pa
     assert {r["step"] for r in rows} == {None, 7}
     summary = pq.read_table(tmp_path / "out" / "summary").to_pylist()
     failed = [r for r in summary if r["status"] == "error"]
-    assert len(failed) == 1 and "checkpoint_broken" in failed[0]["error"] and failed[0]["bin"] == "all"
+    assert len(failed) == 1 and "checkpoint_broken" in failed[0]["error"] and failed[0]["hole_area_bin"] == "all"
+
+
+def test_metrics_without_weights_are_skipped_naming_every_missing_file(tmp_path, capsys):
+    make_checkpoint(tmp_path / "ckpt", seed=1, step=1)
+    cfg = EvaluateConfig(model=str(tmp_path / "ckpt"), input=str(tmp_path / "nowhere"), output=str(tmp_path / "out"),
+                         metrics=["psnr", "fid", "lpips"], weights_dir=str(tmp_path / "weights"))
+    with pytest.raises(JobError, match="input not found"):  # the weights are checked first, then the data
+        run_evaluation(cfg)
+    err = capsys.readouterr().err
+    assert "skipping metrics" in err and STANDARD_WEIGHT_FILES["inception"] in err
+    assert STANDARD_WEIGHT_FILES["vgg16"] in err  # every missing file named, at once
 
 
 def test_missing_inception_weights_fail_fast_naming_the_file(tmp_path):
@@ -245,7 +274,7 @@ def test_missing_inception_weights_fail_fast_naming_the_file(tmp_path):
 def test_unreachable_data_and_unknown_mask_set_are_job_errors(tmp_path):
     make_checkpoint(tmp_path / "ckpt", seed=1, step=1)
     base = dict(model=str(tmp_path / "ckpt"), output=str(tmp_path / "out"), metrics=["psnr"])
-    with pytest.raises(JobError, match="data not found"):
+    with pytest.raises(JobError, match="input not found"):
         run_evaluation(EvaluateConfig(input=str(tmp_path / "nowhere"), **base))
     with pytest.raises(JobError, match="neither a mask kind"):
         run_evaluation(EvaluateConfig(input=str(tmp_path), mask_kind=["thick_999"], **base))

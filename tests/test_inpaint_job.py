@@ -294,7 +294,7 @@ def test_cli_joins_ray_address_runs_to_the_end_and_prints_the_summary(ray_local,
     assert last.startswith("inpaint: 4 ok / 0 failed / 0 skipped (resumed) / 1 ignored files /"), last
     assert f"output {tmp_path / 'out'}" in last
     assert len(list((tmp_path / "out" / "images").rglob("*.png"))) == 4
-    assert "Connecting to existing Ray cluster" in done.stderr
+    assert "joined the Ray cluster in RAY_ADDRESS" in done.stdout
 
 
 def test_cli_fails_with_one_line_on_stderr(tmp_path, model_uri):

@@ -113,5 +113,5 @@ def test_make_masks_job_rejects_an_unknown_kind(tmp_path):
     result = subprocess.run([sys.executable, str(JOB), "mask_kind=huge_1024", f"output={tmp_path / 'x'}"],
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode != 0
-    assert "unknown mask kind 'huge_1024'" in result.stderr and "thick_512" in result.stderr
+    assert "unknown mask_kind 'huge_1024'" in result.stderr and "thick_512" in result.stderr
     assert not (tmp_path / "x").exists()

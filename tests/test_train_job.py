@@ -162,7 +162,7 @@ def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path):
     import torch
 
     from lama_core import build_discriminator, build_generator
-    from pipelines.train import _build_models
+    from pipelines.train import build_models
 
     torch.manual_seed(1)
     generator, discriminator = build_generator("small"), build_discriminator("small")
@@ -170,6 +170,6 @@ def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path):
     state.update({f"discriminator.{k}": v for k, v in discriminator.state_dict().items()})
     state["loss_resnet_pl.impl.conv1.weight"] = torch.zeros(2, 3, 3, 3)
     torch.save({"state_dict": state, "global_step": 7}, tmp_path / "best.ckpt")
-    g, d = _build_models(TrainConfig(model=str(tmp_path / "best.ckpt")))
+    g, d = build_models(TrainConfig(model=str(tmp_path / "best.ckpt")))
     assert state_digest(g) == state_digest(generator)
     assert state_digest(d) == state_digest(discriminator)
