@@ -466,7 +466,7 @@ def write_sample_input(uri: str, endpoint_url: str | None = None) -> str:
 #: Input locations (``input``, ``mask_dir``) are not settings: fixing a forgotten
 #: ``mask_dir`` and rerunning with ``retry_errors=true`` is the way to repair records.
 RESULT_KEYS = ("mask_kind", "mask_seed", "precision", "max_pixels", "max_input_pixels", "output_format",
-               "jpeg_quality", "hd_strategy")
+               "jpeg_quality", "hd_strategy", "mask_dilate")
 
 
 def retry_policy(cfg: Any) -> RetryPolicy:

@@ -237,8 +237,11 @@ def test_local_shards_in_webdataset_shards_out_and_resume(ray_local, model_uri, 
     assert rows["noimage"]["source"] == f"{tmp_path}/in/shard-000001.tar"
     assert rows["sub/box"]["source"] == f"{tmp_path}/in/shard-000000.tar/sub/box.png"
 
-    again = run(model_uri, str(tmp_path / "in"), str(out), output_format="webdataset")
+    again = run(model_uri, str(tmp_path / "in"), str(out), output_format="webdataset", mask_dilate=2,
+                mask_kind="thick_256")
     assert (again.ok, again.failed, again.skipped) == (0, 0, 10)
+    with pytest.raises(JobError, match="other settings .*mask_dilate"):  # a grown hole is another result
+        run(model_uri, str(tmp_path / "in"), str(out), output_format="webdataset", mask_dilate=4, mask_kind="thick_256")
 
 
 @pytest.mark.slow
