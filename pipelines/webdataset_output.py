@@ -50,7 +50,13 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _json_value(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+    """JSON form of a record value that ``json`` cannot write itself: NumPy scalars as
+    Python numbers, timestamps as ISO 8601 text."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def write_shard_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, shards_root: str, shards_uri: str,
@@ -93,7 +99,7 @@ def write_shard_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, 
             for i in ok:
                 rid = str(batch["id"][i])
                 _add(tar, f"{rid}.png", pngs[i])
-                _add(tar, f"{rid}.json", json.dumps({k: _json_value(v) for k, v in rows[i].items()}).encode())
+                _add(tar, f"{rid}.json", json.dumps(rows[i], default=_json_value).encode())
         write_file(out_fs, f"{shards_root}/{name}", buf.getvalue(), retry or RetryPolicy())
     except Exception as exc:
         for i in ok:

@@ -234,6 +234,7 @@ def test_local_shards_in_webdataset_shards_out_and_resume(ray_local, model_uri, 
         record = json.loads(samples[f"{rid}.json"])
         assert record["id"] == rid and record["status"] == "ok" and rows[rid]["output"].endswith(f".tar#{rid}")
         assert record["hole_fraction"] == pytest.approx(rows[rid]["hole_fraction"])
+        assert record["timestamp"].startswith(str(rows[rid]["timestamp"].year))
     assert rows["noimage"]["source"] == f"{tmp_path}/in/shard-000001.tar"
     assert rows["sub/box"]["source"] == f"{tmp_path}/in/shard-000000.tar/sub/box.png"
 
