@@ -20,7 +20,8 @@ def main(cfg: InpaintConfig) -> None:
 
     summary = run_inpaint(cfg)
     if summary.records_files:
-        print(f"run {summary.run_id}: images under {summary.output}/images/, records under "
+        where = "shards" if cfg.output_format == "webdataset" else "images"  # issue 17: WebDataset output
+        print(f"run {summary.run_id}: {where} under {summary.output}/{where}/, records under "
               f"{summary.output}/records/ ({len(summary.records_files)} files named {summary.run_id}_*.parquet)")
     print(summary.line())
 

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lama_core.inpainter import binarize_mask, image_to_float, mask_to_float, to_uint8
+from lama_core.mask_geometry import GeometryError, has_shapes, parse_geometry, rasterize_geometry
 
 #: File extensions read as images or masks (lower case); others are ignored by listings.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
@@ -140,6 +141,22 @@ def decode_mask(data: bytes, name: str, max_pixels: int = 0) -> tuple[np.ndarray
     except Exception as exc:
         raise RecordError(f"cannot read mask {name} (mode {img.mode}): {_describe(exc)}") from exc
     return hole, binarized
+
+
+def decode_geometry(data: str | bytes, height: int, width: int, name: str) -> tuple[np.ndarray | None, bool]:
+    """A record's mask geometry (JSON text: boxes, COCO polygons, COCO RLE; see
+    ``lama_core.mask_geometry``) -> ``(uint8 H x W hole mask in {0, 1}, clipped)`` on an
+    ``height x width`` image; ``(None, False)`` when the JSON holds no shape keys (e.g. only
+    img2dataset's url/caption). ``clipped``: a box reached past the image and was cut to
+    it. Raises ``RecordError`` naming ``name`` and the bad shape."""
+    try:
+        geometry = parse_geometry(data)
+        if not has_shapes(geometry):
+            return None, False
+        got = rasterize_geometry(geometry, height, width)
+    except GeometryError as exc:
+        raise RecordError(f"bad mask geometry in {name}: {exc}") from exc
+    return got.mask, got.clipped
 
 
 def encode_image(image: np.ndarray, fmt: str = "png", png_compress_level: int = 1, jpeg_quality: int = 95) -> bytes:

@@ -92,16 +92,20 @@ class WorkerOptions:
 class InpaintConfig(WorkerOptions):
     """``jobs/inpaint.py``: inpaint every record of ``input`` into ``output``."""
 
-    input: str = setting("outputs/samples", "images to inpaint: a LaMa folder (x.png + x_mask000.png) or "
-                                            "Parquet shards (id, image, mask?); the default is created from "
-                                            "scikit-image's sample photos on first use")
+    input: str = setting("outputs/samples", "images to inpaint: a LaMa folder (x.png + x_mask000.png), "
+                                            "Parquet shards (id, image, mask?, geometry?) or WebDataset .tar "
+                                            "shards (a folder, one .tar, or shards-{000000..000099}.tar); the "
+                                            "default is created from scikit-image's sample photos on first use")
     output: str = setting("outputs/inpaint", "writes images/ID.png, masks/ID.png and records/*.parquet")
     model: str = setting(DEFAULT_MODEL, "checkpoint URI (big-lama folder, best.ckpt, generator.safetensors) "
                                         "or a preset name (RANDOM weights, said loudly)")
     mask_dir: Optional[str] = setting(None, "folder of masks named like the images (MASK_DIR/sub/x.png for "
-                                            "INPUT/sub/x.jpg); null = LaMa naming beside the images")
-    mask_kind: str = setting("thick_512", "generated mask set for records without a mask: "
-                                          + " | ".join(MASK_KINDS))
+                                            "INPUT/sub/x.jpg), as images or mask geometry (MASK_DIR/sub/x.json); "
+                                            "null = LaMa naming beside the images")
+    mask_kind: Optional[str] = setting(None, "generated mask set for records without a mask: "
+                                             + " | ".join(MASK_KINDS) + "; null = thick_512 for Parquet and "
+                                             "WebDataset records, and a folder image without a mask file is an "
+                                             "error row (set it to draw masks for a plain folder of photos)")
     mask_seed: int = setting(0, "seed of generated masks: a record's mask depends only on (mask_kind, "
                                 "mask_seed, id)")
     overwrite: bool = setting(False, "true: delete this output's records and redo every record")
@@ -109,8 +113,12 @@ class InpaintConfig(WorkerOptions):
                                         "files or options); storage and model errors are always retried")
     dry_run: bool = setting(False, "true: print the plan (records total/done/to do, shards, ignored files) "
                                    "and stop before running the model")
-    input_format: str = setting("auto", "auto | folder | parquet")
-    output_format: str = setting("png", "png | jpg")
+    mask_dilate: int = setting(0, "grow every given hole (mask file or geometry, not drawn masks) by this many "
+                                  "pixels on each side: detector boxes hug the object and leave a halo")
+    input_format: str = setting("auto", "auto | folder | parquet | webdataset")
+    output_format: str = setting("png", "png | jpg | webdataset (OUTPUT/shards/*.tar of ID.png + ID.json, the "
+                                        "record, instead of OUTPUT/images/)")
+    records_per_shard: int = setting(64, "records per output shard with output_format=webdataset")
     png_compress_level: int = setting(1, "zlib level 0-9 of output PNGs (1 is ~3x faster than 6, ~10% larger)")
     jpeg_quality: int = setting(95, "quality 1-100 of output JPEGs")
     write_masks: bool = setting(True, "true: write each record's mask (0/255 PNG) under output/masks/")
@@ -132,7 +140,8 @@ class InpaintConfig(WorkerOptions):
         problems = self.worker_problems()
         problems += _non_negative(self, "max_pixels", "mask_seed", "seed", "max_input_pixels",
                                   "storage_backoff_seconds", "storage_backoff_max_seconds")
-        problems += _at_least_one(self, "records_per_file", "storage_attempts")
+        problems += _at_least_one(self, "records_per_file", "storage_attempts", "records_per_shard")
+        problems += _non_negative(self, "mask_dilate")
         if 0 < self.max_pixels < 64 * 64:
             problems.append(f"max_pixels must be 0 (no budget) or >= 4096 (64x64), got {self.max_pixels}")
         if not 5 <= self.lease_seconds < float("inf"):
@@ -140,15 +149,15 @@ class InpaintConfig(WorkerOptions):
         for name in ("storage_backoff_seconds", "storage_backoff_max_seconds"):
             if getattr(self, name) == float("inf") or getattr(self, name) != getattr(self, name):
                 problems.append(f"{name} must be finite, got {getattr(self, name)}")
-        if self.input_format not in ("auto", "folder", "parquet"):
-            problems.append(f"input_format must be auto, folder or parquet, got {self.input_format!r}")
-        if self.output_format not in ("png", "jpg"):
-            problems.append(f"output_format must be png or jpg, got {self.output_format!r}")
+        if self.input_format not in ("auto", "folder", "parquet", "webdataset"):
+            problems.append(f"input_format must be auto, folder, parquet or webdataset, got {self.input_format!r}")
+        if self.output_format not in ("png", "jpg", "webdataset"):
+            problems.append(f"output_format must be png, jpg or webdataset, got {self.output_format!r}")
         if not 0 <= self.png_compress_level <= 9:
             problems.append(f"png_compress_level must be 0-9, got {self.png_compress_level}")
         if not 1 <= self.jpeg_quality <= 100:
             problems.append(f"jpeg_quality must be 1-100, got {self.jpeg_quality}")
-        if self.mask_kind not in MASK_KINDS:
+        if self.mask_kind is not None and self.mask_kind not in MASK_KINDS:
             problems.append(f"unknown mask_kind {self.mask_kind!r}; known: {', '.join(MASK_KINDS)}")
         if not self.input or not self.output:
             problems.append("input and output must not be empty")
@@ -279,4 +288,24 @@ class MakeMasksConfig:
         problems = _at_least_one(self, "n") + _non_negative(self, "mask_seed")
         if self.mask_kind not in MASK_KINDS:
             problems.append(f"unknown mask_kind {self.mask_kind!r}; valid kinds: {', '.join(MASK_KINDS)}")
+        return problems
+
+
+@dataclass
+class CocoMasksConfig:
+    """``jobs/coco_masks.py``: one mask geometry file per image of a COCO-style annotation or
+    detection file, for ``jobs/inpaint.py mask_dir=``."""
+
+    input: str = setting("annotations.json", "COCO-style JSON: images (id, file_name), annotations (image_id, "
+                                             "bbox [x, y, w, h], segmentation?, category_id, score?), categories")
+    output: str = setting("outputs/coco_masks", "folder or URI for <image file name without extension>.json")
+    categories: List[str] = setting([], "category names (or ids) to keep; empty = all")
+    min_score: float = setting(0.0, "drop annotations whose score is below this")
+    shapes: str = setting("auto", "auto (segmentation when present, else the box) | bbox | segmentation")
+    endpoint_url: Optional[str] = setting(None, "S3-compatible endpoint; null = AWS_ENDPOINT_URL, else AWS")
+
+    def problems(self) -> list[str]:
+        problems = _non_negative(self, "min_score")
+        if self.shapes not in ("auto", "bbox", "segmentation"):
+            problems.append(f"shapes must be auto, bbox or segmentation, got {self.shapes!r}")
         return problems

@@ -37,7 +37,8 @@ import torch
 from lama_core import CheckpointError, GENERATOR_PRESETS, Inpainter, build_generator, load_generator
 from lama_core.storage import filesystem_for, join_uri
 
-from .codecs import RecordError, decode_image, decode_mask, encode_image, image_size, output_extension, scale_mask
+from .codecs import (RecordError, decode_geometry, decode_image, decode_mask, encode_image, image_size,
+                     output_extension, scale_mask)
 from .configs import DEFAULT_MODEL, InpaintConfig
 from .error_kinds import INPUT, MODEL, STORAGE, kind_of_exception
 from .errors import JobError
@@ -51,7 +52,10 @@ from .run_settings import check_settings, settings_of
 from .shard_plan import PARTITION, done_ids, plan_shards, remove_plan, shard_key
 from .stage_utils import ActorPlan, absolute_uri, blob, cluster_plan, column_batch, message_line, read_many, reach
 from .storage_retry import RetryPolicy, is_transient, write_file
+from .webdataset_input import is_brace_pattern, is_webdataset_input, list_webdataset
+from .webdataset_output import reconcile_shards, write_shard_batch
 
+from lama_core.mask_geometry import dilate_mask
 from lama_core.masks import MASK_SETS, generate_mask, mask_png
 from lama_core.metrics.summary import hole_area_bin
 from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
@@ -62,6 +66,8 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Default input: scikit-image's bundled photos, written there as a Parquet shard on first use.
 DEFAULT_INPUT = "outputs/samples"
 DEFAULT_OUTPUT = "outputs/inpaint"
+#: Generated mask set for Parquet and WebDataset records without a mask when ``mask_kind`` is unset.
+DEFAULT_MASK_KIND = "thick_512"
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "camera")
 
 
@@ -71,13 +77,13 @@ RECORD_SCHEMA = pa.schema([
     ("source", pa.string()), ("mask_source", pa.string()), ("output", pa.string()), ("mask_output", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()), ("hole_fraction", pa.float64()), ("hole_area_bin", pa.string()),
     ("mask_generated", pa.bool_()), ("mask_index", pa.int64()), ("mask_binarized", pa.bool_()),
-    ("converted", pa.bool_()), ("resized", pa.bool_()),
+    ("mask_clipped", pa.bool_()), ("converted", pa.bool_()), ("resized", pa.bool_()),
     ("psnr", pa.float64()), ("ssim", pa.float64()), ("psnr_hole", pa.float64()), ("ssim_hole", pa.float64()),
     ("model", pa.string()), ("model_hash", pa.string()), ("seconds", pa.float64()), ("run", pa.string()),
     ("timestamp", UTC_TIMESTAMP),
 ])
 #: Flag columns: null on error rows (a record that failed may not have got that far).
-_FLAGS = ("mask_generated", "mask_binarized", "converted", "resized")
+_FLAGS = ("mask_generated", "mask_binarized", "mask_clipped", "converted", "resized")
 
 
 def split_model_id(model_id: str) -> tuple[str, str | None]:
@@ -90,8 +96,8 @@ _EMPTY_MASK = np.zeros((0, 0), np.uint8)
 # Columns of a decoded row and their values when unknown.
 _DECODED = {
     "id": "", "source": "", "mask_source": "", "status": "ok", "error": "", "error_kind": "", "width": -1, "height": -1,
-    "hole_fraction": math.nan, "mask_binarized": False, "converted": False, "mask_generated": False,
-    "mask_index": -1, "seconds": 0.0, "reduced": False,
+    "hole_fraction": math.nan, "mask_binarized": False, "mask_clipped": False, "converted": False,
+    "mask_generated": False, "mask_index": -1, "seconds": 0.0, "reduced": False,
 }
 _METRICS = ("psnr", "ssim", "psnr_hole", "ssim_hole")
 
@@ -143,12 +149,15 @@ def _unsafe_id(record_id: str) -> bool:
 # ----------------------------------------------------------------------------- stage 1: decode
 
 def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask_source: str,
-                   mask_kind: str | None, mask_seed: int, label: str = "", max_input_pixels: int = 0) -> dict[str, Any]:
+                   mask_kind: str | None, mask_seed: int, label: str = "", max_input_pixels: int = 0,
+                   geometry: Any = None, mask_dilate: int = 0) -> dict[str, Any]:
     """One decoded row (``_DECODED`` columns + ``image``, ``mask``), or an error row.
 
     ``source`` / ``mask_source``: URIs of the files (``mask_source`` empty when the mask is
     drawn); ``label`` (e.g. ``(id 'x')`` for rows of a Parquet shard) follows them in error
-    messages. ``mask_bytes=None`` draws the mask from ``mask_kind`` (ground truth known).
+    messages. ``geometry``: JSON text of mask geometry (``lama_core.mask_geometry``), whose
+    holes are added to the mask file's. With neither, the mask is drawn from ``mask_kind``
+    (ground truth known). Given masks (not drawn ones) grow by ``mask_dilate`` pixels.
     ``max_input_pixels`` (0: none) bounds the decoded image (``codecs.decode_image``: a
     JPEG over it is decoded reduced, flag ``resized``; its mask file, up to 3x the limit
     as it takes 1 byte per pixel, is scaled to match) and the mask.
@@ -166,6 +175,7 @@ def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mas
         row["height"], row["width"] = image.shape[:2]
         full_size = image_size(bytes(image_bytes))
         row["reduced"] = full_size != (image.shape[1], image.shape[0])
+        hole = None
         if mask_bytes is not None:
             hole, row["mask_binarized"] = decode_mask(bytes(mask_bytes), mask_name, 3 * max_input_pixels)
             if row["reduced"] and hole.shape == full_size[::-1]:
@@ -173,10 +183,19 @@ def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mas
             if hole.shape != image.shape[:2]:
                 raise RecordError(f"size mismatch: mask {mask_name} is {hole.shape[1]}x{hole.shape[0]} but image "
                                   f"{image_name} is {image.shape[1]}x{image.shape[0]} (WxH)")
-        else:
+        # --- masks as geometry + mask_dilate (issue 17; lama_core/mask_geometry.py) ---
+        if geometry is not None:
+            drawn, row["mask_clipped"] = decode_geometry(geometry, *image.shape[:2], mask_name)
+            if drawn is not None:
+                hole = drawn if hole is None else hole | drawn
+        if hole is not None and mask_dilate > 0:
+            hole = dilate_mask(hole, mask_dilate)
+        # --- end of issue 17 hook ---
+        if hole is None:
             if mask_kind is None:
-                raise RecordError(f"no mask for {image_name}")
+                raise RecordError(f"no mask for {image_name}" + (f" (no shapes in {mask_name})" if geometry else ""))
             row["mask_index"] = mask_index_for(rid)
+            row["mask_source"] = ""  # e.g. a WebDataset JSON member without geometry: the mask is drawn
             hole = generate_mask(mask_kind, mask_seed, row["mask_index"], *image.shape[:2]).astype(np.uint8)
             row["mask_generated"] = True
         row["hole_fraction"] = float(hole.mean())
@@ -191,13 +210,15 @@ def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mas
 
 def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractFileSystem,
                         mask_fs: fsspec.AbstractFileSystem, retry: RetryPolicy | None = None,
-                        max_input_pixels: int = 0) -> dict[str, Any]:
+                        max_input_pixels: int = 0, mask_kind: str | None = None, mask_seed: int = 0,
+                        mask_dilate: int = 0) -> dict[str, Any]:
     """Ray Data stage for folder records (``pipelines.records`` columns): read the image and
     mask files of the batch and decode them. Returns the decoded columns: ``_DECODED`` +
     ``image`` (uint8 H x W x 3) + ``mask`` (uint8 H x W in {0, 1}); error rows carry 0x0
     arrays. Listing errors (e.g. an image without a mask) pass through as error rows;
     reads are retried per ``retry``; images over ``max_input_pixels`` (0: no limit) are
-    refused from their header."""
+    refused from their header. Records without a mask file (listed so when ``mask_kind``
+    is set) get a drawn mask; a ``.json`` mask file is mask geometry."""
     n = len(batch["id"])
     start = time.perf_counter()
     images = read_many(image_fs, [p for p, e in zip(batch["image_path"], batch["error"]) if p and not e], retry)
@@ -210,13 +231,16 @@ def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractF
             if listing_error:
                 raise RecordError(listing_error)
             image_bytes = blob(images, batch["image_path"][i], source)
-            mask_bytes = blob(masks, batch["mask_path"][i], mask_uri)
+            mask_bytes = blob(masks, batch["mask_path"][i], mask_uri) if batch["mask_path"][i] else None
         except RecordError as exc:
             rows.append({**_DECODED, "id": rid, "source": source, "mask_source": mask_uri, "status": "error",
                          "error": str(exc), "error_kind": exc.kind, "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK})
             continue
-        row = _decode_record(rid, source, image_bytes, mask_bytes, mask_uri, None, 0,
-                             max_input_pixels=max_input_pixels)
+        geometry = None
+        if mask_uri.lower().endswith(".json"):  # issue 17: mask_dir holds geometry (jobs/coco_masks.py)
+            geometry, mask_bytes = mask_bytes, None
+        row = _decode_record(rid, source, image_bytes, mask_bytes, mask_uri, mask_kind, mask_seed,
+                             max_input_pixels=max_input_pixels, geometry=geometry, mask_dilate=mask_dilate)
         row["seconds"] += read_share
         rows.append(row)
     return column_batch(rows, {**_DECODED, "image": None, "mask": None})
@@ -224,15 +248,16 @@ def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractF
 
 def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str], skip_lists: dict[str, str],
                          out_fs: fsspec.AbstractFileSystem, mask_kind: str, mask_seed: int,
-                         max_input_pixels: int = 0) -> dict[str, Any]:
+                         max_input_pixels: int = 0, mask_dilate: int = 0) -> dict[str, Any]:
     """Ray Data stage for rows read from Parquet shards (``id``, ``image`` bytes, optional
-    ``mask`` bytes, ``path`` of the shard): drop ids in the shard's skip list (``skip_lists``:
-    shard path -> file on ``out_fs`` of ids done by an earlier
-    run), decode the rest; a missing/null mask is drawn from ``mask_kind``/``mask_seed``.
+    ``mask`` bytes, optional ``geometry`` JSON text, ``path`` of the shard): drop ids in the
+    shard's skip list (``skip_lists``: shard path -> file on ``out_fs`` of ids done by an
+    earlier run), decode the rest; a row with neither mask nor geometry gets a mask drawn
+    from ``mask_kind``/``mask_seed``.
     Returns the same columns as ``decode_folder_batch``; ``source`` (and ``mask_source``
     when the mask comes from the shard) is the shard's URI."""
     rows = []
-    masks = batch.get("mask")
+    masks, geometries = batch.get("mask"), batch.get("geometry")
     for i in range(len(batch["id"])):
         rid = str(batch["id"][i])
         skip = skip_lists.get(str(batch["path"][i]))
@@ -240,8 +265,11 @@ def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str
             continue
         shard = shard_uris.get(str(batch["path"][i]), str(batch["path"][i]))
         mask_bytes = masks[i] if masks is not None else None
-        rows.append(_decode_record(rid, shard, batch["image"][i], mask_bytes, shard if mask_bytes is not None else "",
-                                   mask_kind, mask_seed, label=f" (id {rid!r})", max_input_pixels=max_input_pixels))
+        geometry = geometries[i] if geometries is not None else None
+        given = mask_bytes is not None or geometry is not None
+        rows.append(_decode_record(rid, shard, batch["image"][i], mask_bytes, shard if given else "",
+                                   mask_kind, mask_seed, label=f" (id {rid!r})", max_input_pixels=max_input_pixels,
+                                   geometry=geometry, mask_dilate=mask_dilate))
     return column_batch(rows, {**_DECODED, "image": None, "mask": None})
 
 
@@ -375,6 +403,19 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
             status[i], kind[i] = "error", STORAGE
             error[i] = f"cannot write output {uri} for {batch['source'][i]}: {type(exc).__name__}: {message_line(exc)}"
         seconds[i] += time.perf_counter() - start
+    return record_table(batch, status, error, kind, output, seconds, model_id, run_id, partitioned, mask_output,
+                        counter)
+
+
+def record_table(batch: dict[str, Any], status: list[str], error: list[str | None], kind: list[str | None],
+                 output: list[str | None], seconds: np.ndarray, model_id: str, run_id: str,
+                 partitioned: bool = False, mask_output: list[str | None] | None = None,
+                 counter: Any = None) -> pa.Table:
+    """The final ``RECORD_SCHEMA`` rows of an inpainted batch, with the writer's
+    ``status``/``error``/``error_kind``/``output``/``mask_output``/``seconds`` per row (one
+    list entry per row); ``partitioned`` adds the ``shard`` partition column (Parquet
+    input); ``counter`` (a ``ProgressCounter`` handle) is told how many rows are done."""
+    n = len(batch["id"])
 
     def nullable(values, missing):
         return [None if (v == missing or (isinstance(v, float) and math.isnan(v))) else v for v in values]
@@ -384,7 +425,7 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
     columns = {
         "id": [str(x) for x in batch["id"]], "status": status, "error": error, "error_kind": kind,
         "source": [str(x) for x in batch["source"]], "mask_source": nullable([str(x) for x in batch["mask_source"]], ""),
-        "output": output, "mask_output": mask_output,
+        "output": output, "mask_output": mask_output if mask_output is not None else [None] * n,
         "width": nullable(batch["width"].tolist(), -1), "height": nullable(batch["height"].tolist(), -1),
         "hole_fraction": fractions, "hole_area_bin": [None if f is None else hole_area_bin(f) for f in fractions],
         "mask_index": nullable(batch["mask_index"].tolist(), -1),
@@ -453,7 +494,7 @@ def write_sample_input(uri: str, endpoint_url: str | None = None) -> str:
 #: Input locations (``input``, ``mask_dir``) are not settings: fixing a forgotten
 #: ``mask_dir`` and rerunning with ``retry_errors=true`` is the way to repair records.
 RESULT_KEYS = ("mask_kind", "mask_seed", "precision", "max_pixels", "max_input_pixels", "output_format",
-               "jpeg_quality", "hd_strategy")
+               "jpeg_quality", "hd_strategy", "mask_dilate")
 
 
 def retry_policy(cfg: Any) -> RetryPolicy:
@@ -481,6 +522,13 @@ def _build_dataset(cfg: InpaintConfig, listing: Listing, in_fs: fsspec.AbstractF
     """The read + decode part of the pipeline: a dataset of decoded rows."""
     import ray
 
+    from .parquet_geometry import split_by_geometry
+    from .webdataset_input import read_webdataset_records
+
+    mask_kind = cfg.mask_kind or DEFAULT_MASK_KIND
+    if listing.kind == "webdataset":  # issue 17: WebDataset shards (pipelines/webdataset_input.py)
+        return read_webdataset_records(listing, in_fs, cfg.codec_batch_size, plan.codec_cpus, mask_kind,
+                                       cfg.mask_seed, cfg.mask_dilate)
     if listing.kind == "folder":
         # Records are a few strings each; blocks of codec_batch_size records spread the reads
         # over all decode tasks from the start.
@@ -488,12 +536,12 @@ def _build_dataset(cfg: InpaintConfig, listing: Listing, in_fs: fsspec.AbstractF
         ds = ray.data.from_items(listing.records, override_num_blocks=blocks)
         return ds.map_batches(decode_folder_batch, batch_size=cfg.codec_batch_size, num_cpus=plan.codec_cpus,
                               fn_kwargs=dict(image_fs=in_fs, mask_fs=mask_fs, retry=policy,
-                                             max_input_pixels=cfg.max_input_pixels))
+                                             max_input_pixels=cfg.max_input_pixels, mask_kind=cfg.mask_kind,
+                                             mask_seed=cfg.mask_seed, mask_dilate=cfg.mask_dilate))
     parts = []
-    for shards, columns in ((listing.shards_with_mask, ["id", "image", "mask"]),
-                            (listing.shards_without_mask, ["id", "image"])):
-        if not shards:
-            continue
+    # issue 17: shards with a geometry column are read as a group of their own.
+    for shards, columns in split_by_geometry(in_fs, ((listing.shards_with_mask, ["id", "image", "mask"]),
+                                                     (listing.shards_without_mask, ["id", "image"]))):
         # Shards with and without a mask column are read apart (one read needs one schema);
         # the column selection is pushed down into the Parquet reader.
         part = ray.data.read_parquet(shards, filesystem=in_fs, include_paths=True,
@@ -502,7 +550,8 @@ def _build_dataset(cfg: InpaintConfig, listing: Listing, in_fs: fsspec.AbstractF
         parts.append(part.map_batches(
             decode_parquet_batch, batch_size=cfg.codec_batch_size, num_cpus=plan.codec_cpus,
             fn_kwargs=dict(shard_uris=listing.shard_uris, skip_lists=listing.skip_lists, out_fs=out_fs,
-                           mask_kind=cfg.mask_kind, mask_seed=cfg.mask_seed, max_input_pixels=cfg.max_input_pixels)))
+                           mask_kind=mask_kind, mask_seed=cfg.mask_seed, max_input_pixels=cfg.max_input_pixels,
+                           mask_dilate=cfg.mask_dilate)))
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
 
 
@@ -528,7 +577,7 @@ def _open_storage(cfg: Any, endpoint: str | None) -> _Storage:
     if cfg.input == DEFAULT_INPUT and not os.path.exists(input_uri):
         print(f"writing sample photos to {write_sample_input(input_uri)} (first run with the default input)")
     in_fs, in_root, in_exists = reach(input_uri, "input", endpoint, attempts=1)
-    if not in_exists:
+    if not in_exists and not is_brace_pattern(input_uri):  # issue 17: shards-{000..009}.tar
         raise JobError(f"input not found: {input_uri}")
     mask_fs, mask_root = in_fs, None
     if mask_uri:
@@ -586,7 +635,15 @@ def _list_inputs(cfg: Any, st: _Storage, plan_root: str, drop_retryable: bool) -
     exclude = tuple(p for p, fs in ((st.out_root, st.out_fs), (st.mask_root, st.mask_fs))
                     if p and type(fs) is type(st.in_fs))
     try:
-        rel_files = list_files(st.in_fs, st.in_root, exclude)
+        rel_files = [] if is_brace_pattern(st.in_root) else list_files(st.in_fs, st.in_root, exclude)
+        if is_webdataset_input(cfg.input_format, st.in_root, rel_files):  # issue 17
+            if st.mask_uri:
+                raise JobError("mask_dir applies to folder input only; WebDataset samples carry their masks")
+            state = ResumeState() if cfg.overwrite else read_resume_state(
+                st.out_fs, f"{st.out_root}/records", cfg.retry_errors, drop_retryable, retry_policy(cfg))
+            listing = list_webdataset(st.in_fs, st.in_root, st.input_uri, rel_files, state.done)
+            listing.retryable = state.retryable
+            return listing
         if detect_format(rel_files, cfg.input_format) == "parquet":
             if st.mask_uri:
                 raise JobError("mask_dir applies to folder input only; Parquet input carries masks in a mask column")
@@ -598,7 +655,7 @@ def _list_inputs(cfg: Any, st: _Storage, plan_root: str, drop_retryable: bool) -
             raise JobError(f"input {st.input_uri} is a file: give a folder of images, or a .parquet shard")
         mask_rel = list_files(st.mask_fs, st.mask_root) if st.mask_root else None
         records, ignored = list_folder(st.in_fs, st.in_root, st.input_uri, rel_files, st.mask_fs, st.mask_root,
-                                       st.mask_uri, mask_rel)
+                                       st.mask_uri, mask_rel, draw_missing_masks=cfg.mask_kind is not None)
     except JobError:
         raise
     except Exception as exc:
@@ -696,6 +753,7 @@ def _run_with_lease(cfg: Any, st: _Storage, model: str, model_id: str, run_id: s
     # After removing old records (overwrite), so old rows never sit under new settings.
     check_settings(st.out_fs, st.out_root, st.output_uri, settings_of(cfg, RESULT_KEYS, model=model_id),
                    cfg.overwrite)
+    reconcile_shards(st.out_fs, st.out_root)  # issue 17: output_format=webdataset after a killed run
     # Skip lists of partly done shards (shard_plan.py) live here for the run only.
     plan_root = f"{st.out_root}/_plan/{run_id}"
     try:
@@ -737,14 +795,21 @@ def _run_planned(cfg: Any, st: _Storage, model: str, model_id: str, run_id: str,
                                    max_pixels=cfg.max_pixels, batch_size=cfg.batch_size,
                                    num_threads=plan.threads, endpoint_url=endpoint, keep_masks=cfg.write_masks))
     counter = ProgressCounter.remote()
-    ds = ds.map_batches(
-        encode_batch, batch_size=cfg.codec_batch_size, num_cpus=plan.codec_cpus,
-        fn_kwargs=dict(out_fs=st.out_fs, images_root=f"{st.out_root}/images",
-                       images_uri=join_uri(st.output_uri, "images"), output_format=cfg.output_format,
-                       png_compress_level=cfg.png_compress_level, jpeg_quality=cfg.jpeg_quality,
-                       model_id=model_id, run_id=run_id, retry=policy, partitioned=listing.kind == "parquet",
-                       masks_root=f"{st.out_root}/masks" if cfg.write_masks else None,
-                       masks_uri=join_uri(st.output_uri, "masks"), counter=counter))
+    if cfg.output_format == "webdataset":  # issue 17: shards of ID.png + ID.json (pipelines/webdataset_output.py)
+        ds = ds.map_batches(write_shard_batch, batch_size=cfg.records_per_shard, num_cpus=plan.codec_cpus,
+                            fn_kwargs=dict(out_fs=st.out_fs, shards_root=f"{st.out_root}/shards",
+                                           shards_uri=join_uri(st.output_uri, "shards"),
+                                           png_compress_level=cfg.png_compress_level, model_id=model_id,
+                                           run_id=run_id, retry=policy, counter=counter))
+    else:
+        ds = ds.map_batches(
+            encode_batch, batch_size=cfg.codec_batch_size, num_cpus=plan.codec_cpus,
+            fn_kwargs=dict(out_fs=st.out_fs, images_root=f"{st.out_root}/images",
+                           images_uri=join_uri(st.output_uri, "images"), output_format=cfg.output_format,
+                           png_compress_level=cfg.png_compress_level, jpeg_quality=cfg.jpeg_quality,
+                           model_id=model_id, run_id=run_id, retry=policy, partitioned=listing.kind == "parquet",
+                           masks_root=f"{st.out_root}/masks" if cfg.write_masks else None,
+                           masks_uri=join_uri(st.output_uri, "masks"), counter=counter))
     start = time.perf_counter()
     try:
         # Run-unique file names: a rerun never overwrites the records of an earlier run.

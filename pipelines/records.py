@@ -145,14 +145,17 @@ def _one_per_id(records: list[dict[str, str]]) -> list[dict[str, str]]:
 
 def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_files: list[str],
                 mask_fs: fsspec.AbstractFileSystem | None = None, mask_root: str | None = None,
-                mask_uri: str | None = None, mask_rel_files: list[str] | None = None) -> tuple[list[dict], int]:
+                mask_uri: str | None = None, mask_rel_files: list[str] | None = None,
+                draw_missing_masks: bool = False) -> tuple[list[dict], int]:
     """Pair images with masks in the folder ``root``. Returns ``(records, ignored_file_count)``.
 
     Without ``mask_root``: LaMa's convention, one record per mask file ``sub/x_mask000.*``
     (id ``sub/x_mask000``) paired with ``sub/x.*``; a mask without its image is an error
     record with the mask's id; an image without masks is an error record with id ``sub/x``.
-    With ``mask_root``: one record per image (id ``sub/x``), its mask ``MASK/sub/x.*``;
-    masks no image uses are counted as ignored.
+    With ``mask_root``: one record per image (id ``sub/x``), its mask ``MASK/sub/x.*`` (an
+    image, or ``.json`` mask geometry); masks no image uses are counted as ignored.
+    ``draw_missing_masks``: an image without a mask file is a record without ``mask_path``
+    (its mask is drawn), not an error.
     """
     ignored = sum(1 for f in rel_files if not is_image_file(f))
     images: dict[str, list[str]] = {}
@@ -188,16 +191,21 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
         for stem, rels in images.items():
             if stem not in masks:
                 names = ", ".join(image_uri(r) for r in rels)
+                if draw_missing_masks and len(rels) == 1:
+                    records.append(_record(stem, image_uri(rels[0]), _abs(root, rels[0])))
+                    continue
                 records.append(_record(stem, image_uri(rels[0]), _abs(root, rels[0]),
                                        error=f"no mask for image {names} (expected {stem.rsplit('/', 1)[-1]}"
                                              "_mask000.png beside it)"))
         return _one_per_id(records), ignored
     # mask_dir mode: masks under the image's relative name, any image extension.
     mask_rel_files = mask_rel_files or []
-    ignored += sum(1 for f in mask_rel_files if not is_image_file(f))
+    # A mask may also be mask geometry, MASK_DIR/sub/x.json (lama_core.mask_geometry; issue 17).
+    is_mask = lambda rel: is_image_file(rel) or _ext(rel) == ".json"  # noqa: E731
+    ignored += sum(1 for f in mask_rel_files if not is_mask(f))
     by_stem: dict[str, list[str]] = {}
     for rel in mask_rel_files:
-        if is_image_file(rel):
+        if is_mask(rel):
             by_stem.setdefault(_stem(rel), []).append(rel)
     for stem, rels in images.items():
         source = image_uri(rels[0])
@@ -206,7 +214,9 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
                                                        f"{stem!r}: {', '.join(image_uri(r) for r in rels)}"))
             continue
         found = by_stem.get(stem, [])
-        if not found:
+        if not found and draw_missing_masks:
+            records.append(_record(stem, source, _abs(root, rels[0])))
+        elif not found:
             records.append(_record(stem, source, _abs(root, rels[0]),
                                    error=f"no mask for image {source} (expected {join_uri(mask_uri, stem)}.png "
                                          "or another image extension)"))
