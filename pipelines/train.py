@@ -9,6 +9,8 @@ whose workers run ``train_loop``. Each worker:
 - takes its shard of the crops (``get_dataset_shard``: equal split, full batches only, so
   every rank takes the same number of steps) and draws masks on the fly, each rank its own
   index range of the seeded mask set;
+- at each checkpoint, scores the whole validation batch (held-out images, never trained on:
+  ``validation_input`` or the last images of ``data``; the same batch on every rank).
 - reports metrics every ``log_every`` steps, and a checkpoint (rank 0) every
   ``checkpoint_every`` steps and at the end. ``ray.train.report`` is a barrier: all ranks call
   it at the same steps.
@@ -36,17 +38,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from lama_core.augment import random_crop
+from lama_core.augment import Distortions, distorted_crop, random_crop
 from lama_core.checkpoint import (load_state_checked, read_checkpoint, save_discriminator,
                                   save_generator)
-from lama_core.losses import LossConfig
+from lama_core.losses import loss_config
 from lama_core.models import build_discriminator, build_generator
 from lama_core.storage import filesystem_for
 from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch, unwrap
 
 from .codecs import RecordError, decode_image
 from .records import is_image_file, list_files
-from .samples import png_bytes, sample_photos
+from .samples import TRAINING_PHOTOS, VALIDATION_PHOTOS, png_bytes, sample_photos
 
 TRAINING_STATE_FILE = "training_state.pt"
 VALIDATION_GRID_FILE = "validation.png"
@@ -66,7 +68,21 @@ class TrainJobConfig:
     ``cpus_per_worker``: CPUs reserved per training worker; leave at least half a CPU free
     for the data stage's decode tasks (``run_training`` checks this on the cluster).
     ``fail_at_step``: testing aid, a worker of rank ``world_size - 1`` raises once at this
-    step in a run that started without a checkpoint (-1 = never)."""
+    step in a run that started without a checkpoint (-1 = never).
+
+    Recipe (see ``lama_core.losses`` and ``lama_core.training``): ``recipe`` names the loss
+    recipe, ``"official"`` (big-lama) or ``"no-perceptual"`` (for training without the HRF
+    encoder weights); the loss weight keys left ``None`` take the recipe's values.
+    ``gradient_clip_norm``: each optimizer's gradients clipped to this global L2 norm (official
+    1; 0 = off). ``augmentation``: ``"distortions"`` (the official photometric + geometric
+    augmentation, ``lama_core.augment.distorted_crop``) or ``"crop"`` (random crop and flip
+    only); ``grayscale_probability``: share of crops turned grey (ours; official 0).
+    ``mask_kind`` may mix kinds: ``"thick_256+medium_256+thin_256"``.
+    Validation: ``validation_input`` (images never trained on); empty = the last
+    ``validation_images`` images of ``data`` in sorted order (for Parquet ``data``: the last
+    shard), which are then left out of training; for the default data the photos of
+    ``samples.VALIDATION_PHOTOS``. ``sync_batchnorm``: off by default, as the official trainer
+    (per-GPU BatchNorm statistics under DDP)."""
 
     data: str = ""
     output: str = "outputs/train"
@@ -83,11 +99,16 @@ class TrainJobConfig:
     precision: str = "fp32"
     generator_lr: float = 1e-3
     discriminator_lr: float = 1e-4
-    l1_weight_known: float = 10.0
-    adversarial_weight: float = 10.0
-    feature_matching_weight: float = 100.0
-    hrf_weight: float = 30.0
-    r1_gamma: float = 0.001
+    recipe: str = "official"
+    l1_weight_known: float | None = None
+    l1_weight_missing: float | None = None
+    adversarial_weight: float | None = None
+    feature_matching_weight: float | None = None
+    hrf_weight: float | None = None
+    r1_gamma: float | None = None
+    gradient_clip_norm: float = 1.0
+    augmentation: str = "distortions"
+    grayscale_probability: float = 0.0
     perceptual_weights: str = ""
     mask_kind: str = "wide_256"
     seed: int = 0
@@ -95,8 +116,9 @@ class TrainJobConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     validation_images: int = 4
+    validation_input: str = ""
     max_failures: int = 2
-    sync_batchnorm: bool = True
+    sync_batchnorm: bool = False
     init_from: str = ""
     endpoint_url: str = ""
     fail_at_step: int = -1
@@ -122,17 +144,43 @@ def list_training_inputs(data: str, endpoint_url: str | None = None) -> tuple[st
     return "images", images
 
 
-def decode_and_crop(batch: dict[str, np.ndarray], crop_size: int, crops_per_image: int = 1) -> dict[str, np.ndarray]:
+def split_held_out(cfg: TrainJobConfig) -> tuple[str, list[str], list[str]]:
+    """``(kind, training paths, held-out paths)`` of ``cfg.data`` (``list_training_inputs``).
+    Without ``validation_input`` the last ``validation_images`` images (sorted), or the last
+    Parquet shard, are held out for validation and never trained on; with it nothing is.
+    Raises ``ValueError`` when nothing would be left to train on."""
+    kind, paths = list_training_inputs(cfg.data, cfg.endpoint_url or None)
+    paths = sorted(paths)
+    if cfg.validation_input:
+        return kind, paths, []
+    held = 1 if kind == "parquet" else min(cfg.validation_images, len(paths))
+    if held >= len(paths):
+        raise ValueError(f"{cfg.data} has {len(paths)} {'shards' if kind == 'parquet' else 'images'}: too few to "
+                         f"hold out {held} for validation and train on the rest (give validation_input=)")
+    return kind, paths[:len(paths) - held], paths[len(paths) - held:]
+
+
+def decode_and_crop(batch: dict[str, np.ndarray], crop_size: int, crops_per_image: int = 1,
+                    augmentation: str = "crop", grayscale_probability: float = 0.0) -> dict[str, np.ndarray]:
     """Ray Data batch function: encoded ``bytes`` column (and optional ``path``) -> ``image``
-    column of uint8 ``crop x crop x 3`` random crops (``lama_core.augment.random_crop``),
-    ``crops_per_image`` of them per image (decode once, crop many: small datasets then fill
-    an epoch with full batches instead of paying a pipeline restart per step).
+    column of uint8 ``crop x crop x 3`` training crops, ``crops_per_image`` of them per image
+    (decode once, crop many: small datasets then fill an epoch with full batches instead of
+    paying a pipeline restart per step). ``augmentation``: ``"crop"``
+    (``lama_core.augment.random_crop``) or ``"distortions"`` (``distorted_crop``, with
+    ``grayscale_probability``).
 
     Undecodable images are dropped and logged: a training set tolerates a few bad files, an
     inference job does not. Crops come from fresh OS entropy, so every epoch (the stream
     re-executes this stage) sees new crops; runs are therefore not bit-reproducible.
     """
     rng = np.random.default_rng()
+    if augmentation == "distortions":
+        params = Distortions(grayscale_probability=grayscale_probability)
+        cut = lambda image: distorted_crop(image, crop_size, rng, params)  # noqa: E731
+    elif augmentation == "crop":
+        cut = lambda image: random_crop(image, crop_size, rng)  # noqa: E731
+    else:
+        raise ValueError(f"augmentation must be 'distortions' or 'crop', got {augmentation!r}")
     crops = []
     names = batch["path"] if "path" in batch else [""] * len(batch["bytes"])
     for data, name in zip(batch["bytes"], names):
@@ -141,7 +189,7 @@ def decode_and_crop(batch: dict[str, np.ndarray], crop_size: int, crops_per_imag
         except RecordError as exc:
             print(f"skipping training image: {exc}")
             continue
-        crops.extend(random_crop(image, crop_size, rng) for _ in range(crops_per_image))
+        crops.extend(cut(image) for _ in range(crops_per_image))
     if not crops:
         return {"image": np.zeros((0, crop_size, crop_size, 3), np.uint8)}
     return {"image": np.stack(crops)}
@@ -153,11 +201,14 @@ def build_training_dataset(cfg: TrainJobConfig):
 
     from .ray_filesystem import pyarrow_filesystem
 
+    if cfg.augmentation not in ("distortions", "crop"):
+        raise ValueError(f"augmentation must be 'distortions' or 'crop', got {cfg.augmentation!r}")
     if not cfg.data:
-        items = [{"bytes": png_bytes(img), "path": f"sample:{name}"} for name, img in sample_photos().items()]
+        items = [{"bytes": png_bytes(img), "path": f"sample:{name}"}
+                 for name, img in sample_photos(TRAINING_PHOTOS).items()]
         ds = ray.data.from_items(items)
     else:
-        kind, paths = list_training_inputs(cfg.data, cfg.endpoint_url or None)
+        kind, paths, _ = split_held_out(cfg)
         filesystem = pyarrow_filesystem(cfg.data, cfg.endpoint_url or None)
         if kind == "parquet":
             ds = ray.data.read_parquet(paths, filesystem=filesystem, columns=["image"])
@@ -167,22 +218,30 @@ def build_training_dataset(cfg: TrainJobConfig):
     # Half a CPU per decode task: the stage still runs when the training workers hold all
     # but half a core of a node (a hang, not an error, if the data stage gets no CPU at all).
     return ds.map_batches(decode_and_crop, fn_kwargs={"crop_size": cfg.crop_size,
-                                                      "crops_per_image": cfg.crops_per_image},
+                                                      "crops_per_image": cfg.crops_per_image,
+                                                      "augmentation": cfg.augmentation,
+                                                      "grayscale_probability": cfg.grayscale_probability},
                           batch_size=8, num_cpus=0.5)
 
 
 def validation_batch(cfg: TrainJobConfig) -> dict[str, np.ndarray]:
-    """A fixed validation batch: the first ``validation_images`` training images, centre
-    crops, with masks of fixed indices. ``{"images": N x 3 x S x S float32 [0,1],
-    "masks": N x 1 x S x S float32 {0,1}}``."""
+    """A fixed validation batch of held-out images (never trained on): the first
+    ``validation_images`` of ``validation_input``, else of the images ``split_held_out``
+    keeps out of training, else (default data) ``samples.VALIDATION_PHOTOS``; centre crops,
+    with masks of fixed indices. The driver builds it once and every rank scores all of it.
+    ``{"images": N x 3 x S x S float32 [0,1], "masks": N x 1 x S x S float32 {0,1}}``."""
     size = cfg.crop_size
-    if not cfg.data:
-        sources = list(sample_photos().values())[: cfg.validation_images]
+    if not cfg.data and not cfg.validation_input:
+        sources = list(sample_photos(VALIDATION_PHOTOS).values())[: cfg.validation_images]
     else:
         import pyarrow.parquet as pq
 
-        kind, paths = list_training_inputs(cfg.data, cfg.endpoint_url or None)
-        fs, _ = filesystem_for(cfg.data, cfg.endpoint_url or None)
+        source_uri = cfg.validation_input or cfg.data
+        if cfg.validation_input:
+            kind, paths = list_training_inputs(cfg.validation_input, cfg.endpoint_url or None)
+        else:
+            kind, _, paths = split_held_out(cfg)
+        fs, _ = filesystem_for(source_uri, cfg.endpoint_url or None)
         sources = []
         for path in paths:
             if len(sources) >= cfg.validation_images:
@@ -199,7 +258,8 @@ def validation_batch(cfg: TrainJobConfig) -> dict[str, np.ndarray]:
             except RecordError:
                 continue
     if not sources:
-        raise FileNotFoundError(f"no decodable validation image in {cfg.data or 'the sample photos'}")
+        raise FileNotFoundError("no decodable validation image in "
+                                f"{cfg.validation_input or cfg.data or 'the sample photos'}")
     rng = np.random.default_rng(cfg.seed)
     crops = []
     for image in sources:
@@ -276,13 +336,19 @@ def restore_checkpoint(directory: str, trainer: GANTrainingStep) -> int:
 
 # -- the worker loop --------------------------------------------------------------------
 
+LOSS_WEIGHT_KEYS = ("l1_weight_known", "l1_weight_missing", "adversarial_weight", "feature_matching_weight",
+                    "hrf_weight", "r1_gamma")
+
+
 def _training_config(cfg: TrainJobConfig) -> TrainingConfig:
-    losses = LossConfig(l1_weight_known=cfg.l1_weight_known, adversarial_weight=cfg.adversarial_weight,
-                        feature_matching_weight=cfg.feature_matching_weight, hrf_weight=cfg.hrf_weight,
-                        r1_gamma=cfg.r1_gamma)
+    """The ``TrainingConfig`` of a job config: the named loss recipe, with the weight keys
+    that are set overriding it."""
+    overrides = {key: float(getattr(cfg, key)) for key in LOSS_WEIGHT_KEYS if getattr(cfg, key) is not None}
+    losses = loss_config(cfg.recipe, **overrides)
     return TrainingConfig(losses=losses, generator_lr=cfg.generator_lr, discriminator_lr=cfg.discriminator_lr,
                           accum_steps=cfg.accum_steps, precision=cfg.precision, mask_kind=cfg.mask_kind,
-                          perceptual_weights=cfg.perceptual_weights or None)
+                          perceptual_weights=cfg.perceptual_weights or None,
+                          gradient_clip_norm=cfg.gradient_clip_norm if cfg.gradient_clip_norm > 0 else None)
 
 
 def _build_models(cfg: TrainJobConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -410,6 +476,7 @@ def run_training(cfg: TrainJobConfig) -> TrainingOutcome:
         raise ValueError("steps, batch_size and num_workers must be >= 1")
     if cfg.crop_size % 8:
         raise ValueError(f"crop_size must be a multiple of 8, got {cfg.crop_size}")
+    _training_config(cfg)  # an unknown recipe or a bad value fails here, not in every worker
     import ray
 
     total, needed = ray.cluster_resources().get("CPU", 0), cfg.num_workers * cfg.cpus_per_worker
