@@ -42,6 +42,9 @@ from lama_core.masks import generate_mask  # noqa: E402
 GREY_IMAGES = ("camera", "coins", "moon", "brick", "grass", "gravel", "text", "page", "clock")
 MASK_KINDS = ("thick_256", "medium_256", "thin_256")
 MASK_SEED = 2024
+# The README picture: (image, mask kind, which of its masks) rows, all held out.
+FIGURE_CASES = ("china:thick_256:0", "flower:medium_256:0", "camera:thick_256:1", "brick:medium_256:1",
+                "moon:thin_256:0")
 
 
 def held_out_images(size: int) -> dict[str, tuple[np.ndarray, bool]]:
@@ -100,6 +103,8 @@ def main() -> None:
     parser.add_argument("--masks-per-kind", type=int, default=2)
     parser.add_argument("--radius", type=int, default=3, help="cv2.inpaint's inpaintRadius")
     parser.add_argument("--out", default=str(REPO / "outputs" / "bench_default_quality"))
+    parser.add_argument("--figure", default="", help="also write the README's before/after picture here "
+                        f"(rows: {', '.join(FIGURE_CASES)}; columns: input, model, Telea, truth)")
     args = parser.parse_args()
     import cv2
     import torch
@@ -110,12 +115,13 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     methods = ("model", "telea", "ns", "mean")
     cases = []  # dicts: image, kind, grey, and per-method psnr / colour / cast
+    figure_rows = {}
     for image_index, (name, (image, grey)) in enumerate(held_out_images(args.size).items()):
         masks = [(kind, generate_mask(kind, MASK_SEED, image_index * args.masks_per_kind + j, args.size, args.size))
                  for kind in MASK_KINDS for j in range(args.masks_per_kind)]
         model_outputs = inpainter([image] * len(masks), [(m > 0.5).astype(np.uint8) * 255 for _, m in masks])
         rows = []
-        for (kind, mask), model_out in zip(masks, model_outputs):
+        for case_index, ((kind, mask), model_out) in enumerate(zip(masks, model_outputs)):
             hole = mask > 0.5
             hole_u8 = hole.astype(np.uint8) * 255
             bgr = np.ascontiguousarray(image[:, :, ::-1])
@@ -132,6 +138,9 @@ def main() -> None:
             shown = image.copy()
             shown[hole] = 255
             rows.append(np.concatenate([shown, outputs["model"], outputs["telea"], outputs["ns"], image], axis=1))
+            key = f"{name}:{kind}:{case_index % args.masks_per_kind}"
+            if key in FIGURE_CASES:
+                figure_rows[key] = np.concatenate([shown, outputs["model"], outputs["telea"], image], axis=1)
         Image.fromarray(np.concatenate(rows, axis=0)).save(out_dir / f"{name}.png")
 
     def summary(label: str, selected: list[dict]) -> list:
@@ -167,6 +176,11 @@ def main() -> None:
     print()
     for label, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}: {label}")
+    if args.figure:
+        gap = lambda: np.full((6, figure_rows[FIGURE_CASES[0]].shape[1], 3), 255, np.uint8)  # noqa: E731
+        parts = [part for key in FIGURE_CASES for part in (figure_rows[key], gap())][:-1]
+        Image.fromarray(np.concatenate(parts, axis=0)).save(args.figure, optimize=True)
+        print(f"figure: {args.figure}")
     print(f"\nimages: {out_dir}/*.png (rows: masks; columns: input with holes white | model | Telea | NS | truth)")
 
 

@@ -89,6 +89,7 @@ def run_local_training(cfg: TrainJobConfig) -> TrainingOutcome:
     sums: dict[str, float] = {}
     window, started = 0, time.perf_counter()
     metrics: dict = {}
+    start_step = step
     while step < cfg.steps:
         for _ in range(cfg.accum_steps):
             picks = rng.integers(len(photos), size=cfg.batch_size)
@@ -103,7 +104,8 @@ def run_local_training(cfg: TrainJobConfig) -> TrainingOutcome:
         if step % cfg.log_every == 0 or is_ckpt:
             elapsed = time.perf_counter() - started
             metrics = {name: round(value / window, 5) for name, value in sums.items()}
-            metrics.update(step=step, images_per_s=round(window * cfg.batch_size / max(elapsed, 1e-9), 3))
+            metrics.update(step=step, start_step=start_step,
+                           images_per_s=round(window * cfg.batch_size / max(elapsed, 1e-9), 3))
             sums, window, started = {}, 0, time.perf_counter()
             if is_ckpt:
                 metrics["validation_l1"] = round(trainer.evaluate_l1(val_images, val_masks), 5)

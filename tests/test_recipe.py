@@ -190,3 +190,30 @@ def test_validation_images_are_held_out_of_training(tmp_path):
     assert round(float(validation_batch(cfg)["images"].max()) * 255) == 7
     with pytest.raises(ValueError, match="too few"):
         split_held_out(TrainJobConfig(data=str(data), validation_images=5))
+
+
+def test_local_training_checkpoints_and_resumes(tmp_path):
+    """The single-process trainer writes pipelines.train's checkpoint format and resumes."""
+    from PIL import Image
+
+    from lama_core import load_generator
+    from pipelines.train import state_digest
+    from pipelines.train_local import run_local_training
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (48, 56, 3), dtype=np.uint8)).save(data / f"p{i}.png")
+    cfg = TrainJobConfig(data=str(data), output=str(tmp_path / "runs"), name="local", steps=2, batch_size=2,
+                         crop_size=32, log_every=1, checkpoint_every=2, validation_images=1, recipe="no-perceptual",
+                         mask_kind="thick_256+thin_256")
+    first = run_local_training(cfg)
+    assert first.checkpoint.endswith("checkpoint_000002") and first.metrics["step"] == 2
+    assert "validation_l1" in first.metrics and "gen_multiscale" in first.metrics
+    saved = load_generator(first.checkpoint)
+    second = run_local_training(dataclasses.replace(cfg, steps=3, checkpoint_every=3))
+    assert second.checkpoint.endswith("checkpoint_000003") and second.metrics["start_step"] == 2
+    assert state_digest(load_generator(second.checkpoint)) != state_digest(saved)
+    with pytest.raises(ValueError, match="num_workers=1"):
+        run_local_training(dataclasses.replace(cfg, num_workers=2))
