@@ -9,7 +9,8 @@ decodes the images once, cuts the crops itself (``lama_core.augment``) and train
 
 Checkpoints: ``OUTPUT/NAME/checkpoint_SSSSSS/`` with the files of ``pipelines.train`` (the
 generator loads with ``lama_core.load_generator``); a rerun with the same ``output`` and
-``name`` resumes from the latest one. Local paths only.
+``name`` resumes from the latest one, with the learning rates of its own config (so a
+schedule can be run as phases). Local paths only.
 """
 from __future__ import annotations
 
@@ -80,7 +81,12 @@ def run_local_training(cfg: TrainJobConfig) -> TrainingOutcome:
     step, resumed = 0, latest_checkpoint(run_dir)
     if resumed:
         step = restore_checkpoint(resumed, trainer)
-        print(f"resumed from {resumed} (step {step})")
+        # The learning rates are the config's, not the checkpoint's: a resumed run may lower them.
+        for optimizer, lr in ((trainer.generator_optimizer, cfg.generator_lr),
+                              (trainer.discriminator_optimizer, cfg.discriminator_lr)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        print(f"resumed from {resumed} (step {step}); learning rates {cfg.generator_lr:g} / {cfg.discriminator_lr:g}")
     # A fresh crop stream per (seed, start step): a resumed run does not repeat its crops.
     rng = np.random.default_rng([cfg.seed, step])
     params = Distortions(grayscale_probability=cfg.grayscale_probability)
@@ -105,6 +111,7 @@ def run_local_training(cfg: TrainJobConfig) -> TrainingOutcome:
             elapsed = time.perf_counter() - started
             metrics = {name: round(value / window, 5) for name, value in sums.items()}
             metrics.update(step=step, start_step=start_step,
+                           generator_lr=trainer.generator_optimizer.param_groups[0]["lr"],
                            images_per_s=round(window * cfg.batch_size / max(elapsed, 1e-9), 3))
             sums, window, started = {}, 0, time.perf_counter()
             if is_ckpt:
@@ -114,7 +121,8 @@ def run_local_training(cfg: TrainJobConfig) -> TrainingOutcome:
                 grid = validation_grid_png(val_images.numpy(), val_masks.numpy(),
                                            _validation_outputs(trainer, val_images, val_masks))
                 write_checkpoint(directory, trainer, cfg, grid)
-                for old in sorted(n for n in os.listdir(run_dir) if n.startswith("checkpoint_"))[:-cfg.keep_checkpoints]:
+                kept = sorted(n for n in os.listdir(run_dir) if n.startswith("checkpoint_"))
+                for old in kept[:-cfg.keep_checkpoints]:
                     shutil.rmtree(os.path.join(run_dir, old))
             print(json.dumps(metrics), flush=True)
     latest = latest_checkpoint(run_dir)

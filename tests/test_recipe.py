@@ -212,8 +212,9 @@ def test_local_training_checkpoints_and_resumes(tmp_path):
     assert first.checkpoint.endswith("checkpoint_000002") and first.metrics["step"] == 2
     assert "validation_l1" in first.metrics and "gen_multiscale" in first.metrics
     saved = load_generator(first.checkpoint)
-    second = run_local_training(dataclasses.replace(cfg, steps=3, checkpoint_every=3))
+    second = run_local_training(dataclasses.replace(cfg, steps=3, checkpoint_every=3, generator_lr=2e-4))
     assert second.checkpoint.endswith("checkpoint_000003") and second.metrics["start_step"] == 2
+    assert second.metrics["generator_lr"] == 2e-4  # the resumed run's own learning rate
     assert state_digest(load_generator(second.checkpoint)) != state_digest(saved)
     with pytest.raises(ValueError, match="num_workers=1"):
         run_local_training(dataclasses.replace(cfg, num_workers=2))
