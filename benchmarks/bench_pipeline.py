@@ -79,7 +79,8 @@ def main() -> None:
 
     import ray
 
-    from pipelines.inpaint import InpaintConfig, run_inpaint
+    from pipelines.configs import InpaintConfig
+    from pipelines.inpaint import run_inpaint
 
     work = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
     try:
@@ -95,14 +96,14 @@ def main() -> None:
         ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=512 * 2**20,
                  log_to_driver=False)
         cfg = InpaintConfig(input=str(data), output=str(work / "out"), model=model_uri, batch_size=args.batch,
-                            num_actors=1, num_cpus_per_actor=1, device="cpu")
+                            num_workers=1, cpus_per_worker=1, gpus_per_worker=0)
         warm = run_inpaint(InpaintConfig(**{**cfg.__dict__, "output": str(work / "warm")}))
         summary = run_inpaint(cfg)
         ray.shutdown()
         assert summary.ok == args.images, summary.line()
         end_to_end = summary.images_per_second
 
-        torch.set_num_threads(1)  # the actor above ran with num_cpus_per_actor=1 -> 1 torch thread
+        torch.set_num_threads(1)  # the actor above ran with cpus_per_worker=1 -> 1 torch thread
         inpainter = Inpainter(generator, batch_size=args.batch)
         inpainter([c[0] for c in cases[: args.batch]], [c[1] for c in cases[: args.batch]])  # warm-up
         start = time.perf_counter()

@@ -44,7 +44,8 @@ def batch_sweep(generator, cases, batches: list[int]) -> list[list]:
 def layout_sweep(data: Path, model_uri: str, work: Path, layouts: list[tuple[int, int]]) -> list[list]:
     import ray
 
-    from pipelines.inpaint import InpaintConfig, run_inpaint
+    from pipelines.configs import InpaintConfig
+    from pipelines.inpaint import run_inpaint
 
     cores = os.cpu_count() or 1
     rows, base = [], None
@@ -55,7 +56,7 @@ def layout_sweep(data: Path, model_uri: str, work: Path, layouts: list[tuple[int
                  log_to_driver=False)
         try:
             cfg = InpaintConfig(input=str(data), output=str(work / f"out_{actors}x{threads}"), model=model_uri,
-                                batch_size=4, num_actors=actors, num_cpus_per_actor=threads, device="cpu")
+                                batch_size=4, num_workers=actors, cpus_per_worker=threads, gpus_per_worker=0)
             run_inpaint(InpaintConfig(**{**cfg.__dict__, "output": cfg.output + "_warm"}))
             ips = run_inpaint(cfg).images_per_second
         finally:

@@ -1,9 +1,9 @@
 """Inpaint a whole dataset: ``python jobs/inpaint.py input=URI output=URI model=URI-or-preset``.
 
 Runs unchanged under ``ray job submit -- python jobs/inpaint.py ...`` (joins the cluster in
-``RAY_ADDRESS``; otherwise starts a local Ray). ``--help`` prints every key with its default;
-``jobs/configs/inpaint.yaml`` explains them. With no arguments it inpaints scikit-image's
-sample photos into ``outputs/inpaint``. Writes ``OUTPUT/images/ID.png`` and
+``RAY_ADDRESS``; otherwise starts a local Ray). ``--help`` lists every key with its type,
+default and description. With no arguments it inpaints scikit-image's sample photos into
+``outputs/inpaint``. Writes ``OUTPUT/images/ID.png``, ``OUTPUT/masks/ID.png`` and
 ``OUTPUT/records/*.parquet`` (one row per input record) and prints a one-line summary.
 """
 import sys
@@ -11,17 +11,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a plain checkout
 
-from pipelines.inpaint import InpaintConfig, run_inpaint  # noqa: E402
+from pipelines.configs import InpaintConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
 from pipelines.job_config import run_job  # noqa: E402
 
 
 def main(cfg: InpaintConfig) -> None:
+    from pipelines.inpaint import run_inpaint
+
     summary = run_inpaint(cfg)
     if summary.records_files:
-        print(f"run {summary.run_id}: images under {summary.output}/images/, records in "
-              f"{summary.output}/records/{summary.run_id}_*.parquet ({len(summary.records_files)} files)")
+        print(f"run {summary.run_id}: images under {summary.output}/images/, records under "
+              f"{summary.output}/records/ ({len(summary.records_files)} files named {summary.run_id}_*.parquet)")
     print(summary.line())
 
 
 if __name__ == "__main__":
-    run_job(main, InpaintConfig, Path(__file__).resolve().parent / "configs" / "inpaint.yaml")
+    run_job(main, InpaintConfig)

@@ -1,10 +1,10 @@
 """Train LaMa's FFC GAN with Ray Train: ``python jobs/train.py [key=value ...]``.
 
 Locally it starts a Ray instance and trains on the CPU; on a cluster, run it with
-``ray job submit -- python jobs/train.py data=s3://... output=s3://... use_gpu=true
-num_workers=8 preset=big-lama``. A rerun with the same ``output`` and ``name`` resumes.
+``ray job submit -- python jobs/train.py input=s3://... output=s3://... num_workers=8
+gpus_per_worker=1 model=big-lama``. A rerun with the same ``output`` and ``name`` resumes.
 The last line printed names the latest checkpoint (``lama_core.load_generator`` loads it).
-See ``pipelines/train.py`` for every key (``--help`` prints them with their defaults).
+``--help`` lists every key with its type, default and description.
 """
 from __future__ import annotations
 
@@ -15,18 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python jobs/train.py` from a plain checkout
     sys.path.insert(0, str(REPO))
 
-from omegaconf import OmegaConf  # noqa: E402
-
+from pipelines.configs import TrainConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
 from pipelines.job_config import JobError, run_job  # noqa: E402
-from pipelines.ray_setup import init_ray  # noqa: E402
-from pipelines.train import TrainJobConfig, run_training  # noqa: E402
 
 
-def main(cfg: TrainJobConfig) -> None:
-    plain = TrainJobConfig(**OmegaConf.to_container(cfg))
+def main(cfg: TrainConfig) -> None:
+    from pipelines.ray_setup import init_ray
+    from pipelines.train import run_training
+
     try:
-        init_ray()
-        outcome = run_training(plain)
+        init_ray(verbose=cfg.verbose)
+        outcome = run_training(cfg)
     except (FileNotFoundError, ValueError, PermissionError) as exc:
         raise JobError(str(exc)) from exc
     except RuntimeError as exc:
@@ -37,4 +36,4 @@ def main(cfg: TrainJobConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_job(main, TrainJobConfig, defaults_yaml=REPO / "jobs" / "configs" / "train.yaml")
+    run_job(main, TrainConfig)

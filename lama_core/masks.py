@@ -92,7 +92,7 @@ def _eval_set(size: int, strokes: StrokeParams, boxes: BoxParams | None = None) 
     return MaskSetSpec(size, strokes, boxes, variants=5, max_hole_fraction=0.5)
 
 
-#: The mask sets of DESIGN.md, by name: the official evaluation sets and big-lama's training mix.
+#: The mask sets of docs/DESIGN.md, by name: the official evaluation sets and big-lama's training mix.
 MASK_SETS: dict[str, MaskSetSpec] = {
     "wide_256": MaskSetSpec(256, StrokeParams(1, 5, 100, 200), BoxParams(1.0, 30, 150, 1, 4, 10)),
     "thick_256": _eval_set(256, StrokeParams(1, 5, 100, 200), BoxParams(0.3, 30, 150, 1, 3, 10)),

@@ -25,15 +25,27 @@ def storage_options(uri: str, endpoint_url: str | None = None) -> dict[str, Any]
     return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
 
 
-def filesystem_for(uri: str, endpoint_url: str | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+def filesystem_for(uri: str, endpoint_url: str | None = None,
+                   attempts: int | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """Resolve ``uri`` to ``(filesystem, path_inside_filesystem)``.
 
-    A plain local path becomes the local filesystem and an absolute path. Raises
-    ``ValueError`` for an empty URI.
+    A plain local path becomes the local filesystem and an absolute path. ``s3://`` keys
+    are literal (``lama_core.literal_s3``: ``?versionId=`` is part of a name). ``attempts``
+    (S3 only): tries per request inside botocore and s3fs, for callers that retry
+    themselves (``None``: the libraries' defaults). Raises ``ValueError`` for an empty URI.
     """
     if not uri:
         raise ValueError("empty path/URI")
-    fs, path = fsspec.core.url_to_fs(uri, **storage_options(uri, endpoint_url))
+    options = storage_options(uri, endpoint_url)
+    protocol = fsspec.utils.get_protocol(uri)
+    if protocol in ("s3", "s3a"):
+        from .literal_s3 import LiteralS3FileSystem
+
+        if attempts is not None:
+            options.update(retries=attempts, config_kwargs={"retries": {"max_attempts": attempts, "mode": "standard"}})
+        fs = LiteralS3FileSystem(**options)
+        return fs, fs._strip_protocol(uri)
+    fs, path = fsspec.core.url_to_fs(uri, **options)
     return fs, path
 
 

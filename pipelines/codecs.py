@@ -24,7 +24,13 @@ _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 class RecordError(Exception):
-    """One record cannot be processed; the message names the file and the reason."""
+    """One record cannot be processed; the message names the file and the reason.
+    ``kind`` (``pipelines.error_kinds``): ``input`` unless the cause lies elsewhere
+    (``storage``: the file could not be fetched; ``model``)."""
+
+    def __init__(self, message: str, kind: str = "input"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def _describe(exc: Exception) -> str:
@@ -40,15 +46,38 @@ def _native(arr: np.ndarray) -> np.ndarray:
     return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
-def _open(data: bytes, what: str, name: str) -> tuple[Image.Image, bool]:
+def _reduce_or_refuse(img: Image.Image, what: str, name: str, max_pixels: int) -> None:
+    """Check the header's size against ``max_pixels`` before any pixel is decoded: a JPEG
+    over it is set to decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling: the full
+    image is never held), anything else raises ``RecordError`` (kind ``input``)."""
+    width, height = img.size
+    if not max_pixels or width * height <= max_pixels:
+        return
+    if img.format == "JPEG":
+        for scale in (2, 4, 8):
+            if -(-width // scale) * -(-height // scale) <= max_pixels:
+                img.draft(img.mode, (-(-width // scale), -(-height // scale)))
+                return
+    raise RecordError(f"{what} {name} is {width}x{height} = {width * height} pixels, over max_input_pixels="
+                      f"{max_pixels} (checked from the header, before decoding; raise max_input_pixels and "
+                      "rerun with retry_errors=true to process it)")
+
+
+def _open(data: bytes, what: str, name: str, max_pixels: int = 0) -> tuple[Image.Image, bool]:
     """Open and fully decode ``data``, so truncated or corrupt files fail here, not later.
-    Returns the image and whether the file stores 16 bits per sample."""
+    Returns the image and whether the file stores 16 bits per sample. ``max_pixels`` > 0:
+    the size in the header is checked first (``_reduce_or_refuse``), so a small file
+    that declares a huge image never allocates it."""
     if not data:
         raise RecordError(f"cannot decode {what} {name}: empty file")
     try:
         img = Image.open(io.BytesIO(data))
         # Pillow reads 16-bit RGB PNGs as 8-bit RGB; only the raw mode of the tile tells.
         wide = any(";16" in str(getattr(tile, "args", "")) for tile in img.tile)
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error, ...
+        raise RecordError(f"cannot decode {what} {name}: {_describe(exc)}") from exc
+    _reduce_or_refuse(img, what, name, max_pixels)
+    try:
         img.load()
         # Camera JPEGs store pixels unrotated plus an EXIF Orientation tag; viewers (and
         # the masks people draw on them) use the rotated picture, so do we.
@@ -58,14 +87,16 @@ def _open(data: bytes, what: str, name: str) -> tuple[Image.Image, bool]:
     return img, wide
 
 
-def decode_image(data: bytes, name: str) -> tuple[np.ndarray, bool]:
+def decode_image(data: bytes, name: str, max_pixels: int = 0) -> tuple[np.ndarray, bool]:
     """Encoded image bytes -> ``(uint8 H x W x 3 RGB array, converted)``.
 
     ``converted`` is True when the file was not 8-bit RGB (grayscale, palette, RGBA/LA whose
     alpha is dropped, CMYK, 16-bit). ``name`` (a URI or path) is used in error messages.
-    Raises ``RecordError``.
+    ``max_pixels`` > 0: an image whose header declares more pixels is refused before
+    decoding, except a JPEG, decoded at the largest 1/2, 1/4 or 1/8 scale that fits (the
+    array is then smaller than the file's size). Raises ``RecordError``.
     """
-    img, wide = _open(data, "image", name)
+    img, wide = _open(data, "image", name, max_pixels)
     try:
         if img.mode == "RGB":
             return np.asarray(img), wide
@@ -77,21 +108,30 @@ def decode_image(data: bytes, name: str) -> tuple[np.ndarray, bool]:
         raise RecordError(f"cannot convert image {name} (mode {img.mode}) to RGB: {_describe(exc)}") from exc
 
 
-def decode_mask(data: bytes, name: str) -> tuple[np.ndarray, bool]:
+def decode_mask(data: bytes, name: str, max_pixels: int = 0) -> tuple[np.ndarray, bool]:
     """Encoded mask bytes -> ``(uint8 H x W array in {0, 1}, binarized)``.
 
     Colour masks use their first channel, as ``lama_core.inpainter.mask_to_float`` does.
-    Holes are ``mask > 0.5`` on the [0, 1] scale (the Inpainter's rule). ``binarized`` is
-    True when the file had values other than 0 and its maximum (e.g. a JPEG mask or
-    anti-aliased edges). Raises ``RecordError``.
+    A mask with transparency whose colour channels hold one value everywhere but whose
+    alpha varies (strokes painted on a transparent layer) marks its hole in the alpha
+    channel: the hole is where it is opaque (alpha > 0.5). Holes are ``mask > 0.5`` on the
+    [0, 1] scale (the Inpainter's rule). ``binarized`` is True when the file had values
+    other than 0 and its maximum (e.g. a JPEG mask or anti-aliased edges). ``max_pixels``
+    > 0: refused from the header when larger. Raises ``RecordError``.
     """
-    img, _ = _open(data, "mask", name)
+    img, _ = _open(data, "mask", name, max_pixels)
     try:
+        if img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")
         if img.mode in ("1", "P", "PA"):
-            img = img.convert("L")
+            img = img.convert("LA" if img.mode == "PA" else "L")
         arr = _native(np.asarray(img))
         if arr.ndim == 3:
-            arr = arr[:, :, 0]
+            colour = arr[:, :, 0]
+            alpha = arr[:, :, -1] if img.mode in ("RGBA", "LA", "La", "RGBa") else None
+            if alpha is not None and colour.min() == colour.max() and alpha.min() != alpha.max():
+                colour = alpha  # the hole is drawn only in the alpha channel
+            arr = colour
         if arr.dtype == np.int32:  # Pillow's 'I' mode
             arr = np.clip(arr, 0, 65535).astype(np.uint16)
         peak = arr.max(initial=0)
@@ -123,3 +163,21 @@ def encode_image(image: np.ndarray, fmt: str = "png", png_compress_level: int = 
 def output_extension(fmt: str) -> str:
     """File extension (with the dot) written for ``fmt`` (``png`` or ``jpg``)."""
     return ".jpg" if fmt in ("jpg", "jpeg") else ".png"
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """``(width, height)`` from the file's header (nothing decoded; EXIF rotation applied
+    as ``decode_image`` does). Raises ``RecordError`` when unreadable."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        width, height = img.size
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception as exc:
+        raise RecordError(f"cannot decode image: {_describe(exc)}") from exc
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def scale_mask(hole: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 ``H x W`` hole mask in {0, 1} -> ``height x width`` by nearest neighbour (for an
+    image that was decoded reduced)."""
+    return np.asarray(Image.fromarray(hole * 255).resize((width, height), Image.NEAREST)) // 255

@@ -60,43 +60,68 @@ def sample_grid_png(strips: Sequence[np.ndarray], title: str = "") -> bytes:
     return buf.getvalue()
 
 
+#: Axis labels: what each metric is measured in, and which way is better.
+METRIC_UNITS = {
+    "psnr": "PSNR, dB (higher is better)", "psnr_hole": "hole PSNR, dB (higher is better)",
+    "ssim": "SSIM, 0-1 (higher is better)", "ssim_hole": "hole SSIM, 0-1 (higher is better)",
+    "l1": "mean |error|, 0-1 (lower is better)", "l1_hole": "hole mean |error|, 0-1 (lower is better)",
+    "lpips": "LPIPS (lower is better)", "fid": "FID (lower is better)",
+}
+
+
+def run_of(checkpoint: str) -> str:
+    """The training run a checkpoint belongs to: its parent folder
+    (``runs/exp1/checkpoint_000100`` -> ``runs/exp1``; a ``generator.safetensors`` file
+    counts as its folder)."""
+    parts = [p for p in str(checkpoint).rstrip("/").split("/")]
+    if parts and parts[-1].endswith((".safetensors", ".ckpt", ".pt", ".pth")):
+        parts = parts[:-1]
+    return "/".join(parts[:-1]) or str(checkpoint)
+
+
 def metrics_plot_png(points: Sequence[Mapping], metrics: Sequence[str], title: str) -> bytes:
-    """One panel per metric, its value against training step, one line per panel.
+    """One panel per metric, its value against training step, one line per training run
+    (``run_of`` the checkpoint), with a legend naming the runs and axis labels with units.
 
     ``points``: one mapping per evaluated checkpoint with ``step`` (int or None),
-    ``checkpoint`` (a label) and a value per metric name (float, NaN or missing allowed).
+    ``checkpoint`` (a URI) and a value per metric name (float, NaN or missing allowed).
     Checkpoints without a step (e.g. an official ``big-lama``) are drawn as dashed
-    horizontal reference lines labelled with their name. Returns PNG bytes."""
+    horizontal reference lines in the legend under their name. Returns PNG bytes."""
     # The object API with the Agg canvas: no pyplot global state, no display, thread-safe.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     metrics = list(metrics) or ["(none)"]
-    cols = min(4, len(metrics))
+    cols = min(3, len(metrics))
     rows = math.ceil(len(metrics) / cols)
-    fig = Figure(figsize=(3.6 * cols, 2.8 * rows))
+    fig = Figure(figsize=(4.4 * cols, 3.2 * rows))
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
-    stepped = sorted((p for p in points if p.get("step") is not None), key=lambda p: p["step"])
+    runs: dict[str, list[Mapping]] = {}
+    for p in sorted((p for p in points if p.get("step") is not None), key=lambda p: p["step"]):
+        runs.setdefault(run_of(p.get("checkpoint", "")), []).append(p)
     unstepped = [p for p in points if p.get("step") is None]
     for k, ax in enumerate(axes.flat):
         if k >= len(metrics):
             ax.axis("off")
             continue
         name = metrics[k]
-        xs = [p["step"] for p in stepped if _finite(p.get(name))]
-        ys = [p[name] for p in stepped if _finite(p.get(name))]
-        if xs:
-            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2)
+        for run, run_points in runs.items():
+            xs = [p["step"] for p in run_points if _finite(p.get(name))]
+            ys = [p[name] for p in run_points if _finite(p.get(name))]
+            if xs:
+                ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=run[-40:])
         for p in unstepped:
             if _finite(p.get(name)):
-                ax.axhline(p[name], linestyle="--", linewidth=0.8, color="grey")
-                ax.annotate(str(p.get("checkpoint", ""))[-24:], (0.01, p[name]), xycoords=("axes fraction", "data"),
-                            fontsize=6, color="grey", va="bottom")
+                ax.axhline(p[name], linestyle="--", linewidth=0.8, color="grey",
+                           label=str(p.get("checkpoint", "")).rstrip("/")[-40:])
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlabel("training step", fontsize=8)
+        ax.set_ylabel(METRIC_UNITS.get(name, name), fontsize=7)
         ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="best")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -15,7 +15,7 @@ many checkpoints and mask sets, over any number of runs, computes them once. Per
 features (not just the set's mean and covariance) are cached: FID per hole-area bin needs
 the ground truth of each bin's images.
 
-Protocol (DESIGN.md): the generator sees ``image * (1 - mask)``; metrics compare the uint8
+Protocol (docs/DESIGN.md): the generator sees ``image * (1 - mask)``; metrics compare the uint8
 result with the known pixels pasted back (what ``Inpainter.inpaint`` returns, what LaMa's
 ``predict.py`` saves) to the ground truth, on the whole image; FID per hole-area bin.
 
@@ -60,11 +60,13 @@ from lama_core.storage import filesystem_for, join_uri
 
 from .codecs import RecordError, decode_image, decode_mask
 from .eval_plots import metrics_plot_png, sample_grid_png, sample_strip
-from .job_config import JobError
+from .configs import EvaluateConfig
+from .errors import JobError
 from .records import detect_format, is_image_file, list_parquet
+from .run_settings import check_settings, settings_of
 from .samples import png_bytes, sample_photos
-from .stage_utils import (ModelActorOptions, absolute_uri, actor_count, actor_option_problems, blob, cluster_device,
-                          column_batch, read_many, reach)
+from .records_schema import UTC_TIMESTAMP, utc_now
+from .stage_utils import absolute_uri, blob, cluster_plan, column_batch, read_many, reach
 
 DEFAULT_METRICS = ("psnr", "ssim", "l1", "lpips", "fid")
 DEFAULT_OUTPUT = "outputs/evaluate"
@@ -77,26 +79,6 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 # LaMa-convention mask files beside ground-truth images are not ground truth.
 _MASK_STEM = re.compile(r"_mask\d*$")
 _FROZEN_MASK = re.compile(r"^(\d{6})_mask000\.png$")
-
-
-@dataclass
-class EvaluateConfig(ModelActorOptions):
-    """``jobs/evaluate.py`` arguments (``key=value``); ``jobs/configs/evaluate.yaml`` documents them."""
-
-    checkpoints: Any = DEFAULT_CHECKPOINTS  # a URI, a glob, or a list of either
-    masks: List[str] = field(default_factory=lambda: ["thick_512", "thin_512"])
-    data: str = ""
-    output: str = DEFAULT_OUTPUT
-    metrics: List[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
-    watch: bool = False
-    poll_seconds: float = 300.0
-    max_polls: int = 0
-    mask_seed: int = 0
-    weights_dir: str = ""
-    weight_paths: Dict[str, str] = field(default_factory=dict)
-    lpips_net: str = "vgg"
-    input_format: str = "auto"
-    grid_images: int = 4
 
 
 # ----------------------------------------------------------------------------- tables
@@ -127,7 +109,7 @@ def per_image_schema(metrics: Sequence[str]) -> pa.Schema:
               ("hole_fraction", pa.float64()), ("hole_area_bin", pa.string()), ("mask_resized", pa.bool_()),
               ("converted", pa.bool_())]
     fields += [(c, pa.float64()) for c in _metric_columns(metrics, PER_IMAGE_METRIC_COLUMNS)]
-    fields += [("seconds", pa.float64()), ("run", pa.string())]
+    fields += [("seconds", pa.float64()), ("run", pa.string()), ("timestamp", UTC_TIMESTAMP)]
     return pa.schema(fields)
 
 
@@ -135,11 +117,12 @@ def summary_schema(metrics: Sequence[str]) -> pa.Schema:
     """Schema of ``OUTPUT/summary/*.parquet``: one row per checkpoint × mask set × non-empty
     hole-area bin, plus ``all`` (the only row of a pair whose checkpoint failed: ``status``
     ``error``, ``error`` saying why)."""
-    fields = [("checkpoint", pa.string()), ("step", pa.int64()), ("mask_set", pa.string()), ("bin", pa.string()),
+    fields = [("checkpoint", pa.string()), ("step", pa.int64()), ("mask_set", pa.string()),
+              ("hole_area_bin", pa.string()),
               ("n", pa.int64()), ("n_error", pa.int64()), ("status", pa.string()), ("error", pa.string())]
     fields += [(c, pa.float64()) for c in _metric_columns(metrics, SUMMARY_METRIC_COLUMNS)]
-    fields += [("data", pa.string()), ("metrics", pa.string()), ("evaluated_at", pa.string()),
-               ("seconds", pa.float64()), ("run", pa.string())]
+    fields += [("data", pa.string()), ("metrics", pa.string()), ("seconds", pa.float64()), ("run", pa.string()),
+               ("timestamp", UTC_TIMESTAMP)]
     return pa.schema(fields)
 
 
@@ -182,10 +165,14 @@ def read_summaries(fs: fsspec.AbstractFileSystem, summary_root: str) -> list[dic
     if not fs.exists(summary_root):
         return []
     rows: list[dict] = []
-    for path in sorted(fs.glob(summary_root.rstrip("/") + "/*.parquet")):
+    # Listed, never globbed: the output path may hold glob characters ([, ?, *).
+    for path in sorted(str(p) for p in fs.ls(summary_root.rstrip("/"), detail=False) if str(p).endswith(".parquet")):
         try:
             with fs.open(path, "rb") as f:
-                rows.extend(pq.read_table(f).to_pylist())
+                for row in pq.read_table(f).to_pylist():
+                    if "bin" in row:  # tables written before the column was named hole_area_bin
+                        row["hole_area_bin"] = row.pop("bin")
+                    rows.append(row)
         except Exception as exc:  # noqa: BLE001 - any damage means "redo"
             print(f"warning: cannot read summary file {path} ({type(exc).__name__}); its pairs will be "
                   "evaluated again", file=sys.stderr)
@@ -195,6 +182,21 @@ def read_summaries(fs: fsspec.AbstractFileSystem, summary_root: str) -> list[dic
 def done_pairs(summary_rows: list[dict]) -> set[tuple[str, str]]:
     """``(checkpoint, mask_set)`` pairs evaluated successfully (the rerun skip key)."""
     return {(r["checkpoint"], r["mask_set"]) for r in summary_rows if r.get("status") == "ok"}
+
+
+def remove_tables(plan: "_Plan") -> int:
+    """Delete ``OUTPUT/per_image/*.parquet`` and ``OUTPUT/summary/*.parquet`` (nothing else:
+    paths are listed, never globbed). Returns the number of files removed."""
+    removed = 0
+    for table in ("per_image", "summary"):
+        root = f"{plan.out_root}/{table}"
+        if not plan.out_fs.exists(root):
+            continue
+        files = [p for p in plan.out_fs.ls(root, detail=False) if str(p).endswith(".parquet")]
+        for path in files:
+            plan.out_fs.rm_file(path)
+        removed += len(files)
+    return removed
 
 
 def pair_key(checkpoint: str, mask_set: str) -> str:
@@ -721,6 +723,8 @@ class _Plan:
     metrics: list[str]
     inception_id: str = ""
     run_id: str = ""
+    local: bool = True
+    overwritten: bool = False
 
 
 def _first_line(exc: BaseException) -> str:
@@ -728,44 +732,82 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _check_config(cfg: Any) -> list[str]:
+def _check_config(cfg: EvaluateConfig) -> list[str]:
+    """The config's checks (``run_evaluation`` may be called without the parser) and the
+    metric names; returns the requested metrics, de-duplicated."""
     metrics = [str(m) for m in cfg.metrics]
-    problems = []
+    problems = cfg.problems()
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         problems.append(f"unknown or no metrics {unknown}; registered: {', '.join(sorted(METRICS))}")
-    if cfg.lpips_net not in ("vgg", "alex"):
-        problems.append(f"lpips_net must be vgg or alex, got {cfg.lpips_net!r}")
-    problems += actor_option_problems(cfg)
-    if cfg.poll_seconds < 0 or cfg.max_polls < 0 or cfg.grid_images < 0:
-        problems.append("poll_seconds, max_polls and grid_images must be >= 0")
     if problems:
         raise JobError("bad config: " + "; ".join(problems))
     return list(dict.fromkeys(metrics))
 
 
-def _check_weights(cfg: Any, metrics: list[str]) -> str:
-    """Load the metric networks once on the driver, so a missing or unreadable weight file
-    fails before any work, naming the file. Returns the Inception model id (or "")."""
-    weight_paths = dict(cfg.weight_paths or {})
-    try:
-        inception_id = ""
-        if "fid" in metrics:
-            inception_id = load_inception(cfg.weights_dir or None, weight_paths.get("inception")).model_id
-        if "lpips" in metrics:
-            backbone = "vgg16" if cfg.lpips_net == "vgg" else "alexnet"
-            load_lpips(cfg.lpips_net, cfg.weights_dir or None, weight_paths.get(backbone),
-                       weight_paths.get(f"lpips_{cfg.lpips_net}"))
-    except (FileNotFoundError, CheckpointError, ValueError) as exc:
-        raise JobError(_first_line(exc)) from exc
-    return inception_id
+def _weight_files(cfg: EvaluateConfig, metric: str) -> list[tuple[str, str | None]]:
+    """``[(weight name, explicit path or None)]`` that ``metric`` needs."""
+    paths = dict(cfg.weight_paths or {})
+    if metric == "fid":
+        return [("inception", paths.get("inception"))]
+    if metric == "lpips":
+        backbone = "vgg16" if cfg.lpips_net == "vgg" else "alexnet"
+        return [(backbone, paths.get(backbone)), (f"lpips_{cfg.lpips_net}", paths.get(f"lpips_{cfg.lpips_net}"))]
+    return []
+
+
+def _check_weights(cfg: EvaluateConfig, metrics: list[str]) -> tuple[list[str], str]:
+    """Load the metric networks once on the driver, so an unreadable weight file fails
+    before any work. Metrics whose weight files are missing are dropped with one line
+    naming every missing file (all at once); if no metric is left, ``JobError``.
+    Returns ``(metrics to run, Inception model id or "")``."""
+    from lama_core.metrics.weights import resolve_weight
+
+    inception_id, kept, missing = "", [], []
+    for metric in metrics:
+        absent = []
+        for name, path in _weight_files(cfg, metric):
+            try:
+                resolve_weight(name, cfg.weights_dir or None, path)
+            except FileNotFoundError as exc:
+                absent.append(_first_line(exc))
+        if absent:  # every missing file of the metric, not just the first
+            missing.append((metric, "; ".join(absent)))
+            continue
+        try:
+            if metric == "fid":
+                inception_id = load_inception(cfg.weights_dir or None, dict(cfg.weight_paths or {}).get("inception")).model_id
+            elif metric == "lpips":
+                (_, backbone_path), (_, head_path) = _weight_files(cfg, metric)
+                load_lpips(cfg.lpips_net, cfg.weights_dir or None, backbone_path, head_path)
+        except FileNotFoundError as exc:
+            missing.append((metric, _first_line(exc)))
+            continue
+        except (CheckpointError, ValueError) as exc:
+            raise JobError(_first_line(exc)) from exc
+        kept.append(metric)
+    if not kept:
+        raise JobError("no metric can run: " + "; ".join(f"{m}: {why}" for m, why in missing))
+    if missing:
+        print("evaluate: skipping metrics whose weights are missing (set weights_dir= or weight_paths.NAME=): "
+              + "; ".join(f"{m}: {why}" for m, why in missing), file=sys.stderr, flush=True)
+    return kept, inception_id
+
+
+#: Options that change the scores written (besides the data): remembered in the output.
+EVAL_RESULT_KEYS = ("metrics", "mask_seed", "lpips_net", "precision")
+_SETTINGS_WAY_ON = "write to another output, or pass overwrite=true to score every pair again with these"
+
+
+def eval_settings(cfg: Any, data_uri: str) -> dict[str, Any]:
+    """The settings an evaluation output remembers: ``EVAL_RESULT_KEYS`` and the input URI."""
+    return settings_of(cfg, EVAL_RESULT_KEYS, input=data_uri)
 
 
 def prepare(cfg: Any) -> _Plan:
     """Check the config, the metric weights, the storage and the mask sets (in that order);
     every failure is a ``JobError`` with one line, before any work is done."""
-    metrics = _check_config(cfg)
-    inception_id = _check_weights(cfg, metrics)
+    metrics, inception_id = _check_weights(cfg, _check_config(cfg))
     endpoint = cfg.endpoint_url or None
     output_uri = absolute_uri(cfg.output) or ""
     out_fs, out_root, _ = reach(output_uri, "output", endpoint, reason=_first_line)
@@ -778,33 +820,41 @@ def prepare(cfg: Any) -> _Plan:
         raise
     except Exception as exc:
         raise JobError(f"cannot reach output {output_uri}: {type(exc).__name__}: {_first_line(exc)}") from exc
-    if cfg.data:
-        data_uri = absolute_uri(cfg.data)
-    else:
-        try:
-            data_uri = join_uri(output_uri, "sample_data")
-            print(f"data= not given: evaluating scikit-image's sample photos ({write_sample_data(data_uri, endpoint)})")
-        except Exception as exc:
-            raise JobError(f"cannot write the sample photos under output {output_uri}: {type(exc).__name__}: "
-                           f"{_first_line(exc)}") from exc
-    _, _, data_exists = reach(data_uri, "data", endpoint, reason=_first_line)
-    if not data_exists:
-        raise JobError(f"data not found: {data_uri}")
-    mask_sets, mask_fs = resolve_mask_sets(list(cfg.masks), endpoint)
+    # input= not given: scikit-image's sample photos, written under the output only once a
+    # sweep knows it has work (sweep_once), never by a run that then fails.
+    data_uri = absolute_uri(cfg.input) if cfg.input else join_uri(output_uri, "sample_data")
+    if cfg.input:
+        _, _, data_exists = reach(data_uri, "input", endpoint, reason=_first_line)
+        if not data_exists:
+            raise JobError(f"input not found: {data_uri}")
+    mask_sets, mask_fs = resolve_mask_sets(list(cfg.mask_kind), endpoint)
+    # Pairs are keyed by (checkpoint, mask set): scores of other data or metrics must not
+    # mix in (pipelines/run_settings.py). Checked here, remembered once a sweep has work.
+    check_settings(out_fs, out_root, output_uri, eval_settings(cfg, data_uri), overwrite=cfg.overwrite,
+                   dry_run=True, way_on=_SETTINGS_WAY_ON)
     return _Plan(cfg, endpoint, output_uri, out_fs, out_root, data_uri, mask_sets, mask_fs, metrics, inception_id)
 
 
-def _actor_plan(cfg: Any, rows: int) -> tuple[int, float, str]:
-    """``(num_actors, num_gpus per actor, device)``: one actor per GPU when the cluster has
-    GPUs, else one CPU actor per two CPUs (the rest decode); never more than batches."""
-    gpus, cpus, num_gpus, device = cluster_device(cfg)
-    actors = actor_count(cfg, gpus, cpus, num_gpus)
-    return max(1, min(actors, math.ceil(rows / cfg.batch_size))), num_gpus, device
+def _ensure_sample_data(plan: _Plan) -> None:
+    """Write the sample photos to ``plan.data_uri`` when ``input=`` was not given and they
+    are not there yet."""
+    if plan.cfg.input:
+        return
+    _, _, exists = reach(plan.data_uri, "input", plan.endpoint, reason=_first_line)
+    if exists:
+        return
+    try:
+        print(f"input= not given: evaluating scikit-image's sample photos "
+              f"({write_sample_data(plan.data_uri, plan.endpoint)})", flush=True)
+    except Exception as exc:
+        raise JobError(f"cannot write the sample photos under output {plan.output_uri}: {type(exc).__name__}: "
+                       f"{_first_line(exc)}") from exc
 
 
-def _decoded_dataset(plan: _Plan, data: EvalData, mask_sets: Sequence[MaskSet]) -> "ray.data.Dataset":
-    """Read + decode (+ masks) as CPU tasks, re-blocked into model batches. The repartition
-    also keeps Ray Data from fusing the decode tasks into the model actors."""
+def _decoded_dataset(plan: _Plan, data: EvalData, mask_sets: Sequence[MaskSet],
+                     codec_cpus: float) -> "ray.data.Dataset":
+    """Read + decode (+ masks) as CPU tasks of ``codec_cpus`` CPUs each (fewer than the
+    model actors', so Ray Data never fuses them into the actors)."""
     import ray
 
     cfg = plan.cfg
@@ -813,11 +863,12 @@ def _decoded_dataset(plan: _Plan, data: EvalData, mask_sets: Sequence[MaskSet]) 
         blocks = max(1, min(math.ceil(len(data.records) / cfg.codec_batch_size), 10_000))
         ds = ray.data.from_items(data.records, override_num_blocks=blocks)
     else:
-        ds = ray.data.read_parquet(data.shards, filesystem=data.fs, include_paths=True).select_columns(
-            ["id", "image", "path"])
+        ds = ray.data.read_parquet(data.shards, filesystem=data.fs, include_paths=True,
+                                   num_cpus=codec_cpus).select_columns(["id", "image", "path"],
+                                                                        num_cpus=codec_cpus)
         kwargs.update(index_of=data.index_of, shard_uris=data.shard_uris)
-    ds = ds.map_batches(decode_batch, batch_size=cfg.codec_batch_size, fn_kwargs=kwargs)
-    return ds.repartition(target_num_rows_per_block=cfg.batch_size)
+    ds = ds.map_batches(decode_batch, batch_size=cfg.codec_batch_size, num_cpus=codec_cpus, fn_kwargs=kwargs)
+    return ds  # no repartition: see run_inpaint (a 1-CPU repartition task starves beside the actors)
 
 
 def _collect(ds: "ray.data.Dataset", columns: Sequence[str]) -> list[dict]:
@@ -887,10 +938,10 @@ def _summary_rows(plan: _Plan, checkpoint: str, step: int | None, mask_set: str,
     error_bins = [hole_area_bin(r["hole_fraction"]) for r in errors if math.isfinite(r["hole_fraction"])]
     common = dict(checkpoint=checkpoint, step=step, mask_set=mask_set, status="ok", error=None,
                   data=plan.data_uri, metrics=",".join(plan.metrics),
-                  evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=seconds, run=plan.run_id)
+                  timestamp=utc_now(), seconds=seconds, run=plan.run_id)
     for row in summary:
         row.update(common)
-        row["n_error"] = len(errors) if row["bin"] == ALL else error_bins.count(row["bin"])
+        row["n_error"] = len(errors) if row["hole_area_bin"] == ALL else error_bins.count(row["hole_area_bin"])
         for key, value in list(row.items()):
             if isinstance(value, float) and math.isnan(value):
                 row[key] = None
@@ -898,9 +949,9 @@ def _summary_rows(plan: _Plan, checkpoint: str, step: int | None, mask_set: str,
 
 
 def _failed_summary(plan: _Plan, checkpoint: str, step: int | None, mask_set: str, error: str) -> list[dict]:
-    return [dict(checkpoint=checkpoint, step=step, mask_set=mask_set, bin=ALL, n=0, n_error=0, status="error",
+    return [dict(checkpoint=checkpoint, step=step, mask_set=mask_set, hole_area_bin=ALL, n=0, n_error=0, status="error",
                  error=error, data=plan.data_uri, metrics=",".join(plan.metrics),
-                 evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=0.0, run=plan.run_id)]
+                 timestamp=utc_now(), seconds=0.0, run=plan.run_id)]
 
 
 def _write_pair(plan: _Plan, checkpoint: str, step: int | None, ms: MaskSet, rows: list[dict],
@@ -911,8 +962,10 @@ def _write_pair(plan: _Plan, checkpoint: str, step: int | None, ms: MaskSet, row
     result = PairResult(checkpoint, ms.name, summary[-1]["status"], summary[-1])
     if rows:
         per_image = []
+        now = utc_now()
         for r in rows:
             fraction = float(r["hole_fraction"])
+            ok = r["status"] == "ok"
             per_image.append({
                 **{k: r.get(k) for k in ("id", "index", "source", "mask_source", "status", "width", "height",
                                          "mask_resized", "converted", "seconds")},
@@ -922,7 +975,9 @@ def _write_pair(plan: _Plan, checkpoint: str, step: int | None, ms: MaskSet, row
                 "hole_fraction": fraction if math.isfinite(fraction) else None,
                 "hole_area_bin": hole_area_bin(fraction) if math.isfinite(fraction) else None,
                 "width": r["width"] if r["width"] >= 0 else None, "height": r["height"] if r["height"] >= 0 else None,
-                "run": plan.run_id})
+                # Flags of a record that failed are unknown, not false.
+                "mask_resized": bool(r["mask_resized"]) if ok else None, "converted": bool(r["converted"]) if ok else None,
+                "run": plan.run_id, "timestamp": now})
         per_image.sort(key=lambda r: r["index"])
         _write_parquet(fs, f"{root}/per_image/{key}.parquet", _table(per_image, per_image_schema(plan.metrics)))
         result.per_image_uri = join_uri(plan.output_uri, "per_image", f"{key}.parquet")
@@ -953,14 +1008,14 @@ def _evaluate_checkpoint(plan: _Plan, data: EvalData, checkpoint: str, mask_sets
                 for ms in mask_sets]
     print(f"evaluating {checkpoint}" + ("" if step is None else f" (step {step})") +
           f" on {len(data.ids)} images × {', '.join(ms.name for ms in mask_sets)}", flush=True)
-    actors, num_gpus, device = _actor_plan(cfg, len(data.ids) * len(mask_sets))
+    plan_ = cluster_plan(cfg, local=plan.local, work_batches=math.ceil(len(data.ids) * len(mask_sets) / cfg.batch_size))
     real_missing = frozenset(i for i in data.ids if i not in real) if "fid" in plan.metrics else frozenset()
-    ds = _decoded_dataset(plan, data, mask_sets).map_batches(
-        EvaluateStage, compute=ray.data.ActorPoolStrategy(size=actors), batch_size=cfg.batch_size,
-        num_gpus=num_gpus, num_cpus=cfg.num_cpus_per_actor,
-        fn_constructor_kwargs=dict(checkpoint=checkpoint, metrics=plan.metrics, device=device,
+    ds = _decoded_dataset(plan, data, mask_sets, plan_.codec_cpus).map_batches(
+        EvaluateStage, compute=ray.data.ActorPoolStrategy(size=plan_.actors), batch_size=cfg.batch_size,
+        num_gpus=plan_.gpus, num_cpus=plan_.cpus,
+        fn_constructor_kwargs=dict(checkpoint=checkpoint, metrics=plan.metrics, device=plan_.device,
                                    precision=cfg.precision, batch_size=cfg.batch_size,
-                                   num_threads=int(max(1, cfg.num_cpus_per_actor)), weights_dir=cfg.weights_dir,
+                                   num_threads=plan_.threads, weights_dir=cfg.weights_dir or "",
                                    weight_paths=dict(cfg.weight_paths or {}), lpips_net=cfg.lpips_net,
                                    grid_images=cfg.grid_images, real_missing=real_missing,
                                    endpoint_url=plan.endpoint))
@@ -998,7 +1053,7 @@ def write_plots(plan: _Plan, mask_set_names: Sequence[str]) -> list[str]:
     """``OUTPUT/plots/<mask set>.png`` from every ``ok`` summary row (bin ``all``) of those
     mask sets: one panel per metric against training step. Returns the URIs written."""
     rows = [r for r in read_summaries(plan.out_fs, f"{plan.out_root}/summary")
-            if r.get("status") == "ok" and r.get("bin") == ALL]
+            if r.get("status") == "ok" and r.get("hole_area_bin") == ALL]
     written = []
     for name in mask_set_names:
         points = [r for r in rows if r["mask_set"] == name]
@@ -1020,12 +1075,16 @@ def sweep_once(plan: _Plan) -> SweepReport:
     from .ray_setup import init_ray
 
     cfg = plan.cfg
-    checkpoints, ignored = expand_checkpoints(cfg.checkpoints, plan.endpoint)
+    checkpoints, ignored = expand_checkpoints(cfg.model, plan.endpoint)
     if not checkpoints:
-        spec = cfg.checkpoints if isinstance(cfg.checkpoints, str) else list(cfg.checkpoints)
-        raise JobError(f"no checkpoint matches checkpoints={spec}")
+        spec = cfg.model if isinstance(cfg.model, str) else list(cfg.model)
+        raise JobError(f"no checkpoint matches model={spec}")
     report = SweepReport(checkpoints=len(checkpoints), ignored=ignored)
-    done = done_pairs(read_summaries(plan.out_fs, f"{plan.out_root}/summary"))
+    if cfg.overwrite and not cfg.dry_run and not plan.overwritten:
+        removed = remove_tables(plan)
+        plan.overwritten = True  # a watcher clears the tables once, not every poll
+        print(f"overwrite=true: removed {removed} earlier per_image/summary files", flush=True)
+    done = set() if cfg.overwrite else done_pairs(read_summaries(plan.out_fs, f"{plan.out_root}/summary"))
     pending = [(c, [ms for ms in plan.mask_sets if (c, ms.name) not in done]) for c in checkpoints]
     pending = [(c, sets) for c, sets in pending if sets]
     report.skipped = len(checkpoints) * len(plan.mask_sets) - sum(len(s) for _, s in pending)
@@ -1035,7 +1094,15 @@ def sweep_once(plan: _Plan) -> SweepReport:
         return report
     print(f"evaluate: {sum(len(s) for _, s in pending)} pairs to evaluate ({len(pending)} checkpoints), "
           f"{report.skipped} already done (skipped)", flush=True)
-    init_ray()
+    if cfg.dry_run:
+        for checkpoint, sets in pending:
+            print(f"  would evaluate {checkpoint} on {', '.join(ms.name for ms in sets)}")
+        print("dry_run=true: nothing evaluated", flush=True)
+        return report
+    check_settings(plan.out_fs, plan.out_root, plan.output_uri, eval_settings(cfg, plan.data_uri),
+                   overwrite=cfg.overwrite, way_on=_SETTINGS_WAY_ON)
+    _ensure_sample_data(plan)
+    plan.local = init_ray(verbose=cfg.verbose) == "local"
     plan.run_id = f"eval-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     # An output folder inside the data folder is not data (unless the data lives in the output).
     data_fs, data_root = filesystem_for(plan.data_uri, plan.endpoint)

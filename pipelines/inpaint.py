@@ -6,8 +6,13 @@
 Every record flows through every stage as one row with a ``status``: a stage that fails on
 one record turns it into an error row (``status='error'``, ``error`` naming the file) and
 later stages pass error rows through untouched, so one bad file never stops a job and
-every input id appears in ``records/`` exactly once. Rerunning with the same output skips
-ids already in ``records/``; ``overwrite=true`` redoes everything.
+every input id appears in ``records/`` exactly once. Error rows carry an ``error_kind``
+(``error_kinds``); storage faults are retried with bounded backoff first
+(``storage_retry``). Rerunning with the same output skips ids done and redoes retryable
+error rows, which leave their records files first (``resume_state``; Parquet input:
+``shard_plan``, records partitioned by input shard); ``overwrite=true`` redoes
+everything. One run writes an output at a time (``output_lease``), with the settings it
+was started with (``run_settings``).
 
 Between stages rows carry plain NumPy: uint8 ``H x W x 3`` images, uint8 ``H x W`` masks in
 {0, 1} (1 = hole); missing numbers travel as -1 / NaN and become nulls in ``records/``.
@@ -19,6 +24,7 @@ import math
 import os
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -31,19 +37,24 @@ import torch
 from lama_core import CheckpointError, GENERATOR_PRESETS, Inpainter, build_generator, load_generator
 from lama_core.storage import filesystem_for, join_uri
 
-from .codecs import RecordError, decode_image, decode_mask, encode_image, output_extension
-from .job_config import JobError
-from .records import Listing, detect_format, list_files, list_folder, list_parquet, read_done_ids, remove_records
-from .stage_utils import (ModelActorOptions, absolute_uri, actor_count, actor_option_problems, blob, cluster_device,
-                          column_batch, read_many, reach)
+from .codecs import RecordError, decode_image, decode_mask, encode_image, image_size, output_extension, scale_mask
+from .configs import DEFAULT_MODEL, InpaintConfig
+from .error_kinds import INPUT, MODEL, STORAGE, kind_of_exception
+from .errors import JobError
+from .output_lease import acquire_lease
+from .ray_setup import RAY_CONNECTION
+from .records import Listing, detect_format, list_files, list_folder
+from .resume_state import ResumeState, read_resume_state, records_files, remove_records
+from .run_settings import check_settings, settings_of
+from .shard_plan import PARTITION, done_ids, plan_shards, remove_plan, shard_key
+from .stage_utils import ActorPlan, absolute_uri, blob, cluster_plan, column_batch, message_line, read_many, reach
+from .storage_retry import RetryPolicy, is_transient, write_file
 
 from lama_core.masks import MASK_SETS, generate_mask
 from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
 
-#: The model a job uses when none is given: the demo checkpoint shipped in this repository
-#: (the ``small`` preset trained on CPU on scikit-image's sample photos by ``jobs/train.py``;
-#: see README). A relative path is looked up in the working directory, then in the checkout.
-DEFAULT_MODEL = "assets/lama-small-demo"
+# DEFAULT_MODEL (pipelines/configs.py): the demo checkpoint shipped in this repository (see
+# README). A relative path is looked up in the working directory, then in the checkout.
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Default input: scikit-image's bundled photos, written there as a Parquet shard on first use.
 DEFAULT_INPUT = "outputs/samples"
@@ -51,29 +62,9 @@ DEFAULT_OUTPUT = "outputs/inpaint"
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "camera")
 
 
-@dataclass
-class InpaintConfig(ModelActorOptions):
-    """``jobs/inpaint.py`` arguments (``key=value``); ``jobs/configs/inpaint.yaml`` documents them."""
-
-    input: str = DEFAULT_INPUT
-    output: str = DEFAULT_OUTPUT
-    model: str = DEFAULT_MODEL
-    overwrite: bool = False
-    mask_dir: Optional[str] = None
-    input_format: str = "auto"
-    mask_kind: str = "thick_512"
-    mask_seed: int = 0
-    output_format: str = "png"
-    png_compress_level: int = 1
-    jpeg_quality: int = 95
-    max_pixels: int = 2048 * 2048
-    records_per_file: int = 1000
-    seed: int = 0
-
-
 #: One row per record in OUTPUT/records/*.parquet (nulls where a value is unknown).
 RECORD_SCHEMA = pa.schema([
-    ("id", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("error_kind", pa.string()),
     ("source", pa.string()), ("mask_source", pa.string()), ("output", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()), ("hole_fraction", pa.float64()),
     ("mask_generated", pa.bool_()), ("mask_index", pa.int64()), ("mask_binarized", pa.bool_()),
@@ -86,9 +77,9 @@ _EMPTY_IMAGE = np.zeros((0, 0, 3), np.uint8)
 _EMPTY_MASK = np.zeros((0, 0), np.uint8)
 # Columns of a decoded row and their values when unknown.
 _DECODED = {
-    "id": "", "source": "", "mask_source": "", "status": "ok", "error": "", "width": -1, "height": -1,
+    "id": "", "source": "", "mask_source": "", "status": "ok", "error": "", "error_kind": "", "width": -1, "height": -1,
     "hole_fraction": math.nan, "mask_binarized": False, "converted": False, "mask_generated": False,
-    "mask_index": -1, "seconds": 0.0,
+    "mask_index": -1, "seconds": 0.0, "reduced": False,
 }
 _METRICS = ("psnr", "ssim", "psnr_hole", "ssim_hole")
 
@@ -140,12 +131,15 @@ def _unsafe_id(record_id: str) -> bool:
 # ----------------------------------------------------------------------------- stage 1: decode
 
 def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask_source: str,
-                   mask_kind: str | None, mask_seed: int, label: str = "") -> dict[str, Any]:
+                   mask_kind: str | None, mask_seed: int, label: str = "", max_input_pixels: int = 0) -> dict[str, Any]:
     """One decoded row (``_DECODED`` columns + ``image``, ``mask``), or an error row.
 
     ``source`` / ``mask_source``: URIs of the files (``mask_source`` empty when the mask is
     drawn); ``label`` (e.g. ``(id 'x')`` for rows of a Parquet shard) follows them in error
     messages. ``mask_bytes=None`` draws the mask from ``mask_kind`` (ground truth known).
+    ``max_input_pixels`` (0: none) bounds the decoded image (``codecs.decode_image``: a
+    JPEG over it is decoded reduced, flag ``resized``; its mask file, up to 3x the limit
+    as it takes 1 byte per pixel, is scaled to match) and the mask.
     """
     row: dict[str, Any] = {**_DECODED, "id": rid, "source": source, "mask_source": mask_source,
                            "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK}
@@ -156,10 +150,14 @@ def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mas
             raise RecordError(f"id {rid!r} of {source} cannot be used as an output file name")
         if image_bytes is None:
             raise RecordError(f"no image bytes for {image_name}")
-        image, row["converted"] = decode_image(bytes(image_bytes), image_name)
+        image, row["converted"] = decode_image(bytes(image_bytes), image_name, max_input_pixels)
         row["height"], row["width"] = image.shape[:2]
+        full_size = image_size(bytes(image_bytes))
+        row["reduced"] = full_size != (image.shape[1], image.shape[0])
         if mask_bytes is not None:
-            hole, row["mask_binarized"] = decode_mask(bytes(mask_bytes), mask_name)
+            hole, row["mask_binarized"] = decode_mask(bytes(mask_bytes), mask_name, 3 * max_input_pixels)
+            if row["reduced"] and hole.shape == full_size[::-1]:
+                hole = scale_mask(hole, image.shape[1], image.shape[0])
             if hole.shape != image.shape[:2]:
                 raise RecordError(f"size mismatch: mask {mask_name} is {hole.shape[1]}x{hole.shape[0]} but image "
                                   f"{image_name} is {image.shape[1]}x{image.shape[0]} (WxH)")
@@ -173,21 +171,25 @@ def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mas
         row["image"], row["mask"] = image, hole
     except Exception as exc:  # RecordError, or anything unforeseen: still one row
         row.update(status="error", error=str(exc) if isinstance(exc, RecordError)
-                   else f"cannot decode {image_name}: {type(exc).__name__}: {exc}", image=_EMPTY_IMAGE, mask=_EMPTY_MASK)
+                   else f"cannot decode {image_name}: {type(exc).__name__}: {exc}", image=_EMPTY_IMAGE, mask=_EMPTY_MASK,
+                   error_kind=exc.kind if isinstance(exc, RecordError) else kind_of_exception(exc))
     row["seconds"] = time.perf_counter() - start
     return row
 
 
 def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractFileSystem,
-                        mask_fs: fsspec.AbstractFileSystem) -> dict[str, Any]:
+                        mask_fs: fsspec.AbstractFileSystem, retry: RetryPolicy | None = None,
+                        max_input_pixels: int = 0) -> dict[str, Any]:
     """Ray Data stage for folder records (``pipelines.records`` columns): read the image and
     mask files of the batch and decode them. Returns the decoded columns: ``_DECODED`` +
     ``image`` (uint8 H x W x 3) + ``mask`` (uint8 H x W in {0, 1}); error rows carry 0x0
-    arrays. Listing errors (e.g. an image without a mask) pass through as error rows."""
+    arrays. Listing errors (e.g. an image without a mask) pass through as error rows;
+    reads are retried per ``retry``; images over ``max_input_pixels`` (0: no limit) are
+    refused from their header."""
     n = len(batch["id"])
     start = time.perf_counter()
-    images = read_many(image_fs, [p for p, e in zip(batch["image_path"], batch["error"]) if p and not e])
-    masks = read_many(mask_fs, [p for p, e in zip(batch["mask_path"], batch["error"]) if p and not e])
+    images = read_many(image_fs, [p for p, e in zip(batch["image_path"], batch["error"]) if p and not e], retry)
+    masks = read_many(mask_fs, [p for p, e in zip(batch["mask_path"], batch["error"]) if p and not e], retry)
     read_share = (time.perf_counter() - start) / max(1, n)
     rows = []
     for i in range(n):
@@ -199,18 +201,21 @@ def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractF
             mask_bytes = blob(masks, batch["mask_path"][i], mask_uri)
         except RecordError as exc:
             rows.append({**_DECODED, "id": rid, "source": source, "mask_source": mask_uri, "status": "error",
-                         "error": str(exc), "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK})
+                         "error": str(exc), "error_kind": exc.kind, "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK})
             continue
-        row = _decode_record(rid, source, image_bytes, mask_bytes, mask_uri, None, 0)
+        row = _decode_record(rid, source, image_bytes, mask_bytes, mask_uri, None, 0,
+                             max_input_pixels=max_input_pixels)
         row["seconds"] += read_share
         rows.append(row)
     return column_batch(rows, {**_DECODED, "image": None, "mask": None})
 
 
-def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str], skip_ids: frozenset[str],
-                         mask_kind: str, mask_seed: int) -> dict[str, Any]:
+def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str], skip_lists: dict[str, str],
+                         out_fs: fsspec.AbstractFileSystem, mask_kind: str, mask_seed: int,
+                         max_input_pixels: int = 0) -> dict[str, Any]:
     """Ray Data stage for rows read from Parquet shards (``id``, ``image`` bytes, optional
-    ``mask`` bytes, ``path`` of the shard): drop ids in ``skip_ids`` (done by an earlier
+    ``mask`` bytes, ``path`` of the shard): drop ids in the shard's skip list (``skip_lists``:
+    shard path -> file on ``out_fs`` of ids done by an earlier
     run), decode the rest; a missing/null mask is drawn from ``mask_kind``/``mask_seed``.
     Returns the same columns as ``decode_folder_batch``; ``source`` (and ``mask_source``
     when the mask comes from the shard) is the shard's URI."""
@@ -218,12 +223,13 @@ def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str
     masks = batch.get("mask")
     for i in range(len(batch["id"])):
         rid = str(batch["id"][i])
-        if rid in skip_ids:
+        skip = skip_lists.get(str(batch["path"][i]))
+        if skip and rid in done_ids(out_fs, skip):
             continue
         shard = shard_uris.get(str(batch["path"][i]), str(batch["path"][i]))
         mask_bytes = masks[i] if masks is not None else None
         rows.append(_decode_record(rid, shard, batch["image"][i], mask_bytes, shard if mask_bytes is not None else "",
-                                   mask_kind, mask_seed, label=f" (id {rid!r})"))
+                                   mask_kind, mask_seed, label=f" (id {rid!r})", max_input_pixels=max_input_pixels))
     return column_batch(rows, {**_DECODED, "image": None, "mask": None})
 
 
@@ -279,10 +285,11 @@ class InpaintStage:
                 except Exception as exc:
                     out["status"][i] = "error"
                     out["error"][i] = f"inpainting failed for {out['source'][i]}: {type(exc).__name__}: {exc}"
+                    out["error_kind"][i] = MODEL  # out of memory, a kernel error: not the record's fault
         share = (time.perf_counter() - start) / len(todo)
         for i, result in done:
             out["result"][i] = result.image
-            out["resized"][i] = result.resized
+            out["resized"][i] = result.resized or bool(batch["reduced"][i])
             out["seconds"][i] += share
             if out["mask_generated"][i]:
                 metrics_start = time.perf_counter()
@@ -311,22 +318,20 @@ class InpaintStage:
 
 # ----------------------------------------------------------------------------- stage 3: encode + write
 
-def _put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    if "file" in fs.protocol or "local" in fs.protocol:  # object stores have no folders to create
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(path, data)
-
-
 def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, images_root: str, images_uri: str,
                  output_format: str, png_compress_level: int, jpeg_quality: int, model_id: str,
-                 run_id: str) -> pa.Table:
+                 run_id: str, retry: RetryPolicy | None = None, partitioned: bool = False) -> pa.Table:
     """Ray Data stage: encode each ``result`` and write it to ``images_root/ID.png`` (or
-    ``.jpg``), then return the final rows as a ``RECORD_SCHEMA`` table. A failed write
-    makes an error row naming the output file."""
+    ``.jpg``), then return the final rows as a ``RECORD_SCHEMA`` table. Writes are retried
+    per ``retry``; one that still fails makes a ``storage`` error row naming the output
+    file (retried by the next run). ``partitioned``: add the ``shard`` column (the key of
+    the row's input shard) that the records are partitioned by."""
     n = len(batch["id"])
     ext = output_extension(output_format)
     status = list(batch["status"])
     error = [str(e) if e else None for e in batch["error"]]
+    kind = [str(k) if s != "ok" and k else (INPUT if s != "ok" else None)
+            for s, k in zip(batch["status"], batch["error_kind"])]
     output: list[str | None] = [None] * n
     seconds = np.array(batch["seconds"], dtype=np.float64)
     for i in range(n):
@@ -337,18 +342,23 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
         start = time.perf_counter()
         try:
             data = encode_image(batch["result"][i], output_format, png_compress_level, jpeg_quality)
-            _put(out_fs, f"{images_root}/{rid}{ext}", data)
+        except Exception as exc:
+            status[i], kind[i] = "error", MODEL
+            error[i] = f"cannot encode output {uri} for {batch['source'][i]}: {type(exc).__name__}: {exc}"
+            continue
+        try:
+            write_file(out_fs, f"{images_root}/{rid}{ext}", data, retry or RetryPolicy())
             output[i] = uri
         except Exception as exc:
-            status[i] = "error"
-            error[i] = f"cannot write output {uri} for {batch['source'][i]}: {type(exc).__name__}: {exc}"
+            status[i], kind[i] = "error", STORAGE
+            error[i] = f"cannot write output {uri} for {batch['source'][i]}: {type(exc).__name__}: {message_line(exc)}"
         seconds[i] += time.perf_counter() - start
 
     def nullable(values, missing):
         return [None if (v == missing or (isinstance(v, float) and math.isnan(v))) else v for v in values]
 
     columns = {
-        "id": [str(x) for x in batch["id"]], "status": status, "error": error,
+        "id": [str(x) for x in batch["id"]], "status": status, "error": error, "error_kind": kind,
         "source": [str(x) for x in batch["source"]], "mask_source": nullable([str(x) for x in batch["mask_source"]], ""),
         "output": output,
         "width": nullable(batch["width"].tolist(), -1), "height": nullable(batch["height"].tolist(), -1),
@@ -359,7 +369,10 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
         **{name: nullable(batch[name].tolist(), None) for name in _METRICS},
         "model": [model_id] * n, "seconds": seconds.tolist(), "run": [run_id] * n,
     }
-    return pa.table(columns, schema=RECORD_SCHEMA)
+    table = pa.table(columns, schema=RECORD_SCHEMA)
+    if partitioned:
+        table = table.append_column(PARTITION, pa.array([shard_key(src) for src in columns["source"]], pa.string()))
+    return table
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -409,17 +422,23 @@ def write_sample_input(uri: str, endpoint_url: str | None = None) -> str:
     return join_uri(uri, "samples.parquet")
 
 
-def _check_config(cfg: Any) -> None:
-    problems = actor_option_problems(cfg)
-    if cfg.output_format not in ("png", "jpg", "jpeg"):
-        problems.append(f"output_format must be png or jpg, got {cfg.output_format!r}")
-    if cfg.records_per_file < 1:
-        problems.append("records_per_file must be >= 1")
-    if not 0 <= cfg.png_compress_level <= 9 or not 1 <= cfg.jpeg_quality <= 100:
-        problems.append("png_compress_level must be in 0..9 and jpeg_quality in 1..100")
-    if cfg.mask_kind not in MASK_SETS:
-        problems.append(f"unknown mask_kind {cfg.mask_kind!r}; valid: {', '.join(MASK_SETS)}")
-    if problems:
+#: Options that change the pixels or numbers written: remembered in OUTPUT/_settings.json
+#: (``pipelines.run_settings``) with the model id; a rerun with other values is refused.
+#: Input locations (``input``, ``mask_dir``) are not settings: fixing a forgotten
+#: ``mask_dir`` and rerunning with ``retry_errors=true`` is the way to repair records.
+RESULT_KEYS = ("mask_kind", "mask_seed", "precision", "max_pixels", "max_input_pixels", "output_format",
+               "jpeg_quality", "hd_strategy")
+
+
+def retry_policy(cfg: Any) -> RetryPolicy:
+    """The storage retry policy of a job config (``storage_attempts`` tries, backoff from
+    ``storage_backoff_seconds`` doubling up to ``storage_backoff_max_seconds``)."""
+    return RetryPolicy(cfg.storage_attempts, cfg.storage_backoff_seconds, cfg.storage_backoff_max_seconds)
+
+
+def _check_config(cfg: InpaintConfig) -> None:
+    """The config's own checks again (``run_inpaint`` may be called without the parser)."""
+    if problems := cfg.problems():
         raise JobError("bad config: " + "; ".join(problems))
 
 
@@ -430,29 +449,9 @@ def _announce_random_weights(model: str, seed: int) -> None:
           f"folder, a best.ckpt or a generator.safetensors.\n{bar}", flush=True)
 
 
-def _actor_plan(cfg: Any, local: bool) -> tuple[int, float, str]:
-    """``(num_actors, num_gpus per actor, device)`` from the config and the cluster.
-
-    Auto (``num_gpus=-1``, ``num_actors=0``, ``device=auto``): one actor per GPU when the
-    cluster has GPUs; else CPU actors, one per two CPUs (half the cores stay free for
-    decoding and encoding), each using ``num_cpus_per_actor`` threads.
-    """
-    gpus, cpus, num_gpus, device = cluster_device(cfg)
-    if device == "cpu" and cfg.precision == "fp16":
-        raise JobError("precision=fp16 needs a CUDA device; use fp32 or bf16 on CPU")
-    if num_gpus > 0 and not gpus:
-        if local:
-            raise JobError(f"num_gpus={num_gpus} but this machine has no GPU visible to Ray: use num_gpus=0")
-        print("warning: the Ray cluster has no GPU now; the model actors wait for GPU nodes (autoscaling)")
-    actors = actor_count(cfg, gpus, cpus, num_gpus)
-    if actors * cfg.num_cpus_per_actor >= cpus:
-        print(f"warning: {actors} model actors x {cfg.num_cpus_per_actor} CPUs take all {cpus:g} CPUs of the "
-              "cluster: reading, decoding and encoding will wait for them")
-    return actors, num_gpus, device
-
-
-def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem,
-                   mask_fs: fsspec.AbstractFileSystem) -> "ray.data.Dataset":
+def _build_dataset(cfg: InpaintConfig, listing: Listing, in_fs: fsspec.AbstractFileSystem,
+                   mask_fs: fsspec.AbstractFileSystem, out_fs: fsspec.AbstractFileSystem, plan: ActorPlan,
+                   policy: RetryPolicy) -> "ray.data.Dataset":
     """The read + decode part of the pipeline: a dataset of decoded rows."""
     import ray
 
@@ -461,8 +460,9 @@ def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem,
         # over all decode tasks from the start.
         blocks = max(1, min(math.ceil(len(listing.records) / cfg.codec_batch_size), 10_000))
         ds = ray.data.from_items(listing.records, override_num_blocks=blocks)
-        return ds.map_batches(decode_folder_batch, batch_size=cfg.codec_batch_size,
-                              fn_kwargs=dict(image_fs=in_fs, mask_fs=mask_fs))
+        return ds.map_batches(decode_folder_batch, batch_size=cfg.codec_batch_size, num_cpus=plan.codec_cpus,
+                              fn_kwargs=dict(image_fs=in_fs, mask_fs=mask_fs, retry=policy,
+                                             max_input_pixels=cfg.max_input_pixels))
     parts = []
     for shards, columns in ((listing.shards_with_mask, ["id", "image", "mask"]),
                             (listing.shards_without_mask, ["id", "image"])):
@@ -470,11 +470,13 @@ def _build_dataset(cfg: Any, listing: Listing, in_fs: fsspec.AbstractFileSystem,
             continue
         # Shards with and without a mask column are read apart (one read needs one schema);
         # the column selection is pushed down into the Parquet reader.
-        part = ray.data.read_parquet(shards, filesystem=in_fs, include_paths=True).select_columns(columns + ["path"])
+        part = ray.data.read_parquet(shards, filesystem=in_fs, include_paths=True,
+                                     num_cpus=plan.codec_cpus).select_columns(
+                                         columns + ["path"], num_cpus=plan.codec_cpus)
         parts.append(part.map_batches(
-            decode_parquet_batch, batch_size=cfg.codec_batch_size,
-            fn_kwargs=dict(shard_uris=listing.shard_uris, skip_ids=frozenset(listing.skip_ids),
-                           mask_kind=cfg.mask_kind, mask_seed=cfg.mask_seed)))
+            decode_parquet_batch, batch_size=cfg.codec_batch_size, num_cpus=plan.codec_cpus,
+            fn_kwargs=dict(shard_uris=listing.shard_uris, skip_lists=listing.skip_lists, out_fs=out_fs,
+                           mask_kind=cfg.mask_kind, mask_seed=cfg.mask_seed, max_input_pixels=cfg.max_input_pixels)))
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
 
 
@@ -499,15 +501,16 @@ def _open_storage(cfg: Any, endpoint: str | None) -> _Storage:
     input_uri, output_uri, mask_uri = (absolute_uri(uri, _REPO_ROOT) for uri in (cfg.input, cfg.output, cfg.mask_dir))
     if cfg.input == DEFAULT_INPUT and not os.path.exists(input_uri):
         print(f"writing sample photos to {write_sample_input(input_uri)} (first run with the default input)")
-    in_fs, in_root, in_exists = reach(input_uri, "input", endpoint)
+    in_fs, in_root, in_exists = reach(input_uri, "input", endpoint, attempts=1)
     if not in_exists:
         raise JobError(f"input not found: {input_uri}")
     mask_fs, mask_root = in_fs, None
     if mask_uri:
-        mask_fs, mask_root, mask_exists = reach(mask_uri, "mask_dir", endpoint)
+        mask_fs, mask_root, mask_exists = reach(mask_uri, "mask_dir", endpoint, attempts=1)
         if not mask_exists:
             raise JobError(f"mask_dir not found: {mask_uri}")
-    out_fs, out_root, _ = reach(output_uri, "output", endpoint)
+    # attempts=1: botocore and s3fs do not retry inside a call; storage_retry.py does, bounded by the config.
+    out_fs, out_root, _ = reach(output_uri, "output", endpoint, attempts=1)
     if "s3" in out_fs.protocol and not out_fs.exists(out_root.split("/", 1)[0]):
         raise JobError(f"output bucket of {output_uri} does not exist")
     return _Storage(input_uri, output_uri, mask_uri, in_fs, in_root, out_fs, out_root, mask_fs, mask_root)
@@ -527,7 +530,32 @@ def _check_model(cfg: Any, endpoint: str | None) -> tuple[str, str, bool]:
     return model, loaded.model_id, loaded.random_weights
 
 
-def _list_inputs(cfg: Any, st: _Storage, done: set[str]) -> Listing:
+def _plan_parquet(cfg: Any, st: _Storage, rel_files: list[str], plan_root: str, drop_retryable: bool) -> Listing:
+    """Parquet input: plan every shard in parallel Ray tasks (``shard_plan``); the driver
+    keeps per-shard numbers and paths, never the ids."""
+    from .ray_setup import init_ray
+
+    init_ray()
+    single = len(rel_files) == 1 and st.in_fs.isfile(st.in_root)
+    shards = [(st.in_root if single else f"{st.in_root}/{rel}", st.input_uri if single else join_uri(st.input_uri, rel))
+              for rel in rel_files if rel.lower().endswith(".parquet")]
+    planned = plan_shards(st.in_fs, shards, st.out_fs, f"{st.out_root}/records", plan_root, cfg.retry_errors,
+                          drop_retryable and not cfg.overwrite, retry_policy(cfg))
+    listing = Listing("parquet", total=planned.total, skipped=planned.done_ok + planned.done_failed,
+                      ignored=len(rel_files) - len(shards), retryable=planned.retryable,
+                      shard_count=planned.shard_count)
+    for plan in planned.shards:
+        (listing.shards_with_mask if plan.has_mask else listing.shards_without_mask).append(plan.path)
+        listing.shard_uris[plan.path] = plan.uri
+        if plan.skip_list:
+            listing.skip_lists[plan.path] = plan.skip_list
+    return listing
+
+
+def _list_inputs(cfg: Any, st: _Storage, plan_root: str, drop_retryable: bool) -> Listing:
+    """What this run has to do. Folder input: listed here, against the ids of earlier
+    records (``resume_state``); Parquet input: ``_plan_parquet``. ``drop_retryable``:
+    remove the error rows to redo from the records first (not in a dry run)."""
     # An output or mask folder inside the input folder is not input.
     exclude = tuple(p for p, fs in ((st.out_root, st.out_fs), (st.mask_root, st.mask_fs))
                     if p and type(fs) is type(st.in_fs))
@@ -536,7 +564,10 @@ def _list_inputs(cfg: Any, st: _Storage, done: set[str]) -> Listing:
         if detect_format(rel_files, cfg.input_format) == "parquet":
             if st.mask_uri:
                 raise JobError("mask_dir applies to folder input only; Parquet input carries masks in a mask column")
-            return list_parquet(st.in_fs, st.in_root, st.input_uri, rel_files, done)
+            return _plan_parquet(cfg, st, rel_files, plan_root, drop_retryable)
+        state = ResumeState() if cfg.overwrite else read_resume_state(
+            st.out_fs, f"{st.out_root}/records", cfg.retry_errors, drop_retryable, retry_policy(cfg))
+        done = state.done
         if st.in_fs.isfile(st.in_root):
             raise JobError(f"input {st.input_uri} is a file: give a folder of images, or a .parquet shard")
         mask_rel = list_files(st.mask_fs, st.mask_root) if st.mask_root else None
@@ -547,7 +578,20 @@ def _list_inputs(cfg: Any, st: _Storage, done: set[str]) -> Listing:
     except Exception as exc:
         raise JobError(f"cannot list input {st.input_uri}: {type(exc).__name__}: {exc}") from exc
     todo = [r for r in records if r["id"] not in done]
-    return Listing("folder", total=len(records), skipped=len(records) - len(todo), ignored=ignored, records=todo)
+    return Listing("folder", total=len(records), skipped=len(records) - len(todo), ignored=ignored, records=todo,
+                   retryable=state.retryable)
+
+
+def _allow_storage_retries_in_ray_writes() -> None:
+    """Ray Data retries a records-file write whose error text matches
+    ``DataContext.retried_io_errors`` (its defaults name pyarrow's S3 errors only): add the
+    fsspec/botocore/aiohttp forms of the transient failures of ``storage_retry``."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    extra = ["Connection refused", "Connection reset", "Could not connect", "EndpointConnectionError",
+             "ConnectionClosedError", "ServerDisconnectedError", "ReadTimeoutError", "SlowDown", "ServiceUnavailable"]
+    ctx.retried_io_errors = list(dict.fromkeys(list(ctx.retried_io_errors) + extra))
 
 
 def _count_statuses(fs: fsspec.AbstractFileSystem, files: list[str]) -> tuple[int, int]:
@@ -564,23 +608,86 @@ def _count_statuses(fs: fsspec.AbstractFileSystem, files: list[str]) -> tuple[in
 def run_inpaint(cfg: Any) -> InpaintSummary:
     """Run the bulk inpainting job described by ``cfg`` (an ``InpaintConfig`` or its
     OmegaConf form) and return its summary. Raises ``JobError`` when the job cannot run:
-    bad config, input missing, storage unreachable, model missing or incompatible."""
+    bad config, input missing, storage unreachable (also mid-run, after the retries),
+    model missing or incompatible, output held by another run, settings that differ
+    from the output's (``run_settings``). ``dry_run``: print the plan only."""
+    _check_config(cfg)
+    endpoint = cfg.endpoint_url or None
+    st = _open_storage(cfg, endpoint)
+    model, model_id, random_weights = _check_model(cfg, endpoint)
+    run_id = f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    if cfg.dry_run:
+        return _plan_only(cfg, st, model_id, run_id, random_weights)
+    # One writer per output: nothing below touches it without the lease (output_lease.py).
+    try:
+        lease = acquire_lease(st.out_fs, st.out_root, st.output_uri, run_id, cfg.lease_seconds)
+    except JobError:
+        raise
+    except Exception as exc:  # storage down or access refused at the start: one line
+        raise JobError(f"cannot take the lease on output {st.output_uri}: {type(exc).__name__}: "
+                       f"{message_line(exc)[:300]}") from exc
+    try:
+        summary = _run_with_lease(cfg, st, model, model_id, run_id, random_weights)
+    except Exception as exc:
+        if isinstance(exc, JobError) or not is_transient(exc):
+            raise
+        # Retries exhausted on storage the whole job needs (a records file, a shard): stop
+        # with one line. Records files are whole or absent, so what was written stays valid.
+        raise JobError(f"storage unavailable for {st.output_uri} or {st.input_uri} after {cfg.storage_attempts} "
+                       f"tries: {type(exc).__name__}: {message_line(exc)[:300]}; records written so far stay valid: "
+                       "rerun to resume") from exc
+    finally:
+        lease.release()
+    if lease.lost.is_set():
+        print(f"warning: the lease on {st.output_uri} was taken over by another run while this one ran", flush=True)
+    return summary
+
+
+def _plan_only(cfg: Any, st: _Storage, model_id: str, run_id: str, random_weights: bool) -> InpaintSummary:
+    """``dry_run=true``: check settings and print the plan; write nothing, run no model."""
+    check_settings(st.out_fs, st.out_root, st.output_uri, settings_of(cfg, RESULT_KEYS, model=model_id),
+                   cfg.overwrite, dry_run=True)
+    plan_root = f"{st.out_root}/_plan/{run_id}"
+    try:
+        listing = _list_inputs(cfg, st, plan_root, drop_retryable=False)
+    finally:
+        remove_plan(st.out_fs, plan_root)
+    shards = f"{len(listing.shards_with_mask) + len(listing.shards_without_mask)} of {listing.shard_count} shards " \
+        "to read; " if listing.kind == "parquet" else ""
+    print(f"dry run: {listing.total} records in {st.input_uri} ({listing.kind}): {listing.skipped} done, "
+          f"{listing.pending} to do (of which {listing.retryable} retryable error rows); {shards}"
+          f"{listing.ignored} files ignored; output {st.output_uri}; nothing written", flush=True)
+    return InpaintSummary(0, 0, listing.skipped, listing.ignored, 0.0, st.output_uri, run_id, model_id, random_weights)
+
+
+def _run_with_lease(cfg: Any, st: _Storage, model: str, model_id: str, run_id: str,
+                    random_weights: bool) -> InpaintSummary:
+    endpoint = cfg.endpoint_url or None
+    policy = retry_policy(cfg)
+    records_root = f"{st.out_root}/records"
+    if cfg.overwrite and (removed := remove_records(st.out_fs, records_root)):
+        print(f"overwrite=true: removed {removed} earlier records files")
+    # After removing old records (overwrite), so old rows never sit under new settings.
+    check_settings(st.out_fs, st.out_root, st.output_uri, settings_of(cfg, RESULT_KEYS, model=model_id),
+                   cfg.overwrite)
+    # Skip lists of partly done shards (shard_plan.py) live here for the run only.
+    plan_root = f"{st.out_root}/_plan/{run_id}"
+    try:
+        return _run_planned(cfg, st, model, model_id, run_id, random_weights, plan_root, endpoint, policy)
+    finally:
+        remove_plan(st.out_fs, plan_root)
+
+
+def _run_planned(cfg: Any, st: _Storage, model: str, model_id: str, run_id: str, random_weights: bool,
+                 plan_root: str, endpoint: str | None, policy: RetryPolicy) -> InpaintSummary:
     import ray
     from ray.data.datasource import FilenameProvider
 
     from .ray_setup import init_ray
 
-    _check_config(cfg)
-    endpoint = cfg.endpoint_url or None
-    st = _open_storage(cfg, endpoint)
-    model, model_id, random_weights = _check_model(cfg, endpoint)
-
     records_root = f"{st.out_root}/records"
-    if cfg.overwrite and (removed := remove_records(st.out_fs, records_root)):
-        print(f"overwrite=true: removed {removed} earlier records files")
-    done = set() if cfg.overwrite else read_done_ids(st.out_fs, records_root)
-    listing = _list_inputs(cfg, st, done)
-    run_id = f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    # Retryable error rows leave their files here, before they are redone (resume_state.py).
+    listing = _list_inputs(cfg, st, plan_root, drop_retryable=True)
     print(f"inpaint: {listing.total} records in {st.input_uri} ({listing.kind}), {listing.pending} to do, "
           f"{listing.skipped} already done, {listing.ignored} files ignored; run {run_id}", flush=True)
     summary = InpaintSummary(0, 0, listing.skipped, listing.ignored, 0.0, st.output_uri, run_id, model_id,
@@ -588,30 +695,40 @@ def run_inpaint(cfg: Any) -> InpaintSummary:
     if listing.pending == 0:
         return summary
 
-    num_actors, num_gpus, device = _actor_plan(cfg, local=init_ray() == "local")
-    ds = _build_dataset(cfg, listing, st.in_fs, st.mask_fs)
-    # Re-block decoded rows into model batches. This also keeps Ray Data from fusing the
-    # decode tasks into the model actors (it fuses a task stage into the next actor stage
-    # when their resources match, as on CPU-only runs, but never across a repartition):
-    # reading and decoding stay on their own CPU tasks.
-    ds = ds.repartition(target_num_rows_per_block=cfg.batch_size)
+    how = init_ray(verbose=cfg.verbose)
+    plan = cluster_plan(cfg, local=how == "local", work_batches=math.ceil(listing.pending / cfg.batch_size))
+    print(f"inpaint: {RAY_CONNECTION[how]}; {plan.line()}", flush=True)
+    _allow_storage_retries_in_ray_writes()
+    ds = _build_dataset(cfg, listing, st.in_fs, st.mask_fs, st.out_fs, plan, policy)
+    # No repartition between decode and model: Ray Data runs a streaming repartition as
+    # tasks of 1 CPU, which never get scheduled while the actors hold all but a fraction
+    # of a CPU (the job hung). The codec tasks' fractional CPUs differ from the actors',
+    # so Ray Data does not fuse decoding into the actors either; map_batches re-bundles rows.
     ds = ds.map_batches(
-        InpaintStage, compute=ray.data.ActorPoolStrategy(size=num_actors), batch_size=cfg.batch_size,
-        num_gpus=num_gpus, num_cpus=cfg.num_cpus_per_actor,
-        fn_constructor_kwargs=dict(model=model, seed=cfg.seed, device=device, precision=cfg.precision,
+        InpaintStage, compute=ray.data.ActorPoolStrategy(size=plan.actors), batch_size=cfg.batch_size,
+        num_gpus=plan.gpus, num_cpus=plan.cpus,
+        fn_constructor_kwargs=dict(model=model, seed=cfg.seed, device=plan.device, precision=cfg.precision,
                                    max_pixels=cfg.max_pixels, batch_size=cfg.batch_size,
-                                   num_threads=max(1, int(cfg.num_cpus_per_actor)), endpoint_url=endpoint))
+                                   num_threads=plan.threads, endpoint_url=endpoint))
     ds = ds.map_batches(
-        encode_batch, batch_size=cfg.codec_batch_size,
+        encode_batch, batch_size=cfg.codec_batch_size, num_cpus=plan.codec_cpus,
         fn_kwargs=dict(out_fs=st.out_fs, images_root=f"{st.out_root}/images",
                        images_uri=join_uri(st.output_uri, "images"), output_format=cfg.output_format,
                        png_compress_level=cfg.png_compress_level, jpeg_quality=cfg.jpeg_quality,
-                       model_id=model_id, run_id=run_id))
+                       model_id=model_id, run_id=run_id, retry=policy, partitioned=listing.kind == "parquet"))
     start = time.perf_counter()
     try:
         # Run-unique file names: a rerun never overwrites the records of an earlier run.
-        ds.write_parquet(records_root, filesystem=st.out_fs, min_rows_per_file=cfg.records_per_file,
-                         filename_provider=FilenameProvider(dataset_uuid=run_id, file_format="parquet"))
+        # Every stage names its CPUs: one left at Ray's default of 1 CPU never runs beside
+        # actors that hold all but a fraction of a CPU (the job waits forever). Parquet
+        # input: records partitioned by input shard, each partition the shard's completion
+        # manifest (shard_plan.py).
+        with warnings.catch_warnings():  # min_rows_per_file with partition_cols: deprecated in 2027
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds.write_parquet(records_root, filesystem=st.out_fs, min_rows_per_file=cfg.records_per_file,
+                             ray_remote_args={"num_cpus": plan.codec_cpus},
+                             filename_provider=FilenameProvider(dataset_uuid=run_id, file_format="parquet"),
+                             partition_cols=[PARTITION] if listing.kind == "parquet" else None)
     except ray.exceptions.ActorDiedError as exc:
         # Typically the model cannot be loaded where the actors run (a path that exists on
         # the driver's machine only, no GPU memory): one line here, Ray logged the details.
@@ -619,6 +736,6 @@ def run_inpaint(cfg: Any) -> InpaintSummary:
         raise JobError(f"the model actors could not start: {cause} (records written so far are kept; "
                        "rerun to resume)") from exc
     summary.seconds = time.perf_counter() - start
-    summary.records_files = sorted(st.out_fs.glob(f"{records_root}/{run_id}_*.parquet"))
+    summary.records_files = records_files(st.out_fs, records_root, prefix=f"{run_id}_", recursive=True)
     summary.ok, summary.failed = _count_statuses(st.out_fs, summary.records_files)
     return summary

@@ -2,6 +2,7 @@
 sets it), else a fresh local instance sized for a laptop."""
 from __future__ import annotations
 
+import logging
 import os
 
 import ray
@@ -14,6 +15,11 @@ _OBJECT_STORE_MIN = 512 * 2**20
 _OBJECT_STORE_MAX = 8 * 2**30
 
 
+#: What ``init_ray``'s answer means, for the job's console line.
+RAY_CONNECTION = {"existing": "on this process's Ray", "joined": "joined the Ray cluster in RAY_ADDRESS",
+                  "local": "started a local Ray"}
+
+
 def local_object_store_bytes() -> int:
     """Object store size for a local instance: 20% of RAM, clamped to [512 MiB, 8 GiB]."""
     try:
@@ -23,16 +29,35 @@ def local_object_store_bytes() -> int:
     return int(min(max(total * _OBJECT_STORE_FRACTION, _OBJECT_STORE_MIN), _OBJECT_STORE_MAX))
 
 
-def init_ray() -> str:
+def quiet_ray(verbose: bool = False) -> None:
+    """Keep Ray's own console output (worker log lines, Ray Data's per-operator progress
+    bars and its execution banners) off the user's console unless ``verbose``; it still
+    goes to Ray's log files (``/tmp/ray/session_latest/logs``)."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = verbose
+    ctx.print_on_execution_start = verbose
+    if not verbose:
+        # ERROR: Ray's warnings here are about its own set-up (token auth of a local
+        # instance, progress bars being off), not about the user's job.
+        for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def init_ray(verbose: bool = False) -> str:
     """Make sure this process is connected to Ray. Returns how: ``"existing"`` (already
     initialised, e.g. by a test session), ``"joined"`` (the cluster in ``RAY_ADDRESS``) or
-    ``"local"`` (a new single-node instance without the dashboard)."""
+    ``"local"`` (a new single-node instance without the dashboard). Unless ``verbose``,
+    Ray's own log lines stay in its log files (``quiet_ray``)."""
+    quiet_ray(verbose)
     if ray.is_initialized():
         return "existing"
     address = os.environ.get("RAY_ADDRESS")
+    quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.ERROR}
     if address:
-        ray.init(address=address)
+        ray.init(address=address, **quiet)
         return "joined"
     # address="local": never attach to some other instance found on this machine.
-    ray.init(address="local", include_dashboard=False, object_store_memory=local_object_store_bytes())
+    ray.init(address="local", include_dashboard=False, object_store_memory=local_object_store_bytes(), **quiet)
     return "local"

@@ -1,7 +1,7 @@
 """Listing a bulk job's inputs into records, and reading back the record tables it wrote.
 
 Listing handles names only (paths, ids): pixels and encoded bytes are read later, inside
-Ray tasks, so the driver never holds a dataset's data. Two input forms (DESIGN.md, "Data in
+Ray tasks, so the driver never holds a dataset's data. Two input forms (docs/DESIGN.md, "Data in
 object storage"):
 
 * a folder/prefix in LaMa's convention (``x.png`` + ``x_mask000.png``), or with a separate
@@ -15,7 +15,6 @@ the mask) and ``error`` (empty, or why the record cannot be processed, naming th
 from __future__ import annotations
 
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -41,7 +40,9 @@ class Listing:
     ``kind``: ``"folder"`` or ``"parquet"``. ``records``: folder records still to do (see the
     module docstring). ``shards``: Parquet shards (filesystem paths) that still hold rows to
     do, split by whether they have a ``mask`` column; ``shard_uris`` maps each to its URI;
-    ``skip_ids``: ids in those shards already done (dropped while reading). ``total``:
+    ``skip_ids``: ids in those shards already done (dropped while reading); or, from
+    ``pipelines.shard_plan``, ``skip_lists``: shard path -> file of its done ids.
+    ``retryable``: error rows of earlier runs redone now. ``total``:
     records in the input; ``skipped``: those already in ``records/``; ``ignored``: files that
     are neither images, masks nor shards (or masks that no image uses).
     """
@@ -55,6 +56,9 @@ class Listing:
     shards_without_mask: list[str] = field(default_factory=list)
     shard_uris: dict[str, str] = field(default_factory=dict)
     skip_ids: set[str] = field(default_factory=set)
+    skip_lists: dict[str, str] = field(default_factory=dict)
+    retryable: int = 0
+    shard_count: int = 0
 
     @property
     def pending(self) -> int:
@@ -259,33 +263,3 @@ def list_parquet(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fi
         raise JobError(f"Parquet input has {len(duplicates)} duplicate ids (e.g. {duplicates[:3]}): "
                        "ids must be unique, each names one output row")
     return listing
-
-
-def read_done_ids(fs: fsspec.AbstractFileSystem, records_root: str) -> set[str]:
-    """Ids in ``RECORDS/*.parquet`` (earlier runs). A file that cannot be read (a run killed
-    while writing it) is renamed ``*.parquet.corrupt`` with a warning, so its records are
-    redone and every id stays in exactly one readable file."""
-    if not fs.exists(records_root):
-        return set()
-    done: set[str] = set()
-    for path in sorted(fs.glob(records_root.rstrip("/") + "/*.parquet")):
-        try:
-            with fs.open(path, "rb") as f:
-                ids = pq.read_table(f, columns=["id"]).column("id").to_pylist()
-        except Exception as exc:
-            print(f"warning: cannot read earlier records file {path} ({type(exc).__name__}); renaming it to "
-                  f"{path}.corrupt and redoing its records", file=sys.stderr)
-            fs.mv(path, path + ".corrupt")
-            continue
-        done.update(ids)
-    return done
-
-
-def remove_records(fs: fsspec.AbstractFileSystem, records_root: str) -> int:
-    """Delete ``RECORDS/*.parquet`` (for ``overwrite=true``). Returns how many were removed."""
-    if not fs.exists(records_root):
-        return 0
-    files = fs.glob(records_root.rstrip("/") + "/*.parquet")
-    if files:
-        fs.rm(files)
-    return len(files)

@@ -32,7 +32,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,11 +42,13 @@ from lama_core.augment import Distortions, distorted_crop, random_crop
 from lama_core.checkpoint import (load_state_checked, read_checkpoint, save_discriminator,
                                   save_generator)
 from lama_core.losses import loss_config
-from lama_core.models import build_discriminator, build_generator
+from lama_core.models import build_discriminator, build_generator, discriminator_config_from_state
 from lama_core.storage import filesystem_for
 from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch, unwrap
 
 from .codecs import RecordError, decode_image
+from .configs import PRESETS, TrainConfig
+from .progress import ReportLog, follow_reports, report_printer
 from .records import is_image_file, list_files
 from .samples import TRAINING_PHOTOS, VALIDATION_PHOTOS, png_bytes, sample_photos
 
@@ -54,74 +56,6 @@ TRAINING_STATE_FILE = "training_state.pt"
 VALIDATION_GRID_FILE = "validation.png"
 # Mask indices of the validation batch live far from the training ranges.
 VALIDATION_MASK_OFFSET = 10**9
-
-
-@dataclass
-class TrainJobConfig:
-    """``jobs/train.py`` arguments. ``data``: folder/prefix of images (png/jpg/webp, recursive)
-    or of Parquet shards with an ``image`` bytes column; empty = scikit-image's sample photos.
-    ``output``: where runs live (local or ``s3://``); the run is ``output/name``.
-    ``batch_size`` is per worker; ``crops_per_image`` random crops are cut from each decoded
-    image per epoch. ``init_from``: official LaMa dir/``best.ckpt`` or our
-    checkpoint to fine-tune (G, and D where present). ``perceptual_weights``: ADE20k
-    ``encoder_epoch_20.pth`` (or a ``weights_dir`` holding it) for the HRF loss; empty = off.
-    ``cpus_per_worker``: CPUs reserved per training worker; leave at least half a CPU free
-    for the data stage's decode tasks (``run_training`` checks this on the cluster).
-    ``fail_at_step``: testing aid, a worker of rank ``world_size - 1`` raises once at this
-    step in a run that started without a checkpoint (-1 = never).
-
-    Recipe (see ``lama_core.losses`` and ``lama_core.training``): ``recipe`` names the loss
-    recipe, ``"official"`` (big-lama) or ``"no-perceptual"`` (for training without the HRF
-    encoder weights); the loss weight keys left ``None`` take the recipe's values.
-    ``gradient_clip_norm``: each optimizer's gradients clipped to this global L2 norm (official
-    1; 0 = off). ``augmentation``: ``"distortions"`` (the official photometric + geometric
-    augmentation, ``lama_core.augment.distorted_crop``) or ``"crop"`` (random crop and flip
-    only); ``grayscale_probability``: share of crops turned grey (ours; official 0).
-    ``mask_kind`` may mix kinds: ``"thick_256+medium_256+thin_256"``.
-    Validation: ``validation_input`` (images never trained on); empty = the last
-    ``validation_images`` images of ``data`` in sorted order (for Parquet ``data``: the last
-    shard), which are then left out of training; for the default data the photos of
-    ``samples.VALIDATION_PHOTOS``. ``sync_batchnorm``: off by default, as the official trainer
-    (per-GPU BatchNorm statistics under DDP)."""
-
-    data: str = ""
-    output: str = "outputs/train"
-    name: str = "lama"
-    preset: str = "small"
-    steps: int = 200
-    num_workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    batch_size: int = 4
-    crop_size: int = 128
-    crops_per_image: int = 1
-    accum_steps: int = 1
-    precision: str = "fp32"
-    generator_lr: float = 1e-3
-    discriminator_lr: float = 1e-4
-    recipe: str = "official"
-    l1_weight_known: float | None = None
-    l1_weight_missing: float | None = None
-    adversarial_weight: float | None = None
-    feature_matching_weight: float | None = None
-    hrf_weight: float | None = None
-    r1_gamma: float | None = None
-    gradient_clip_norm: float = 1.0
-    augmentation: str = "distortions"
-    grayscale_probability: float = 0.0
-    perceptual_weights: str = ""
-    mask_kind: str = "wide_256"
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 3
-    validation_images: int = 4
-    validation_input: str = ""
-    max_failures: int = 2
-    sync_batchnorm: bool = False
-    init_from: str = ""
-    endpoint_url: str = ""
-    fail_at_step: int = -1
 
 
 # -- data -------------------------------------------------------------------------------
@@ -144,18 +78,18 @@ def list_training_inputs(data: str, endpoint_url: str | None = None) -> tuple[st
     return "images", images
 
 
-def split_held_out(cfg: TrainJobConfig) -> tuple[str, list[str], list[str]]:
-    """``(kind, training paths, held-out paths)`` of ``cfg.data`` (``list_training_inputs``).
+def split_held_out(cfg: TrainConfig) -> tuple[str, list[str], list[str]]:
+    """``(kind, training paths, held-out paths)`` of ``cfg.input`` (``list_training_inputs``).
     Without ``validation_input`` the last ``validation_images`` images (sorted), or the last
     Parquet shard, are held out for validation and never trained on; with it nothing is.
     Raises ``ValueError`` when nothing would be left to train on."""
-    kind, paths = list_training_inputs(cfg.data, cfg.endpoint_url or None)
+    kind, paths = list_training_inputs(cfg.input, cfg.endpoint_url or None)
     paths = sorted(paths)
     if cfg.validation_input:
         return kind, paths, []
     held = 1 if kind == "parquet" else min(cfg.validation_images, len(paths))
     if held >= len(paths):
-        raise ValueError(f"{cfg.data} has {len(paths)} {'shards' if kind == 'parquet' else 'images'}: too few to "
+        raise ValueError(f"{cfg.input} has {len(paths)} {'shards' if kind == 'parquet' else 'images'}: too few to "
                          f"hold out {held} for validation and train on the rest (give validation_input=)")
     return kind, paths[:len(paths) - held], paths[len(paths) - held:]
 
@@ -195,7 +129,7 @@ def decode_and_crop(batch: dict[str, np.ndarray], crop_size: int, crops_per_imag
     return {"image": np.stack(crops)}
 
 
-def build_training_dataset(cfg: TrainJobConfig):
+def build_training_dataset(cfg: TrainConfig):
     """The Ray Dataset of training crops (column ``image``: uint8 ``crop x crop x 3``)."""
     import ray.data
 
@@ -203,13 +137,13 @@ def build_training_dataset(cfg: TrainJobConfig):
 
     if cfg.augmentation not in ("distortions", "crop"):
         raise ValueError(f"augmentation must be 'distortions' or 'crop', got {cfg.augmentation!r}")
-    if not cfg.data:
+    if not cfg.input:
         items = [{"bytes": png_bytes(img), "path": f"sample:{name}"}
                  for name, img in sample_photos(TRAINING_PHOTOS).items()]
         ds = ray.data.from_items(items)
     else:
         kind, paths, _ = split_held_out(cfg)
-        filesystem = pyarrow_filesystem(cfg.data, cfg.endpoint_url or None)
+        filesystem = pyarrow_filesystem(cfg.input, cfg.endpoint_url or None)
         if kind == "parquet":
             ds = ray.data.read_parquet(paths, filesystem=filesystem, columns=["image"])
             ds = ds.rename_columns({"image": "bytes"})
@@ -224,19 +158,19 @@ def build_training_dataset(cfg: TrainJobConfig):
                           batch_size=8, num_cpus=0.5)
 
 
-def validation_batch(cfg: TrainJobConfig) -> dict[str, np.ndarray]:
+def validation_batch(cfg: TrainConfig) -> dict[str, np.ndarray]:
     """A fixed validation batch of held-out images (never trained on): the first
     ``validation_images`` of ``validation_input``, else of the images ``split_held_out``
     keeps out of training, else (default data) ``samples.VALIDATION_PHOTOS``; centre crops,
     with masks of fixed indices. The driver builds it once and every rank scores all of it.
     ``{"images": N x 3 x S x S float32 [0,1], "masks": N x 1 x S x S float32 {0,1}}``."""
     size = cfg.crop_size
-    if not cfg.data and not cfg.validation_input:
+    if not cfg.input and not cfg.validation_input:
         sources = list(sample_photos(VALIDATION_PHOTOS).values())[: cfg.validation_images]
     else:
         import pyarrow.parquet as pq
 
-        source_uri = cfg.validation_input or cfg.data
+        source_uri = cfg.validation_input or cfg.input
         if cfg.validation_input:
             kind, paths = list_training_inputs(cfg.validation_input, cfg.endpoint_url or None)
         else:
@@ -259,7 +193,7 @@ def validation_batch(cfg: TrainJobConfig) -> dict[str, np.ndarray]:
                 continue
     if not sources:
         raise FileNotFoundError("no decodable validation image in "
-                                f"{cfg.validation_input or cfg.data or 'the sample photos'}")
+                                f"{cfg.validation_input or cfg.input or 'the sample photos'}")
     rng = np.random.default_rng(cfg.seed)
     crops = []
     for image in sources:
@@ -306,7 +240,7 @@ def validation_grid_png(images: np.ndarray, masks: np.ndarray, outputs: np.ndarr
     return buf.getvalue()
 
 
-def write_checkpoint(directory: str, trainer: GANTrainingStep, cfg: TrainJobConfig, grid_png: bytes) -> None:
+def write_checkpoint(directory: str, trainer: GANTrainingStep, cfg: TrainConfig, grid_png: bytes) -> None:
     """Write a checkpoint directory (see module docstring) for the trainer's current state."""
     state = trainer.state_dict()
     save_generator(unwrap(trainer.generator), directory, metadata={"step": str(state["step"])})
@@ -340,41 +274,47 @@ LOSS_WEIGHT_KEYS = ("l1_weight_known", "l1_weight_missing", "adversarial_weight"
                     "hrf_weight", "r1_gamma")
 
 
-def _training_config(cfg: TrainJobConfig) -> TrainingConfig:
+def _training_config(cfg: TrainConfig) -> TrainingConfig:
     """The ``TrainingConfig`` of a job config: the named loss recipe, with the weight keys
     that are set overriding it."""
     overrides = {key: float(getattr(cfg, key)) for key in LOSS_WEIGHT_KEYS if getattr(cfg, key) is not None}
     losses = loss_config(cfg.recipe, **overrides)
     return TrainingConfig(losses=losses, generator_lr=cfg.generator_lr, discriminator_lr=cfg.discriminator_lr,
                           accum_steps=cfg.accum_steps, precision=cfg.precision, mask_kind=cfg.mask_kind,
-                          perceptual_weights=cfg.perceptual_weights or None,
+                          perceptual_weights=cfg.perceptual_weights or cfg.weights_dir or None,
                           gradient_clip_norm=cfg.gradient_clip_norm if cfg.gradient_clip_norm > 0 else None)
 
 
-def _build_models(cfg: TrainJobConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
-    generator, discriminator = build_generator(cfg.preset), build_discriminator(cfg.preset)
-    if cfg.init_from:
-        contents = read_checkpoint(cfg.init_from, endpoint_url=cfg.endpoint_url or None)
-        load_state_checked(generator, contents.generator_state, cfg.init_from, "generator")
-        if contents.discriminator_state:
-            load_state_checked(discriminator, contents.discriminator_state, cfg.init_from, "discriminator")
+def build_models(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """G and D for ``cfg.model``: a preset name builds fresh ones; a checkpoint URI builds G
+    from the checkpoint's own config and D from its discriminator weights (their shapes
+    give its config; big-lama's when the checkpoint has none) and loads both."""
+    if cfg.model in PRESETS:
+        return build_generator(cfg.model), build_discriminator(cfg.model)
+    contents = read_checkpoint(cfg.model, endpoint_url=cfg.endpoint_url or None)
+    generator = build_generator(contents.generator_config)
+    load_state_checked(generator, contents.generator_state, cfg.model, "generator")
+    if not contents.discriminator_state:
+        return generator, build_discriminator("big-lama")
+    discriminator = build_discriminator(discriminator_config_from_state(contents.discriminator_state))
+    load_state_checked(discriminator, contents.discriminator_state, cfg.model, "discriminator")
     return generator, discriminator
 
 
 def train_loop(loop_config: dict[str, Any]) -> None:
-    """Ray Train worker entry point. ``loop_config``: ``{"cfg": TrainJobConfig as dict,
+    """Ray Train worker entry point. ``loop_config``: ``{"cfg": TrainConfig as dict,
     "validation": validation_batch(...)}``."""
     import ray.train
     from ray.train import Checkpoint
     from ray.train.torch import prepare_model  # also moves each model to this worker's device
 
-    cfg = TrainJobConfig(**loop_config["cfg"])
+    cfg = TrainConfig(**loop_config["cfg"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(cfg.seed * 1000 + rank)
 
-    generator, discriminator = _build_models(cfg)
-    if cfg.use_gpu and cfg.sync_batchnorm and world > 1:
+    generator, discriminator = build_models(cfg)
+    if (cfg.gpus_per_worker or 0) > 0 and cfg.sync_batchnorm and world > 1:
         generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
         discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
     generator, discriminator = prepare_model(generator), prepare_model(discriminator)
@@ -462,7 +402,7 @@ class TrainingOutcome:
     metrics: dict[str, Any]
 
 
-def run_training(cfg: TrainJobConfig) -> TrainingOutcome:
+def run_training(cfg: TrainConfig) -> TrainingOutcome:
     """Train per ``cfg`` on the Ray cluster this process is connected to (see
     ``pipelines.ray_setup.init_ray``). Returns the latest checkpoint (a directory URI that
     ``lama_core.load_generator`` accepts) and the last metrics. Raises ``RuntimeError``
@@ -472,12 +412,13 @@ def run_training(cfg: TrainJobConfig) -> TrainingOutcome:
 
     from .ray_filesystem import storage_location, uri_of
 
-    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.num_workers < 1:
-        raise ValueError("steps, batch_size and num_workers must be >= 1")
-    if cfg.crop_size % 8:
-        raise ValueError(f"crop_size must be a multiple of 8, got {cfg.crop_size}")
-    _training_config(cfg)  # an unknown recipe or a bad value fails here, not in every worker
+    if problems := cfg.problems():
+        raise ValueError("bad config: " + "; ".join(problems))
     import ray
+
+    if cfg.gpus_per_worker is None:  # auto: a GPU per worker when the cluster has GPUs
+        cfg = replace(cfg, gpus_per_worker=1.0 if ray.cluster_resources().get("GPU", 0) else 0.0)
+    use_gpu = cfg.gpus_per_worker > 0
 
     total, needed = ray.cluster_resources().get("CPU", 0), cfg.num_workers * cfg.cpus_per_worker
     spare = total - needed
@@ -489,19 +430,22 @@ def run_training(cfg: TrainJobConfig) -> TrainingOutcome:
     dataset = build_training_dataset(cfg)
     validation = validation_batch(cfg)
     storage_path, storage_fs = storage_location(cfg.output, cfg.endpoint_url or None)
+    reports = ReportLog.remote()  # one console line per report, printed by the driver
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": asdict(cfg), "validation": validation},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker,
-                                                           **({"GPU": 1} if cfg.use_gpu else {})}),
+                                                           **({"GPU": cfg.gpus_per_worker} if use_gpu else {})}),
         run_config=RunConfig(name=cfg.name, storage_path=storage_path, storage_filesystem=storage_fs,
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+                             callbacks=[report_printer(reports, cfg.steps)]),
         datasets={"train": dataset},
     )
     try:
-        result = trainer.fit()
+        with follow_reports(reports):
+            result = trainer.fit()
     except TrainingFailedError as exc:  # raised once max_failures restarts are used up
         raise RuntimeError(f"training failed: {exc}") from exc
     if result.error is not None:

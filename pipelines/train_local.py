@@ -27,15 +27,16 @@ from lama_core.augment import Distortions, distorted_crop, random_crop
 from lama_core.training import GANTrainingStep, images_to_batch, make_mask_batch, unwrap
 
 from .codecs import RecordError, decode_image
+from .configs import TrainConfig
 from .samples import TRAINING_PHOTOS, sample_photos
-from .train import (TrainJobConfig, TrainingOutcome, _build_models, _training_config, _validation_outputs,
-                    restore_checkpoint, split_held_out, validation_batch, validation_grid_png, write_checkpoint)
+from .train import (TrainingOutcome, _training_config, _validation_outputs, build_models, restore_checkpoint,
+                    split_held_out, validation_batch, validation_grid_png, write_checkpoint)
 
 
-def training_images(cfg: TrainJobConfig) -> list[np.ndarray]:
+def training_images(cfg: TrainConfig) -> list[np.ndarray]:
     """The decoded training images (uint8 ``H x W x 3``): ``samples.TRAINING_PHOTOS`` for the
-    default data, else the images of ``cfg.data`` that ``split_held_out`` keeps for training."""
-    if not cfg.data:
+    default data, else the images of ``cfg.input`` that ``split_held_out`` keeps for training."""
+    if not cfg.input:
         return list(sample_photos(TRAINING_PHOTOS).values())
     kind, paths, _ = split_held_out(cfg)
     if kind != "images":
@@ -48,7 +49,7 @@ def training_images(cfg: TrainJobConfig) -> list[np.ndarray]:
             except RecordError as exc:
                 print(f"skipping training image: {exc}")
     if not images:
-        raise FileNotFoundError(f"no decodable training image in {cfg.data}")
+        raise FileNotFoundError(f"no decodable training image in {cfg.input}")
     return images
 
 
@@ -60,15 +61,15 @@ def latest_checkpoint(run_dir: str) -> str | None:
     return os.path.join(run_dir, names[-1]) if names else None
 
 
-def run_local_training(cfg: TrainJobConfig) -> TrainingOutcome:
+def run_local_training(cfg: TrainConfig) -> TrainingOutcome:
     """Train per ``cfg`` in this process (``num_workers`` must be 1, CPU only). Prints one
     JSON line of mean losses every ``log_every`` steps; checkpoints every
     ``checkpoint_every`` steps and at the end, keeping the newest ``keep_checkpoints``.
     Returns the latest checkpoint folder and the last metrics."""
-    if cfg.num_workers != 1 or cfg.use_gpu:
-        raise ValueError("local training runs one CPU process: num_workers=1, use_gpu=false")
-    if cfg.crop_size % 8:
-        raise ValueError(f"crop_size must be a multiple of 8, got {cfg.crop_size}")
+    if cfg.num_workers != 1 or (cfg.gpus_per_worker or 0) > 0:
+        raise ValueError("local training runs one CPU process: num_workers=1, gpus_per_worker=0")
+    if problems := cfg.problems():
+        raise ValueError("bad config: " + "; ".join(problems))
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     torch.manual_seed(cfg.seed)
     run_dir = os.path.join(cfg.output, cfg.name)
@@ -76,7 +77,7 @@ def run_local_training(cfg: TrainJobConfig) -> TrainingOutcome:
     photos = training_images(cfg)
     validation = validation_batch(cfg)
     val_images, val_masks = torch.from_numpy(validation["images"]), torch.from_numpy(validation["masks"])
-    generator, discriminator = _build_models(cfg)
+    generator, discriminator = build_models(cfg)
     trainer = GANTrainingStep(generator, discriminator, _training_config(cfg))
     step, resumed = 0, latest_checkpoint(run_dir)
     if resumed:

@@ -7,15 +7,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_REFERENCE = Path(os.environ.get("LAMA_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+# The official vectors, copied into the repository (tests/data/reference/README.md says whence).
+REFERENCE_DIR = Path(os.environ.get("LAMA_REFERENCE_DIR", REPO / "tests" / "data" / "reference"))
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     """Folder with the official test vectors (``ffc_small.npz``, the state-dict manifest)."""
-    if not SHARED_REFERENCE.exists():
-        pytest.fail(f"reference vectors not found at {SHARED_REFERENCE} (set LAMA_REFERENCE_DIR)")
-    return SHARED_REFERENCE
+    if not REFERENCE_DIR.exists():
+        pytest.fail(f"reference vectors not found at {REFERENCE_DIR} (set LAMA_REFERENCE_DIR)")
+    return REFERENCE_DIR
 
 
 @pytest.fixture(scope="session")

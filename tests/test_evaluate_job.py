@@ -3,6 +3,7 @@ Ray: small seeded checkpoints, 64-96 px images, generated metric weights (no dow
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,8 @@ from lama_core.masks import MaskGenerator, generate_mask, mask_png
 from lama_core.metrics import FIDInceptionV3, fid_from_features, hole_area_bin, load_inception, psnr
 from lama_core.metrics.lpips import LPIPS
 from lama_core.metrics.weights import STANDARD_WEIGHT_FILES
-from pipelines.evaluate import EvaluateConfig, checkpoint_step, expand_checkpoints, run_evaluation
+from pipelines.configs import EvaluateConfig
+from pipelines.evaluate import checkpoint_step, expand_checkpoints, run_evaluation
 from pipelines.job_config import JobError
 from generated_weights import random_state
 
@@ -77,15 +79,15 @@ def sweep(tmp_path_factory, ray_local, weights_dir):
     for step in (1, 2):
         make_checkpoint(root / "ckpts" / f"checkpoint_{step:06d}", seed=step, step=step)
     (root / "ckpts" / "checkpoint_manager_snapshot.json").write_text("{}")  # not a checkpoint
-    cfg = config(root, weights_dir, masks=["thick_512", str(frozen)])
+    cfg = config(root, weights_dir, mask_kind=["thick_512", str(frozen)])
     reports = run_evaluation(cfg)
     return root, cfg, reports
 
 
 def config(root: Path, weights_dir: str, **overrides) -> EvaluateConfig:
-    settings = dict(checkpoints=str(root / "ckpts" / "checkpoint_*"), data=str(root / "data"),
+    settings = dict(model=str(root / "ckpts" / "checkpoint_*"), input=str(root / "data"),
                     output=str(root / "out"), weights_dir=weights_dir, lpips_net="alex",
-                    num_actors=1, num_gpus=0, device="cpu", batch_size=4, codec_batch_size=4, grid_images=2)
+                    num_workers=1, gpus_per_worker=0, batch_size=4, codec_batch_size=4, grid_images=2)
     settings.update(overrides)
     return EvaluateConfig(**settings)
 
@@ -124,7 +126,7 @@ def test_sweep_writes_per_image_rows_summaries_plots_and_grids(sweep):
     for (ckpt, mask_set) in {(r["checkpoint"], r["mask_set"]) for r in per_image}:
         rows = [r for r in summary if (r["checkpoint"], r["mask_set"]) == (ckpt, mask_set)]
         images = [r for r in ok if (r["checkpoint"], r["mask_set"]) == (ckpt, mask_set)]
-        assert [r["bin"] for r in rows] == sorted({r["hole_area_bin"] for r in images}) + ["all"]
+        assert [r["hole_area_bin"] for r in rows] == sorted({r["hole_area_bin"] for r in images}) + ["all"]
         everything = rows[-1]
         assert everything["n"] == 3 and everything["n_error"] == 1 and everything["status"] == "ok"
         assert everything["psnr"] == pytest.approx(np.mean([r["psnr"] for r in images]))
@@ -167,7 +169,7 @@ def test_per_image_numbers_match_direct_computation(sweep, weights_dir):
             fake = torch.cat([inception(x) for x in results])
             real = torch.cat([inception(x) for x in targets])
         (everything,) = [r for r in summary if r["checkpoint"] == ckpt and r["mask_set"] == mask_set
-                         and r["bin"] == "all"]
+                         and r["hole_area_bin"] == "all"]
         assert everything["fid"] == pytest.approx(fid_from_features(fake, real), rel=1e-3)
 
 
@@ -180,15 +182,32 @@ def test_rerun_skips_every_evaluated_pair(sweep, capsys):
     assert "nothing new" in capsys.readouterr().out
 
 
+def test_rerun_with_other_data_or_metrics_is_refused(sweep, tmp_path):
+    root, cfg, _ = sweep
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.png").write_bytes((root / "data" / "img0.png").read_bytes())
+    with pytest.raises(JobError, match=r"other settings \(input: .* in the output vs .*other' now\)"):
+        run_evaluation(config(root, cfg.weights_dir, mask_kind=list(cfg.mask_kind), input=str(tmp_path / "other")))
+    with pytest.raises(JobError, match=r"metrics: \[.*\] in the output vs \['psnr'\] now.*another output"):
+        run_evaluation(config(root, cfg.weights_dir, mask_kind=list(cfg.mask_kind), metrics=["psnr"]))
+
+
 def test_new_checkpoint_is_the_only_one_evaluated(sweep):
     root, cfg, _ = sweep
+    before = set((root / "out").rglob("*"))
     new = make_checkpoint(root / "ckpts" / "checkpoint_000003", seed=3, step=3)
-    (report,) = run_evaluation(cfg)
-    assert {(p.checkpoint, p.mask_set) for p in report.evaluated} == {(new, "thick_512"), (new, "frozen_thin")}
-    assert report.skipped == 4
-    per_image = pq.read_table(root / "out" / "per_image").to_pylist()
-    assert len(per_image) == 4 * 3 * 2
-    assert len(list((root / "out" / "summary").glob("*.parquet"))) == 6
+    try:
+        (report,) = run_evaluation(cfg)
+        assert {(p.checkpoint, p.mask_set) for p in report.evaluated} == {(new, "thick_512"), (new, "frozen_thin")}
+        assert report.skipped == 4
+        per_image = pq.read_table(root / "out" / "per_image").to_pylist()
+        assert len(per_image) == 4 * 3 * 2
+        assert len(list((root / "out" / "summary").glob("*.parquet"))) == 6
+    finally:
+        # Leave the module's sweep as the other tests expect it, whatever their order.
+        shutil.rmtree(root / "ckpts" / "checkpoint_000003")
+        for path in sorted(set((root / "out").rglob("*")) - before, reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
 
 
 # ----------------------------------------------------------------------------- watch, errors, config
@@ -209,7 +228,7 @@ def test_watch_picks_up_new_checkpoints_and_pixel_metrics_need_no_weights(tmp_pa
         assert seconds == 0
         added.append(make_checkpoint(tmp_path / "ckpts" / "checkpoint_b", seed=2, step=7))
 
-    cfg = config(tmp_path, str(tmp_path / "no_weights"), metrics=["psnr", "ssim"], masks=["thick_512"],
+    cfg = config(tmp_path, str(tmp_path / "no_weights"), metrics=["psnr", "ssim"], mask_kind=["thick_512"],
                  watch=True, max_polls=2, poll_seconds=0)
     first, second = run_evaluation(cfg, sleep=between_polls)
     assert [p.checkpoint.rsplit("/", 1)[-1] for p in first.evaluated] == ["checkpoint_a", "checkpoint_broken"]
@@ -225,15 +244,26 @@ def test_watch_picks_up_new_checkpoints_and_pixel_metrics_need_no_weights(tmp_pa
     assert {r["step"] for r in rows} == {None, 7}
     summary = pq.read_table(tmp_path / "out" / "summary").to_pylist()
     failed = [r for r in summary if r["status"] == "error"]
-    assert len(failed) == 1 and "checkpoint_broken" in failed[0]["error"] and failed[0]["bin"] == "all"
+    assert len(failed) == 1 and "checkpoint_broken" in failed[0]["error"] and failed[0]["hole_area_bin"] == "all"
+
+
+def test_metrics_without_weights_are_skipped_naming_every_missing_file(tmp_path, capsys):
+    make_checkpoint(tmp_path / "ckpt", seed=1, step=1)
+    cfg = EvaluateConfig(model=str(tmp_path / "ckpt"), input=str(tmp_path / "nowhere"), output=str(tmp_path / "out"),
+                         metrics=["psnr", "fid", "lpips"], weights_dir=str(tmp_path / "weights"))
+    with pytest.raises(JobError, match="input not found"):  # the weights are checked first, then the data
+        run_evaluation(cfg)
+    err = capsys.readouterr().err
+    assert "skipping metrics" in err and STANDARD_WEIGHT_FILES["inception"] in err
+    assert STANDARD_WEIGHT_FILES["vgg16"] in err  # every missing file named, at once
 
 
 def test_missing_inception_weights_fail_fast_naming_the_file(tmp_path):
     make_checkpoint(tmp_path / "ckpt", seed=1, step=1)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TORCH_HOME": str(tmp_path / "torch_home"),
            "RAY_ADDRESS": ""}
-    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "evaluate.py"), f"checkpoints={tmp_path / 'ckpt'}",
-                           "metrics=[fid]", f"weights_dir={tmp_path / 'weights'}", f"data={tmp_path}",
+    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "evaluate.py"), f"model={tmp_path / 'ckpt'}",
+                           "metrics=[fid]", f"weights_dir={tmp_path / 'weights'}", f"input={tmp_path}",
                            f"output={tmp_path / 'out'}"], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
@@ -243,11 +273,11 @@ def test_missing_inception_weights_fail_fast_naming_the_file(tmp_path):
 
 def test_unreachable_data_and_unknown_mask_set_are_job_errors(tmp_path):
     make_checkpoint(tmp_path / "ckpt", seed=1, step=1)
-    base = dict(checkpoints=str(tmp_path / "ckpt"), output=str(tmp_path / "out"), metrics=["psnr"])
-    with pytest.raises(JobError, match="data not found"):
-        run_evaluation(EvaluateConfig(data=str(tmp_path / "nowhere"), **base))
+    base = dict(model=str(tmp_path / "ckpt"), output=str(tmp_path / "out"), metrics=["psnr"])
+    with pytest.raises(JobError, match="input not found"):
+        run_evaluation(EvaluateConfig(input=str(tmp_path / "nowhere"), **base))
     with pytest.raises(JobError, match="neither a mask kind"):
-        run_evaluation(EvaluateConfig(data=str(tmp_path), masks=["thick_999"], **base))
+        run_evaluation(EvaluateConfig(input=str(tmp_path), mask_kind=["thick_999"], **base))
 
 
 def test_checkpoint_step_and_glob_resolution(tmp_path):

@@ -21,7 +21,7 @@ from lama_core.fast_inference import SpaceToDepthConv, WinogradFFC, fold_batchno
 from lama_core.masks import generate_mask
 from lama_core.winograd import winograd_bias, winograd_input, winograd_output, winograd_products, winograd_weight
 
-from test_reference_vectors import CONFIGS, load_reference
+from reference_vectors import CONFIGS, load_reference
 
 
 def perturbed(preset: str, seed: int = 0):

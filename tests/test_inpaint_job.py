@@ -18,7 +18,8 @@ from PIL import Image
 from inpaint_fixtures import box_mask, encode, lama_folder, parquet_shards, png16_rgb, rng_image, write
 from lama_core import build_generator, save_generator
 from lama_core.masks import generate_mask
-from pipelines.inpaint import InpaintConfig, mask_index_for, run_inpaint
+from pipelines.configs import InpaintConfig
+from pipelines.inpaint import mask_index_for, run_inpaint
 from pipelines.job_config import JobError
 from pipelines.records import list_folder, list_files
 
@@ -34,7 +35,7 @@ def model_uri(tmp_path_factory) -> str:
 
 
 def run(model_uri: str, input: Path | str, output: Path | str, **overrides) -> object:
-    settings = dict(batch_size=4, codec_batch_size=4, num_actors=1, num_gpus=0, device="cpu")
+    settings = dict(batch_size=4, codec_batch_size=4, num_workers=1, gpus_per_worker=0)
     settings.update(overrides)
     cfg = InpaintConfig(input=str(input), output=str(output), model=model_uri, **settings)
     return run_inpaint(cfg)
@@ -286,14 +287,14 @@ def test_cli_joins_ray_address_runs_to_the_end_and_prints_the_summary(ray_local,
 
     # As under `ray job submit`: RAY_ADDRESS names the cluster (this session's), the job joins it.
     lama_folder(tmp_path / "in")
-    done = _job(f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", f"model={model_uri}", "num_actors=1",
+    done = _job(f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", f"model={model_uri}", "num_workers=1",
                 ray_address=ray.get_runtime_context().gcs_address)
     assert done.returncode == 0, done.stderr[-3000:]
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("inpaint: 4 ok / 0 failed / 0 skipped (resumed) / 1 ignored files /"), last
     assert f"output {tmp_path / 'out'}" in last
     assert len(list((tmp_path / "out" / "images").rglob("*.png"))) == 4
-    assert "Connecting to existing Ray cluster" in done.stderr
+    assert "joined the Ray cluster in RAY_ADDRESS" in done.stdout
 
 
 def test_cli_fails_with_one_line_on_stderr(tmp_path, model_uri):

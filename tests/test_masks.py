@@ -16,7 +16,7 @@ from lama_core.masks import MASK_SETS, MaskGenerator, generate_mask, hole_fracti
 REPO = Path(__file__).resolve().parents[1]
 JOB = REPO / "jobs" / "make_masks.py"
 
-# Hole-area quartiles (25/50/75%) of the official generators (DESIGN.md, "Training recipe").
+# Hole-area quartiles (25/50/75%) of the official generators (docs/DESIGN.md, "Training recipe").
 OFFICIAL_QUARTILES = {
     "thick_512": (0.15, 0.26, 0.37),
     "medium_512": (0.14, 0.29, 0.39),
@@ -96,7 +96,7 @@ def test_make_masks_job_writes_the_same_bytes_twice(tmp_path, capsys):
     job = _load_job()
     outputs = [tmp_path / "a", tmp_path / "b"]
     for out in outputs:
-        job.main(job.MakeMasksConfig(kind="medium_256", n=5, seed=11, output=str(out)))
+        job.main(job.MakeMasksConfig(mask_kind="medium_256", n=5, mask_seed=11, output=str(out)))
     expected = [f"{i:06d}_mask000.png" for i in range(5)]
     assert sorted(p.name for p in outputs[0].iterdir()) == expected  # masks only: the preview sits beside
     for name in expected:
@@ -110,8 +110,8 @@ def test_make_masks_job_writes_the_same_bytes_twice(tmp_path, capsys):
 
 
 def test_make_masks_job_rejects_an_unknown_kind(tmp_path):
-    result = subprocess.run([sys.executable, str(JOB), "kind=huge_1024", f"output={tmp_path / 'x'}"],
+    result = subprocess.run([sys.executable, str(JOB), "mask_kind=huge_1024", f"output={tmp_path / 'x'}"],
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode != 0
-    assert "unknown mask kind 'huge_1024'" in result.stderr and "thick_512" in result.stderr
+    assert "unknown mask_kind 'huge_1024'" in result.stderr and "thick_512" in result.stderr
     assert not (tmp_path / "x").exists()

@@ -319,7 +319,7 @@ def test_summary_per_bin_means_and_fid():
         "fid_features_real": rng.standard_normal((n, 8)).astype(np.float32),
     }
     table["psnr_hole"][0] = np.nan  # an image without hole pixels does not count
-    summary = {row["bin"]: row for row in summarize_by_hole_area(table, ["psnr", "lpips", "fid"])}
+    summary = {row["hole_area_bin"]: row for row in summarize_by_hole_area(table, ["psnr", "lpips", "fid"])}
     assert list(summary) == ["0-10%", "10-20%", "40-50%", "all"]
     assert [summary[b]["n"] for b in summary] == [3, 3, 1, 7]
     low = fractions < 0.1
@@ -345,7 +345,7 @@ def test_register_metric_plugs_into_compute_and_summary():
         cols = compute_metrics(["max_abs_error"], pred, target, _mask(10), MetricContext())
         cols["hole_fraction"] = np.array([0.2, 0.25])
         (row_bin, row_all) = summarize_by_hole_area(cols, ["max_abs_error"])
-        assert row_bin["bin"] == "20-30%" and row_all["max_abs_error"] == pytest.approx(cols["max_abs_error"].mean())
+        assert row_bin["hole_area_bin"] == "20-30%" and row_all["max_abs_error"] == pytest.approx(cols["max_abs_error"].mean())
         with pytest.raises(ValueError):
             register_metric("max_abs_error")(_max_abs_error)
     finally:
@@ -365,6 +365,6 @@ def test_compute_metrics_all_registered_end_to_end(weights_dir, tmp_path):
     np.testing.assert_array_equal(np.load(cached)["features"], cols["fid_features_real"])
     cols["hole_fraction"] = hole_fraction(mask).numpy()
     summary = summarize_by_hole_area(cols, ["psnr", "ssim", "l1", "lpips", "fid"])
-    assert summary[-1]["bin"] == "all" and summary[-1]["n"] == 2 and np.isfinite(summary[-1]["fid"])
+    assert summary[-1]["hole_area_bin"] == "all" and summary[-1]["n"] == 2 and np.isfinite(summary[-1]["fid"])
     with pytest.raises(KeyError, match="unknown metric"):
         compute_metrics(["nope"], pred, target, mask, ctx)

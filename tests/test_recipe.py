@@ -13,7 +13,7 @@ from lama_core.augment import Distortions, distorted_crop
 from lama_core.losses import LOSS_RECIPES, LossConfig, hole_reconstruction_loss, loss_config
 from lama_core.models import build_discriminator, build_generator
 from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch
-from pipelines.train import TrainJobConfig, _training_config, split_held_out, validation_batch
+from pipelines.train import TrainConfig, _training_config, split_held_out, validation_batch
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -72,7 +72,7 @@ def test_clipping_changes_the_update():
 def test_official_recipe_is_the_default_everywhere():
     assert loss_config() == LossConfig() == TrainingConfig().losses == LOSS_RECIPES["official"]
     assert not LossConfig().has_hole_reconstruction and LossConfig().l1_weight_missing == 0
-    job = TrainJobConfig()
+    job = TrainConfig()
     assert job.recipe == "official" and job.perceptual_weights == ""
     # No perceptual weights given: still the official recipe (HRF simply off), never a silent switch.
     losses = _training_config(job).losses
@@ -82,16 +82,20 @@ def test_official_recipe_is_the_default_everywhere():
 
 
 def test_no_perceptual_recipe_is_selected_by_its_name():
-    losses = _training_config(TrainJobConfig(recipe="no-perceptual")).losses
+    losses = _training_config(TrainConfig(recipe="no-perceptual")).losses
     assert losses == LOSS_RECIPES["no-perceptual"]
     assert losses.has_hole_reconstruction and losses.l1_weight_missing > 0 and losses.hrf_weight == 0
     _, parts = _one_step(clip=1.0, recipe="no-perceptual")
     assert {"gen_multiscale", "gen_gradient", "gen_ssim"} <= set(parts)
     # Explicit weights override the recipe's; None keeps them.
-    tuned = _training_config(TrainJobConfig(recipe="no-perceptual", adversarial_weight=0.5)).losses
+    tuned = _training_config(TrainConfig(recipe="no-perceptual", adversarial_weight=0.5)).losses
     assert tuned == dataclasses.replace(LOSS_RECIPES["no-perceptual"], adversarial_weight=0.5)
     with pytest.raises(ValueError, match="unknown loss recipe"):
-        _training_config(TrainJobConfig(recipe="no_perceptual"))
+        _training_config(TrainConfig(recipe="no_perceptual"))
+    assert any("unknown recipe" in p for p in TrainConfig(recipe="no_perceptual").problems())
+    from pipelines.configs import RECIPES
+
+    assert set(RECIPES) == set(LOSS_RECIPES)  # the light config module's list stays in step
 
 
 def test_hole_reconstruction_terms_judge_the_hole_and_its_rim_only():
@@ -164,7 +168,7 @@ def test_default_training_photos_are_colour_and_disjoint_from_validation():
         spread = np.abs(photo[..., 0].astype(int) - photo[..., 1]).mean() + np.abs(
             photo[..., 1].astype(int) - photo[..., 2]).mean()
         assert spread > 2, f"{name} is grey: grey images are held out for judging the model"
-    assert TrainJobConfig().sync_batchnorm is False  # official: per-GPU BatchNorm statistics
+    assert TrainConfig().sync_batchnorm is False  # official: per-GPU BatchNorm statistics
 
 
 def test_validation_images_are_held_out_of_training(tmp_path):
@@ -174,7 +178,7 @@ def test_validation_images_are_held_out_of_training(tmp_path):
     data.mkdir()
     for i in range(5):
         Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(data / f"img{i}.png")
-    cfg = TrainJobConfig(data=str(data), crop_size=32, validation_images=2)
+    cfg = TrainConfig(input=str(data), crop_size=32, validation_images=2)
     kind, train, held = split_held_out(cfg)
     assert kind == "images" and [p.rsplit("/", 1)[-1] for p in held] == ["img3.png", "img4.png"]
     assert not set(train) & set(held) and len(train) == 3
@@ -189,7 +193,7 @@ def test_validation_images_are_held_out_of_training(tmp_path):
     assert len(split_held_out(cfg)[1]) == 5
     assert round(float(validation_batch(cfg)["images"].max()) * 255) == 7
     with pytest.raises(ValueError, match="too few"):
-        split_held_out(TrainJobConfig(data=str(data), validation_images=5))
+        split_held_out(TrainConfig(input=str(data), validation_images=5))
 
 
 def test_local_training_checkpoints_and_resumes(tmp_path):
@@ -205,7 +209,7 @@ def test_local_training_checkpoints_and_resumes(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(4):
         Image.fromarray(rng.integers(0, 255, (48, 56, 3), dtype=np.uint8)).save(data / f"p{i}.png")
-    cfg = TrainJobConfig(data=str(data), output=str(tmp_path / "runs"), name="local", steps=2, batch_size=2,
+    cfg = TrainConfig(input=str(data), output=str(tmp_path / "runs"), name="local", steps=2, batch_size=2,
                          crop_size=32, log_every=1, checkpoint_every=2, validation_images=1, recipe="no-perceptual",
                          mask_kind="thick_256+thin_256")
     first = run_local_training(cfg)

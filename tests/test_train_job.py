@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from lama_core import load_generator
-from pipelines.train import TrainJobConfig, run_training, state_digest
+from pipelines.configs import TrainConfig
+from pipelines.train import run_training, state_digest
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -45,15 +46,15 @@ def s3_training_data(s3_bucket):
     return s3_bucket
 
 
-def base_config(**overrides) -> TrainJobConfig:
-    cfg = TrainJobConfig(preset="small", num_workers=2, cpus_per_worker=0.5, batch_size=2, crop_size=64,
-                         log_every=2, checkpoint_every=2, validation_images=2, max_failures=0, seed=3)
+def base_config(**overrides) -> TrainConfig:
+    cfg = TrainConfig(model="small", num_workers=2, cpus_per_worker=0.5, batch_size=2, crop_size=64,
+                      log_every=2, checkpoint_every=2, validation_images=2, max_failures=0, seed=3)
     return replace(cfg, **overrides)
 
 
 def test_two_workers_checkpoint_to_s3_then_resume_exactly(ray_local, s3_training_data):
     bucket = s3_training_data
-    cfg = base_config(data=f"{bucket}/train", output=f"{bucket}/runs", name="exp", steps=2)
+    cfg = base_config(input=f"{bucket}/train", output=f"{bucket}/runs", name="exp", steps=2)
     first = run_training(cfg)
     assert first.checkpoint.startswith(f"{bucket}/runs/exp/checkpoint_")
     assert first.metrics["step"] == 2 and first.metrics["start_step"] == 0
@@ -81,7 +82,7 @@ def test_worker_failure_recovers_from_the_last_checkpoint(ray_local, tmp_path):
     data.mkdir()
     for i, png in enumerate(small_photos(6)):  # 2 of them held out for validation
         (data / f"p{i}.png").write_bytes(png)
-    cfg = base_config(data=str(data), output=str(tmp_path / "runs"), name="flaky", steps=4, fail_at_step=3,
+    cfg = base_config(input=str(data), output=str(tmp_path / "runs"), name="flaky", steps=4, fail_at_step=3,
                       max_failures=1)
     outcome = run_training(cfg)
     # The first attempt died at step 3; the restarted group resumed from the step-2 checkpoint.
@@ -155,13 +156,13 @@ def test_ray_job_submit_runs_training_on_a_local_cluster(tmp_path):
 
 
 def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path):
-    """init_from= loads G and D from a LaMa Lightning checkpoint (official layout)."""
+    """model=URI loads G and D from a LaMa Lightning checkpoint (official layout)."""
     import collections
 
     import torch
 
     from lama_core import build_discriminator, build_generator
-    from pipelines.train import _build_models
+    from pipelines.train import build_models
 
     torch.manual_seed(1)
     generator, discriminator = build_generator("small"), build_discriminator("small")
@@ -169,6 +170,6 @@ def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path):
     state.update({f"discriminator.{k}": v for k, v in discriminator.state_dict().items()})
     state["loss_resnet_pl.impl.conv1.weight"] = torch.zeros(2, 3, 3, 3)
     torch.save({"state_dict": state, "global_step": 7}, tmp_path / "best.ckpt")
-    g, d = _build_models(TrainJobConfig(preset="small", init_from=str(tmp_path / "best.ckpt")))
+    g, d = build_models(TrainConfig(model=str(tmp_path / "best.ckpt")))
     assert state_digest(g) == state_digest(generator)
     assert state_digest(d) == state_digest(discriminator)

@@ -56,7 +56,7 @@ def summarize_by_hole_area(table, metrics: Sequence[str], hole_fraction_column: 
     ``table``: per-image rows, as a mapping of columns (dict of lists/arrays, a pandas
     DataFrame) or a list of row dicts, holding ``hole_fraction_column`` and the columns that
     the metrics ``metrics`` produce (see ``compute_metrics``). Returns one dict per non-empty
-    bin in bin order, then ``all``: ``{"bin": label, "n": count, <summary values>}``, where
+    bin in bin order, then ``all``: ``{"hole_area_bin": label, "n": count, <summary values>}``, where
     per-image metrics give their mean (NaN ignored) and fid the FID of that subset (NaN for
     fewer than 2 images).
     """
@@ -70,9 +70,9 @@ def summarize_by_hole_area(table, metrics: Sequence[str], hole_fraction_column: 
         n = int(selected.sum())
         if n == 0:
             if label == ALL:
-                summary.append({"bin": ALL, "n": 0})  # an empty table: nothing to summarise
+                summary.append({"hole_area_bin": ALL, "n": 0})  # an empty table: nothing to summarise
             continue
-        row: dict = {"bin": label, "n": n}
+        row: dict = {"hole_area_bin": label, "n": n}
         for name in metrics:
             metric = METRICS[name]
             subset = {c: _take(columns[c], selected) for c in metric.columns}

@@ -18,7 +18,7 @@ import torch
 
 from ..storage import filesystem_for, join_uri, read_bytes
 
-# Short name -> standard file name (relative to weights_dir), as listed in DESIGN.md.
+# Short name -> standard file name (relative to weights_dir), as listed in docs/DESIGN.md.
 STANDARD_WEIGHT_FILES: dict[str, str] = {
     "inception": "pt_inception-2015-12-05-6726825d.pth",  # pytorch-fid's TF-ported FID InceptionV3
     "vgg16": "vgg16-397923af.pth",  # torchvision VGG16 (LPIPS backbone)

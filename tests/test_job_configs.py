@@ -1,0 +1,155 @@
+"""Every job's command line: one name per concept, a self-explaining --help, fast failures
+for bad keys and values (before torch or Ray load), and actor plans that never hang."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from pipelines.configs import (MASK_KINDS, PRESETS, EvaluateConfig, InpaintConfig, MakeMasksConfig, TrainConfig,
+                               describe)
+from pipelines.errors import JobError
+from pipelines.stage_utils import FREE_CPUS, MIN_CODEC_CPUS, plan_actors
+
+REPO = Path(__file__).resolve().parents[1]
+JOBS = {"inpaint": InpaintConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "make_masks": MakeMasksConfig}
+#: DESIGN.md "Job interfaces": the key each job uses for a shared concept.
+CONTRACT = {
+    "inpaint": {"input", "output", "model", "mask_dir", "mask_kind", "mask_seed", "num_workers", "cpus_per_worker",
+                "gpus_per_worker", "endpoint_url", "overwrite", "retry_errors", "dry_run"},
+    "train": {"input", "output", "model", "mask_kind", "num_workers", "cpus_per_worker", "gpus_per_worker",
+              "endpoint_url", "weights_dir", "steps"},
+    "evaluate": {"input", "output", "model", "mask_kind", "mask_seed", "metrics", "watch", "num_workers",
+                 "cpus_per_worker", "gpus_per_worker", "endpoint_url", "overwrite", "dry_run", "weights_dir"},
+    "make_masks": {"mask_kind", "n", "mask_seed", "output"},
+}
+OLD_NAMES = {"data", "checkpoints", "masks", "kind", "preset", "init_from", "num_actors", "num_cpus_per_actor",
+             "num_gpus", "use_gpu", "device"}
+
+
+def _run(job: str, *args: str) -> subprocess.CompletedProcess:
+    # -X importtime is not needed: the absence of torch/ray in sys.modules is checked below.
+    return subprocess.run([sys.executable, str(REPO / "jobs" / f"{job}.py"), *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_contract_keys_and_no_old_names(job):
+    keys = {f.name for f in fields(JOBS[job])}
+    assert CONTRACT[job] <= keys, CONTRACT[job] - keys
+    assert not keys & OLD_NAMES
+    endpoint = [f for f in fields(JOBS[job]) if f.name == "endpoint_url"]
+    assert endpoint and endpoint[0].default is None  # null everywhere: AWS_ENDPOINT_URL, else AWS
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_help_lists_every_key_with_a_description_fast(job):
+    start = time.perf_counter()
+    proc = _run(job, "--help")
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    for key, type_name, default, description in describe(JOBS[job]):
+        assert description, f"{job}: {key} has no description"
+        assert f"  {key}  (" in proc.stdout, key
+        assert description.split()[0] in proc.stdout
+    assert elapsed < 5, elapsed
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_version(job):
+    proc = _run(job, "--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("lama-at-scale ")
+
+
+@pytest.mark.parametrize("job,arg,expect", [
+    ("inpaint", "num_actors=2", "did you mean num_workers?"),
+    ("inpaint", "ouptut=/tmp/x", "did you mean output?"),
+    ("train", "data=/tmp/x", "did you mean input?"),
+    ("train", "use_gpu=true", "did you mean gpus_per_worker?"),
+    ("evaluate", "checkpoints=/tmp/x", "did you mean model?"),
+    ("evaluate", "masks=[thin_512]", "did you mean mask_kind?"),
+    ("make_masks", "kind=thin_512", "did you mean mask_kind?"),
+    ("inpaint", "max_pixels=-5", "max_pixels must be >= 0"),
+    ("inpaint", "batch_size=two", "bad config"),
+    ("train", "precision=fp16", "precision must be fp32 or bf16"),
+    ("train", "model=", "model: "),
+    ("train", "steps=0", "steps must be >= 1"),
+    ("make_masks", "mask_kind=huge_1024", "unknown mask_kind"),
+])
+def test_bad_keys_and_values_fail_in_one_line_without_ray(job, arg, expect, tmp_path):
+    start = time.perf_counter()
+    proc = _run(job, arg, f"output={tmp_path / 'out'}")
+    assert time.perf_counter() - start < 5
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_light_modules_import_neither_torch_nor_ray():
+    code = ("import sys; import pipelines.configs, pipelines.job_config; "
+            "print([m for m in ('torch', 'ray', 'numpy') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_config_file_then_overrides(tmp_path):
+    from pipelines.job_config import parse_job_config
+
+    path = tmp_path / "job.yaml"
+    path.write_text("batch_size: 8\nmask_kind: thin_512\n")
+    cfg = parse_job_config(InpaintConfig, ["--config", str(path), "batch_size=2"])
+    assert isinstance(cfg, InpaintConfig) and cfg.batch_size == 2 and cfg.mask_kind == "thin_512"
+
+
+def test_names_agree_with_lama_core():
+    from lama_core import GENERATOR_PRESETS
+    from lama_core.inpainter import PRECISION_DTYPES
+    from lama_core.masks import MASK_SETS
+    from pipelines.configs import PRECISIONS
+
+    assert set(MASK_KINDS) == set(MASK_SETS)
+    assert set(PRESETS) == set(GENERATOR_PRESETS)
+    assert set(PRECISIONS) == set(PRECISION_DTYPES)
+
+
+# ------------------------------------------------------------------ actor plans
+
+
+def test_auto_plan_on_a_small_cpu_machine_uses_every_core():
+    plan = plan_actors(InpaintConfig(), cluster_cpus=2, cluster_gpus=0, fixed_cluster=True)
+    assert (plan.actors, plan.device, plan.gpus) == (1, "cpu", 0)
+    assert plan.threads == 2  # every core runs the model ...
+    assert plan.cpus <= 2 - FREE_CPUS  # ... while Ray Data keeps a whole CPU for its own 1-CPU tasks
+    assert MIN_CODEC_CPUS <= plan.codec_cpus <= FREE_CPUS
+
+
+def test_auto_plan_on_gpus_one_actor_per_gpu():
+    plan = plan_actors(InpaintConfig(), cluster_cpus=32, cluster_gpus=4, fixed_cluster=False)
+    assert (plan.actors, plan.gpus, plan.device) == (4, 1.0, "cuda")
+
+
+@pytest.mark.parametrize("settings", [dict(cpus_per_worker=2), dict(num_workers=2, cpus_per_worker=1),
+                                      dict(cpus_per_worker=1.5)])
+def test_plans_that_would_starve_the_codec_stages_are_refused(settings):
+    with pytest.raises(JobError, match="reading, decoding and encoding"):
+        plan_actors(InpaintConfig(**settings), cluster_cpus=2, cluster_gpus=0, fixed_cluster=True)
+
+
+def test_plans_that_fit_run():
+    plan = plan_actors(InpaintConfig(num_workers=2, cpus_per_worker=0.5), cluster_cpus=2, cluster_gpus=0,
+                       fixed_cluster=True)
+    assert plan.actors == 2 and plan.threads == 1
+    plan = plan_actors(InpaintConfig(num_workers=2), cluster_cpus=2, cluster_gpus=0, fixed_cluster=True)
+    assert plan.actors == 2 and plan.threads == 1 and plan.cpus == 0.5
+    big = plan_actors(InpaintConfig(), cluster_cpus=16, cluster_gpus=0, fixed_cluster=True)
+    assert big.actors == 2 and big.threads == 8 and big.actors * big.cpus == 15
+
+
+def test_gpus_on_a_machine_without_gpus_refused():
+    with pytest.raises(JobError, match="no GPU"):
+        plan_actors(InpaintConfig(gpus_per_worker=1), cluster_cpus=2, cluster_gpus=0, fixed_cluster=True)
