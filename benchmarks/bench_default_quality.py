@@ -11,7 +11,8 @@ first when smaller). Masks are frozen: ``lama_core.masks.generate_mask(kind, see
 index)`` for the thick, medium and thin evaluation kinds (``*_256`` scaled to the size),
 ``--masks-per-kind`` of them per image, the same pixels on every machine.
 
-Methods: the model (``lama_core.Inpainter``, fp32, CPU), OpenCV's ``cv2.inpaint`` with
+Methods: the model (``lama_core.Inpainter``, fp32, CPU, default ``keep_grey``: grey images
+get grey fills; on grey images the raw generator, ``keep_grey=False``, is also reported), OpenCV's ``cv2.inpaint`` with
 ``INPAINT_TELEA`` and ``INPAINT_NS`` (radius 3), and the image's mean known colour pasted
 into the hole (a floor any method should beat). Per case, over the hole pixels only:
 PSNR (dB, [0, 1] scale), and the colour error = Euclidean distance between the mean RGB
@@ -110,7 +111,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    inpainter = Inpainter(load_generator(args.model), device="cpu", batch_size=4)
+    generator = load_generator(args.model)
+    inpainter = Inpainter(generator, device="cpu", batch_size=4)  # keeps grey images grey (the default)
+    raw_inpainter = Inpainter(generator, device="cpu", batch_size=4, keep_grey=False)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     methods = ("model", "telea", "ns", "mean")
@@ -119,18 +122,20 @@ def main() -> None:
     for image_index, (name, (image, grey)) in enumerate(held_out_images(args.size).items()):
         masks = [(kind, generate_mask(kind, MASK_SEED, image_index * args.masks_per_kind + j, args.size, args.size))
                  for kind in MASK_KINDS for j in range(args.masks_per_kind)]
-        model_outputs = inpainter([image] * len(masks), [(m > 0.5).astype(np.uint8) * 255 for _, m in masks])
+        hole_images = [(m > 0.5).astype(np.uint8) * 255 for _, m in masks]
+        model_outputs = inpainter([image] * len(masks), hole_images)
+        raw_outputs = raw_inpainter([image] * len(masks), hole_images) if grey else model_outputs
         rows = []
-        for case_index, ((kind, mask), model_out) in enumerate(zip(masks, model_outputs)):
+        for case_index, ((kind, mask), model_out, raw_out) in enumerate(zip(masks, model_outputs, raw_outputs)):
             hole = mask > 0.5
             hole_u8 = hole.astype(np.uint8) * 255
             bgr = np.ascontiguousarray(image[:, :, ::-1])
             outputs = {"model": model_out,
                        "telea": cv2.inpaint(bgr, hole_u8, args.radius, cv2.INPAINT_TELEA)[:, :, ::-1],
                        "ns": cv2.inpaint(bgr, hole_u8, args.radius, cv2.INPAINT_NS)[:, :, ::-1],
-                       "mean": mean_fill(image, hole)}
+                       "mean": mean_fill(image, hole), "raw": raw_out}
             case = {"image": name, "kind": kind, "grey": grey}
-            for method in methods:
+            for method in methods + ("raw",):
                 case[f"{method}_psnr"] = hole_psnr(outputs[method], image, hole)
                 case[f"{method}_colour"] = colour_error(outputs[method], image, hole)
                 case[f"{method}_cast"] = grey_cast(outputs[method], hole)
@@ -164,10 +169,16 @@ def main() -> None:
         per_image.append([name, float(np.mean([c["model_psnr"] for c in sel])),
                           float(np.mean([c["telea_psnr"] for c in sel])),
                           f"{sum(c['model_psnr'] > c['telea_psnr'] for c in sel)}/{len(sel)}",
-                          float(np.mean([c["model_cast"] for c in sel])) if sel[0]["grey"] else "-"])
-    print_table("Per image", ["image", "PSNR model", "PSNR Telea", "model > Telea", "grey cast model"], per_image)
+                          float(np.mean([c["raw_psnr"] for c in sel])) if sel[0]["grey"] else "-",
+                          float(np.mean([c["raw_cast"] for c in sel])) if sel[0]["grey"] else "-"])
+    print_table("Per image (raw model = keep_grey=False: the generator's own colours)",
+                ["image", "PSNR model", "PSNR Telea", "model > Telea", "PSNR raw model", "grey cast raw model"],
+                per_image)
     everything = table[-1]
     grey_casts = [c["model_cast"] for c in cases if c["grey"]]
+    raw = [c for c in cases if c["grey"]]
+    print(f"\nraw model on grey images (keep_grey=False): PSNR {np.mean([c['raw_psnr'] for c in raw]):.2f}, "
+          f"colour error {np.mean([c['raw_colour'] for c in raw]):.2f}, grey cast {np.mean([c['raw_cast'] for c in raw]):.2f}")
     checks = [("mean hole PSNR >= Telea's", everything[2] >= everything[3]),
               ("model beats Telea on >= half of the cases", float(everything[6][:-1]) >= 50),
               ("mean hole colour error <= 2x Telea's", everything[7] <= 2 * everything[8]),

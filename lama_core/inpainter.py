@@ -129,6 +129,19 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return x
 
 
+def is_grey(image: np.ndarray, hole: np.ndarray) -> bool:
+    """Whether every known pixel (``hole == 0``) of a uint8 ``H x W x 3`` image has its three
+    channels within 1 level of each other (a grey image stored as RGB)."""
+    known = image[hole == 0].astype(np.int16)
+    return known.size > 0 and int((known.max(axis=1) - known.min(axis=1)).max()) <= 1
+
+
+def grey_of(image: np.ndarray) -> np.ndarray:
+    """uint8 ``H x W x 3`` -> the same shape, each pixel its luma (ITU-R 601) in all three channels."""
+    luma = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat(np.clip(luma + 0.5, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
 @dataclass
 class InpaintResult:
     """One inpainted image: uint8 ``H x W x 3``, and whether it went through the pixel budget."""
@@ -153,12 +166,17 @@ class Inpainter:
     faster on CPU); None = on for CPU when folding, off elsewhere. It implies channels-last.
     On CPU it calls ``lama_core.cpu_allocator.keep_freed_memory`` (process-wide: freed
     buffers of up to 32 MiB are reused rather than returned to the OS).
+    ``keep_grey``: when every known pixel of an image is neutral grey (its three channels
+    within 1 level), its fill is made grey too (the output's luma in all three channels):
+    a generator trained on colour photos may tint a grey image's holes, and no grey photo
+    has a colour hole.
     """
 
     def __init__(self, generator: FFCResNetGenerator, device: str | torch.device = "cpu", batch_size: int = 4,
                  precision: str = "fp32", mask_threshold: float = DEFAULT_MASK_THRESHOLD,
                  max_pixels: int | None = None, channels_last: bool = False, fold_batchnorm: bool = True,
-                 cpu_kernels: bool | None = None):
+                 cpu_kernels: bool | None = None, keep_grey: bool = True):
+        self.keep_grey = keep_grey
         if precision not in PRECISION_DTYPES:
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
         if batch_size < 1:
@@ -248,6 +266,8 @@ class Inpainter:
                     if resized:
                         pred = F.interpolate(pred[None], size=rgb.shape[:2], mode="bicubic", align_corners=False)[0]
                     filled = to_uint8(pred.permute(1, 2, 0).numpy())
+                    if self.keep_grey and is_grey(original, hole):
+                        filled = grey_of(filled)
                     results[i] = InpaintResult(np.where(hole[:, :, None] > 0, filled, original), resized)
         return results  # type: ignore[return-value]
 

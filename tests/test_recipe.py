@@ -222,3 +222,28 @@ def test_local_training_checkpoints_and_resumes(tmp_path):
     assert state_digest(load_generator(second.checkpoint)) != state_digest(saved)
     with pytest.raises(ValueError, match="num_workers=1"):
         run_local_training(dataclasses.replace(cfg, num_workers=2))
+
+
+def test_inpainter_keeps_grey_images_grey_and_leaves_colour_alone():
+    """A generator that paints every hole pure red: grey images get a grey fill (its luma),
+    colour images keep the generator's colours, and keep_grey=False shows the raw fill."""
+    from lama_core import Inpainter
+
+    torch.manual_seed(0)
+    generator = build_generator("small").eval()
+    with torch.no_grad():  # output conv bias: sigmoid(+20, -20, -20) = red
+        last = [m for m in generator.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([20.0, -20.0, -20.0]))
+    grey = np.repeat(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], 64, axis=0).repeat(3, axis=2)
+    colour = grey.copy()
+    colour[..., 2] = 255 - colour[..., 2]
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:40, 16:40] = 255
+    kept, coloured = Inpainter(generator, batch_size=2, cpu_kernels=False)([grey, colour], [mask, mask])
+    hole = mask > 0
+    assert np.array_equal(kept[..., 0], kept[..., 1]) and np.array_equal(kept[..., 1], kept[..., 2])
+    assert abs(int(kept[hole][:, 0].mean()) - 76) <= 1  # luma of pure red
+    assert (coloured[hole][:, 0] > 250).all() and (coloured[hole][:, 1] < 5).all()
+    (raw,) = Inpainter(generator, cpu_kernels=False, keep_grey=False)([grey], [mask])
+    assert (raw[hole][:, 0] > 250).all() and np.array_equal(raw[~hole], grey[~hole])
