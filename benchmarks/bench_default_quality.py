@@ -177,8 +177,9 @@ def main() -> None:
     everything = table[-1]
     grey_casts = [c["model_cast"] for c in cases if c["grey"]]
     raw = [c for c in cases if c["grey"]]
-    print(f"\nraw model on grey images (keep_grey=False): PSNR {np.mean([c['raw_psnr'] for c in raw]):.2f}, "
-          f"colour error {np.mean([c['raw_colour'] for c in raw]):.2f}, grey cast {np.mean([c['raw_cast'] for c in raw]):.2f}")
+    raw_mean = {key: float(np.mean([c[f"raw_{key}"] for c in raw])) for key in ("psnr", "colour", "cast")}
+    print(f"\nraw model on grey images (keep_grey=False): PSNR {raw_mean['psnr']:.2f}, "
+          f"colour error {raw_mean['colour']:.2f}, grey cast {raw_mean['cast']:.2f}")
     checks = [("mean hole PSNR >= Telea's", everything[2] >= everything[3]),
               ("model beats Telea on >= half of the cases", float(everything[6][:-1]) >= 50),
               ("mean hole colour error <= 2x Telea's", everything[7] <= 2 * everything[8]),

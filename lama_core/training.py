@@ -11,7 +11,8 @@ Order of one step (``step``), and how it differs from the official Lightning tra
    masked L1 + non-saturating adversarial + feature matching (+ HRF perceptual when its
    encoder weights are given; + the hole reconstruction terms of the ``no-perceptual``
    recipe when their weights are set); backward; at the end of the accumulation window the
-   gradients are clipped to a global L2 norm of ``gradient_clip_norm`` and Adam steps G. D is frozen (``requires_grad=False``, as the official ``set_requires_grad``) and
+   gradients are clipped to a global L2 norm of ``gradient_clip_norm`` and Adam steps G.
+   D is frozen (``requires_grad=False``, as the official ``set_requires_grad``) and
    its forwards run inside ``D.no_sync()``: under DDP no D gradient exists or is all-reduced.
 2. Discriminator phase, on the same batch: ``D(real)`` with ``real.requires_grad=True``
    (for R1) and ``D(fake.detach())``; ``discriminator_loss``; backward; clip D's gradients
