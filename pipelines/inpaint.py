@@ -42,7 +42,9 @@ from .configs import DEFAULT_MODEL, InpaintConfig
 from .error_kinds import INPUT, MODEL, STORAGE, kind_of_exception
 from .errors import JobError
 from .output_lease import acquire_lease
+from .progress import JobProgress, ProgressCounter
 from .ray_setup import RAY_CONNECTION
+from .records_schema import UTC_TIMESTAMP, utc_now
 from .records import Listing, detect_format, list_files, list_folder
 from .resume_state import ResumeState, read_resume_state, records_files, remove_records
 from .run_settings import check_settings, settings_of
@@ -50,7 +52,8 @@ from .shard_plan import PARTITION, done_ids, plan_shards, remove_plan, shard_key
 from .stage_utils import ActorPlan, absolute_uri, blob, cluster_plan, column_batch, message_line, read_many, reach
 from .storage_retry import RetryPolicy, is_transient, write_file
 
-from lama_core.masks import MASK_SETS, generate_mask
+from lama_core.masks import MASK_SETS, generate_mask, mask_png
+from lama_core.metrics.summary import hole_area_bin
 from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
 
 # DEFAULT_MODEL (pipelines/configs.py): the demo checkpoint shipped in this repository (see
@@ -65,13 +68,22 @@ SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemist
 #: One row per record in OUTPUT/records/*.parquet (nulls where a value is unknown).
 RECORD_SCHEMA = pa.schema([
     ("id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("error_kind", pa.string()),
-    ("source", pa.string()), ("mask_source", pa.string()), ("output", pa.string()),
-    ("width", pa.int32()), ("height", pa.int32()), ("hole_fraction", pa.float64()),
+    ("source", pa.string()), ("mask_source", pa.string()), ("output", pa.string()), ("mask_output", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("hole_fraction", pa.float64()), ("hole_area_bin", pa.string()),
     ("mask_generated", pa.bool_()), ("mask_index", pa.int64()), ("mask_binarized", pa.bool_()),
     ("converted", pa.bool_()), ("resized", pa.bool_()),
     ("psnr", pa.float64()), ("ssim", pa.float64()), ("psnr_hole", pa.float64()), ("ssim_hole", pa.float64()),
-    ("model", pa.string()), ("seconds", pa.float64()), ("run", pa.string()),
+    ("model", pa.string()), ("model_hash", pa.string()), ("seconds", pa.float64()), ("run", pa.string()),
+    ("timestamp", UTC_TIMESTAMP),
 ])
+#: Flag columns: null on error rows (a record that failed may not have got that far).
+_FLAGS = ("mask_generated", "mask_binarized", "converted", "resized")
+
+
+def split_model_id(model_id: str) -> tuple[str, str | None]:
+    """``URI@sha256:abc`` -> ``(URI, "sha256:abc")``; a preset id has no hash."""
+    model, _, digest = model_id.partition("@sha256:")
+    return model, (f"sha256:{digest}" if digest else None)
 
 _EMPTY_IMAGE = np.zeros((0, 0, 3), np.uint8)
 _EMPTY_MASK = np.zeros((0, 0), np.uint8)
@@ -252,7 +264,8 @@ class InpaintStage:
     """
 
     def __init__(self, model: str, seed: int, device: str, precision: str, max_pixels: int, batch_size: int,
-                 num_threads: int, endpoint_url: str | None):
+                 num_threads: int, endpoint_url: str | None, keep_masks: bool = False):
+        self.keep_masks = keep_masks  # pass ``mask`` on, for the encode stage to write
         # Actors share their node's cores with the decode/encode tasks: use only our share.
         torch.set_num_threads(max(1, num_threads))
         loaded = load_model(model, seed, endpoint_url)
@@ -262,7 +275,8 @@ class InpaintStage:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         n = len(batch["id"])
-        out = {k: np.array(v, copy=True) for k, v in batch.items() if k not in ("image", "mask")}
+        dropped = ("image",) if self.keep_masks else ("image", "mask")
+        out = {k: (list(v) if k == "mask" else np.array(v, copy=True)) for k, v in batch.items() if k not in dropped}
         out["result"] = [_EMPTY_IMAGE] * n
         out["resized"] = np.zeros(n, bool)
         for name in _METRICS:
@@ -320,12 +334,15 @@ class InpaintStage:
 
 def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, images_root: str, images_uri: str,
                  output_format: str, png_compress_level: int, jpeg_quality: int, model_id: str,
-                 run_id: str, retry: RetryPolicy | None = None, partitioned: bool = False) -> pa.Table:
+                 run_id: str, retry: RetryPolicy | None = None, partitioned: bool = False,
+                 masks_root: str | None = None, masks_uri: str | None = None, counter: Any = None) -> pa.Table:
     """Ray Data stage: encode each ``result`` and write it to ``images_root/ID.png`` (or
     ``.jpg``), then return the final rows as a ``RECORD_SCHEMA`` table. Writes are retried
     per ``retry``; one that still fails makes a ``storage`` error row naming the output
     file (retried by the next run). ``partitioned``: add the ``shard`` column (the key of
-    the row's input shard) that the records are partitioned by."""
+    the row's input shard) that the records are partitioned by. ``masks_root``/``masks_uri``:
+    also write each ok record's mask (0/255 PNG, from the ``mask`` column) there.
+    ``counter``: a ``ProgressCounter`` handle told how many records this batch finished."""
     n = len(batch["id"])
     ext = output_extension(output_format)
     status = list(batch["status"])
@@ -333,6 +350,7 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
     kind = [str(k) if s != "ok" and k else (INPUT if s != "ok" else None)
             for s, k in zip(batch["status"], batch["error_kind"])]
     output: list[str | None] = [None] * n
+    mask_output: list[str | None] = [None] * n
     seconds = np.array(batch["seconds"], dtype=np.float64)
     for i in range(n):
         if status[i] != "ok":
@@ -349,6 +367,10 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
         try:
             write_file(out_fs, f"{images_root}/{rid}{ext}", data, retry or RetryPolicy())
             output[i] = uri
+            if masks_root and "mask" in batch:
+                mask_uri = join_uri(masks_uri, rid + ".png")
+                write_file(out_fs, f"{masks_root}/{rid}.png", mask_png(batch["mask"][i]), retry or RetryPolicy())
+                mask_output[i] = mask_uri
         except Exception as exc:
             status[i], kind[i] = "error", STORAGE
             error[i] = f"cannot write output {uri} for {batch['source'][i]}: {type(exc).__name__}: {message_line(exc)}"
@@ -357,19 +379,23 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
     def nullable(values, missing):
         return [None if (v == missing or (isinstance(v, float) and math.isnan(v))) else v for v in values]
 
+    fractions = nullable(batch["hole_fraction"].tolist(), None)
+    model, model_hash = split_model_id(model_id)
     columns = {
         "id": [str(x) for x in batch["id"]], "status": status, "error": error, "error_kind": kind,
         "source": [str(x) for x in batch["source"]], "mask_source": nullable([str(x) for x in batch["mask_source"]], ""),
-        "output": output,
+        "output": output, "mask_output": mask_output,
         "width": nullable(batch["width"].tolist(), -1), "height": nullable(batch["height"].tolist(), -1),
-        "hole_fraction": nullable(batch["hole_fraction"].tolist(), None),
-        "mask_generated": batch["mask_generated"].tolist(), "mask_index": nullable(batch["mask_index"].tolist(), -1),
-        "mask_binarized": batch["mask_binarized"].tolist(), "converted": batch["converted"].tolist(),
-        "resized": batch["resized"].tolist(),
+        "hole_fraction": fractions, "hole_area_bin": [None if f is None else hole_area_bin(f) for f in fractions],
+        "mask_index": nullable(batch["mask_index"].tolist(), -1),
+        **{flag: [bool(v) if s == "ok" else None for v, s in zip(batch[flag].tolist(), status)] for flag in _FLAGS},
         **{name: nullable(batch[name].tolist(), None) for name in _METRICS},
-        "model": [model_id] * n, "seconds": seconds.tolist(), "run": [run_id] * n,
+        "model": [model] * n, "model_hash": [model_hash] * n, "seconds": seconds.tolist(), "run": [run_id] * n,
+        "timestamp": [utc_now()] * n,
     }
     table = pa.table(columns, schema=RECORD_SCHEMA)
+    if counter is not None:
+        counter.add.remote(n)
     if partitioned:
         table = table.append_column(PARTITION, pa.array([shard_key(src) for src in columns["source"]], pa.string()))
     return table
@@ -709,13 +735,16 @@ def _run_planned(cfg: Any, st: _Storage, model: str, model_id: str, run_id: str,
         num_gpus=plan.gpus, num_cpus=plan.cpus,
         fn_constructor_kwargs=dict(model=model, seed=cfg.seed, device=plan.device, precision=cfg.precision,
                                    max_pixels=cfg.max_pixels, batch_size=cfg.batch_size,
-                                   num_threads=plan.threads, endpoint_url=endpoint))
+                                   num_threads=plan.threads, endpoint_url=endpoint, keep_masks=cfg.write_masks))
+    counter = ProgressCounter.remote()
     ds = ds.map_batches(
         encode_batch, batch_size=cfg.codec_batch_size, num_cpus=plan.codec_cpus,
         fn_kwargs=dict(out_fs=st.out_fs, images_root=f"{st.out_root}/images",
                        images_uri=join_uri(st.output_uri, "images"), output_format=cfg.output_format,
                        png_compress_level=cfg.png_compress_level, jpeg_quality=cfg.jpeg_quality,
-                       model_id=model_id, run_id=run_id, retry=policy, partitioned=listing.kind == "parquet"))
+                       model_id=model_id, run_id=run_id, retry=policy, partitioned=listing.kind == "parquet",
+                       masks_root=f"{st.out_root}/masks" if cfg.write_masks else None,
+                       masks_uri=join_uri(st.output_uri, "masks"), counter=counter))
     start = time.perf_counter()
     try:
         # Run-unique file names: a rerun never overwrites the records of an earlier run.
@@ -723,8 +752,8 @@ def _run_planned(cfg: Any, st: _Storage, model: str, model_id: str, run_id: str,
         # actors that hold all but a fraction of a CPU (the job waits forever). Parquet
         # input: records partitioned by input shard, each partition the shard's completion
         # manifest (shard_plan.py).
-        with warnings.catch_warnings():  # min_rows_per_file with partition_cols: deprecated in 2027
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with warnings.catch_warnings(), JobProgress("inpaint", listing.pending, counter):
+            warnings.simplefilter("ignore", DeprecationWarning)  # min_rows_per_file with partition_cols
             ds.write_parquet(records_root, filesystem=st.out_fs, min_rows_per_file=cfg.records_per_file,
                              ray_remote_args={"num_cpus": plan.codec_cpus},
                              filename_provider=FilenameProvider(dataset_uuid=run_id, file_format="parquet"),

@@ -82,8 +82,11 @@ def test_folder_in_images_and_records_out_then_resume_and_overwrite(ray_local, m
         assert row["status"] == "ok" and row["error"] is None
         assert row["output"] == f"{out}/images/{rid}.png" and Path(row["output"]).exists()
         assert (row["width"], row["height"]) == (image.shape[1], image.shape[0])
-        assert row["model"].startswith(model_uri + "@sha256:")
+        assert row["model"] == model_uri and row["model_hash"].startswith("sha256:")
         assert not any(row[f] for f in ("mask_binarized", "resized", "converted", "mask_generated"))
+        assert row["hole_area_bin"].endswith("%") and row["timestamp"].tzinfo is not None
+        mask_written = np.asarray(Image.open(Path(row["mask_output"])))
+        assert mask_written.shape == (image.shape[0], image.shape[1]) and set(np.unique(mask_written)) <= {0, 255}
         assert row["psnr"] is None and row["seconds"] > 0
         result = decoded(Path(row["output"]))
         source = decoded(Path(row["source"]))  # the JPEG input compares after decoding
@@ -238,6 +241,7 @@ def test_bad_records_each_give_one_row_with_reason(ray_local, model_uri, tmp_pat
     for rid, (reason, name) in expected_errors.items():
         row = rows[rid]
         assert row["status"] == "error" and row["output"] is None, rid
+        assert all(row[f] is None for f in ("mask_binarized", "resized", "converted")), rid  # unknown, not false
         assert reason in row["error"] and f"{d}/" in row["error"] and name in row["error"], row["error"]
     for rid, set_flags in flags.items():
         row = rows[rid]
