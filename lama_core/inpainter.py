@@ -141,6 +141,19 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 0) -> torch.T
     return x
 
 
+def is_grey(image: np.ndarray, hole: np.ndarray) -> bool:
+    """Whether every known pixel (``hole == 0``) of a uint8 ``H x W x 3`` image has its three
+    channels within 1 level of each other (a grey image stored as RGB)."""
+    known = image[hole == 0].astype(np.int16)
+    return known.size > 0 and int((known.max(axis=1) - known.min(axis=1)).max()) <= 1
+
+
+def grey_of(image: np.ndarray) -> np.ndarray:
+    """uint8 ``H x W x 3`` -> the same shape, each pixel its luma (ITU-R 601) in all three channels."""
+    luma = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat(np.clip(luma + 0.5, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
 @dataclass
 class InpaintResult:
     """One inpainted image: uint8 ``H x W x 3``; ``resized``: whether a generator input went
@@ -174,15 +187,20 @@ class Inpainter:
     ``window_options.trigger`` (800 px) are inpainted in a native-resolution context window
     around each hole region, the rest as full frames; ``"full"``: always the whole frame.
     ``window_options``: a ``lama_core.hd_strategy.WindowOptions`` (margins; measured defaults).
+    ``keep_grey``: when every known pixel of an image is neutral grey (its three channels
+    within 1 level), its fill is made grey too (the output's luma in all three channels):
+    a generator trained on colour photos may tint a grey image's holes, and no grey photo
+    has a colour hole.
     """
 
     def __init__(self, generator: FFCResNetGenerator, device: str | torch.device = "cpu", batch_size: int = 4,
                  precision: str = "fp32", mask_threshold: float = DEFAULT_MASK_THRESHOLD,
                  max_pixels: int | None = None, channels_last: bool = False, fold_batchnorm: bool = True,
                  cpu_kernels: bool | None = None, hd_strategy: str = "windows",
-                 window_options: WindowOptions | None = None):
+                 window_options: WindowOptions | None = None, keep_grey: bool = True):
         if hd_strategy not in HD_STRATEGIES:
             raise ValueError(f"hd_strategy must be one of {', '.join(HD_STRATEGIES)}, got {hd_strategy!r}")
+        self.keep_grey = keep_grey
         if precision not in PRECISION_DTYPES:
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
         if batch_size < 1:
@@ -250,6 +268,7 @@ class Inpainter:
         plans = [plan_windows(s.hole, self.hd_strategy, self.window_options) for s in sources]
         outputs = [s.original.copy() for s in sources]  # hole pixels are overwritten in place
         resized = [False] * len(sources)
+        grey = [self.keep_grey and is_grey(s.original, s.hole) for s in sources]
         # Every window of every image is one generator input; inputs of equal (possibly
         # budget-reduced) size share a batch, whichever image they come from.
         groups: dict[tuple[int, int], list[tuple[int, Window]]] = {}
@@ -268,11 +287,15 @@ class Inpainter:
                     target = outputs[i][window.top:window.bottom, window.left:window.right]
                     if size == (window.height, window.width):
                         filled = to_uint8(out[j].permute(1, 2, 0).numpy())
+                        if grey[i]:
+                            filled = grey_of(filled)
                         target[own] = filled[own]
                         continue
                     resized[i] = True
                     for r0, r1, rows in bicubic_strips(out[j], (window.height, window.width)):
                         filled = to_uint8(rows.permute(1, 2, 0).numpy())
+                        if grey[i]:
+                            filled = grey_of(filled)
                         target[r0:r1][own[r0:r1]] = filled[own[r0:r1]]
         return [InpaintResult(out, r, plan.strategy, len(plan.windows))
                 for out, r, plan in zip(outputs, resized, plans)]

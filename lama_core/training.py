@@ -9,11 +9,19 @@ Order of one step (``step``), and how it differs from the official Lightning tra
 
 1. Generator phase. ``fake = G(cat(image * (1 - mask), mask))``; losses on the raw ``fake``:
    masked L1 + non-saturating adversarial + feature matching (+ HRF perceptual when its
-   encoder weights are given); backward; Adam step of G at the end of the accumulation
-   window. D is frozen (``requires_grad=False``, as the official ``set_requires_grad``) and
+   encoder weights are given; + the hole reconstruction terms of the ``no-perceptual``
+   recipe when their weights are set); backward; at the end of the accumulation window the
+   gradients are clipped to a global L2 norm of ``gradient_clip_norm`` and Adam steps G.
+   D is frozen (``requires_grad=False``, as the official ``set_requires_grad``) and
    its forwards run inside ``D.no_sync()``: under DDP no D gradient exists or is all-reduced.
 2. Discriminator phase, on the same batch: ``D(real)`` with ``real.requires_grad=True``
-   (for R1) and ``D(fake.detach())``; ``discriminator_loss``; backward; Adam step of D.
+   (for R1) and ``D(fake.detach())``; ``discriminator_loss``; backward; clip D's gradients
+   the same way; Adam step of D.
+
+Gradient clipping as the official trainer (Lightning, ``gradient_clip_val: 1``): each
+optimizer's parameters on their own, the global L2 norm over all of them, before its step,
+after DDP's all-reduce (so every rank clips identically). The norms before clipping are
+reported as ``gen_grad_norm`` / ``discr_grad_norm``.
 
 The official trainer (Lightning, two optimizers) also runs the generator step first, then the
 discriminator step; but its discriminator step re-runs the generator forward on the same batch
@@ -42,7 +50,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .losses import LossConfig, NonSaturatingWithR1, feature_matching_loss, masked_l1_loss
+from .losses import (LossConfig, NonSaturatingWithR1, feature_matching_loss, hole_reconstruction_loss,
+                     masked_l1_loss)
 from .masks import generate_mask
 from .perceptual import HRFPerceptualLoss
 
@@ -60,6 +69,10 @@ class TrainingConfig:
     ``make_mask_batch`` (big-lama's training mix by default). ``perceptual_weights``: the HRF
     encoder's ``encoder_epoch_20.pth`` or a ``weights_dir`` holding it, ``None`` to train
     without the HRF loss. ``regenerate_fake``: official step order (module docstring).
+    ``gradient_clip_norm``: each optimizer's gradients are clipped to this global L2 norm
+    before its step (official: 1); ``None`` or ``<= 0`` = no clipping. ``mask_kind`` may
+    join several kinds with ``+`` (``"thick_256+medium_256+thin_256"``): mask ``i`` is then
+    drawn from kind ``i mod n`` (``make_mask_batch``).
     """
 
     losses: LossConfig = field(default_factory=LossConfig)
@@ -73,6 +86,7 @@ class TrainingConfig:
     mask_kind: str = "wide_256"
     perceptual_weights: str | None = None
     regenerate_fake: bool = False
+    gradient_clip_norm: float | None = 1.0
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -108,8 +122,11 @@ def make_mask_batch(kind: str, seed: int, first_index: int, batch_size: int, hei
     """Masks ``first_index .. first_index + batch_size - 1`` of the set ``(kind, seed)``
     (``lama_core.masks.generate_mask``, scaled to ``height x width``) as a float32
     ``N x 1 x H x W`` tensor in {0, 1} (1 = hole) on the CPU. Deterministic: under DDP give each
-    rank its own index range (e.g. ``first_index = (step * world_size + rank) * batch_size``)."""
-    masks = [generate_mask(kind, seed, first_index + i, height, width) for i in range(batch_size)]
+    rank its own index range (e.g. ``first_index = (step * world_size + rank) * batch_size``).
+    A mixture ``"a+b+c"`` draws mask ``i`` from kind ``i mod 3`` (its own index ``i``)."""
+    kinds = kind.split("+")
+    masks = [generate_mask(kinds[(first_index + i) % len(kinds)], seed, first_index + i, height, width)
+             for i in range(batch_size)]
     return torch.from_numpy(np.stack(masks)[:, None]).contiguous()
 
 
@@ -150,6 +167,18 @@ class GANTrainingStep:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
 
+    def _clip(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """Clip the gradients of ``optimizer``'s parameters to a global L2 norm of
+        ``gradient_clip_norm`` (when set); returns the norm before clipping (a float32 scalar
+        tensor; the norm is computed even when clipping is off, for logging)."""
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            return torch.zeros((), device=self.device)
+        limit = self.config.gradient_clip_norm
+        if limit is None or limit <= 0:
+            return torch.nn.utils.get_total_norm([p.grad for p in params]).float()
+        return torch.nn.utils.clip_grad_norm_(params, float(limit)).float()
+
     def _prepare(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be N x 3 x H x W, got {tuple(images.shape)}")
@@ -176,6 +205,10 @@ class GANTrainingStep:
             fm, fm_parts = feature_matching_loss(fake_feats, real_feats, lcfg.feature_matching_weight)
             total = total + adv + fm
             parts.update(adv_parts, **fm_parts)
+        if lcfg.has_hole_reconstruction:
+            rec, rec_parts = hole_reconstruction_loss(fake, images, masks, lcfg)
+            total = total + rec
+            parts.update(rec_parts)
         if self.perceptual is not None:
             hrf, hrf_parts = self.perceptual(fake, images)
             total = total + hrf
@@ -192,8 +225,10 @@ class GANTrainingStep:
         to the models'. Values are not range-checked (that would sync the GPU every step).
 
         Returns this micro-batch's loss parts as Python floats, unscaled by ``1/k``:
-        ``gen_l1, gen_adv, gen_fm, [gen_resnet_pl,] gen_total, discr_adv, discr_real_out,
-        discr_fake_out, discr_real_gp``.
+        ``gen_l1, gen_adv, gen_fm, [gen_multiscale, gen_gradient, gen_ssim,] [gen_resnet_pl,]
+        gen_total, discr_adv, discr_real_out, discr_fake_out, discr_real_gp``, and on the
+        micro-batch that steps the optimizers ``gen_grad_norm`` / ``discr_grad_norm`` (global
+        L2 norms of the gradients before clipping).
         """
         k = int(self.config.accum_steps)
         last = self.micro_step == k - 1
@@ -215,6 +250,7 @@ class GANTrainingStep:
         finally:
             D.requires_grad_(True)
         if last:
+            parts["gen_grad_norm"] = self._clip(self.generator_optimizer).detach()
             self.generator_optimizer.step()
 
         # 2. Discriminator, on the real batch and the detached fake.
@@ -234,6 +270,7 @@ class GANTrainingStep:
                 (d_loss / k).backward()
             parts.update(d_parts)
             if last:
+                parts["discr_grad_norm"] = self._clip(self.discriminator_optimizer).detach()
                 self.discriminator_optimizer.step()
 
         self.micro_step = 0 if last else self.micro_step + 1

@@ -22,6 +22,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 MASK_KINDS = ("thin_256", "medium_256", "thick_256", "thin_512", "medium_512", "thick_512", "wide_256")
 #: Generator presets (``lama_core.presets.GENERATOR_PRESETS``; checked to agree in the tests).
 PRESETS = ("big-lama", "lama-fourier", "small")
+#: Training loss recipes (``lama_core.losses.LOSS_RECIPES``).
+RECIPES = ("official", "no-perceptual")
 
 DEFAULT_MODEL = "assets/lama-small-demo"
 #: Keys of earlier versions -> today's name, so an old script gets a pointed error.
@@ -212,7 +214,7 @@ class TrainConfig:
     """``jobs/train.py``: DDP training of the LaMa GAN with Ray Train; a rerun resumes."""
 
     input: str = setting("", "training images: folder/prefix of png/jpg/webp (recursive) or Parquet shards "
-                             "(column image); empty = scikit-image's sample photos")
+                             "(column image); empty = scikit-image's colour photos (samples.TRAINING_PHOTOS)")
     output: str = setting("outputs/train", "where runs live (local or s3://); this run is output/name")
     name: str = setting("lama", "run name: checkpoints go under output/name/")
     model: str = setting("small", "what to start from: a preset (" + " | ".join(PRESETS) + ") for fresh "
@@ -230,24 +232,41 @@ class TrainConfig:
     precision: str = setting("fp32", "fp32 | bf16 (autocast; FFTs stay fp32)")
     generator_lr: float = setting(1e-3, "Adam learning rate of the generator")
     discriminator_lr: float = setting(1e-4, "Adam learning rate of the discriminator")
-    l1_weight_known: float = setting(10.0, "weight of L1 on known pixels")
-    adversarial_weight: float = setting(10.0, "weight of the non-saturating adversarial loss")
-    feature_matching_weight: float = setting(100.0, "weight of discriminator feature matching")
-    hrf_weight: float = setting(30.0, "weight of the high-receptive-field perceptual loss (needs the ADE20k "
-                                      "encoder)")
-    r1_gamma: float = setting(0.001, "R1 gradient penalty gamma")
+    recipe: str = setting("official", "loss recipe: official (big-lama's) | no-perceptual (for training "
+                                      "without the ADE20k encoder: reconstruction terms on the hole; "
+                                      "lama_core/losses.py)")
+    l1_weight_known: Optional[float] = setting(None, "weight of L1 on known pixels; null = the recipe's (10)")
+    l1_weight_missing: Optional[float] = setting(None, "weight of L1 on hole pixels; null = the recipe's "
+                                                       "(official 0, no-perceptual 10)")
+    adversarial_weight: Optional[float] = setting(None, "weight of the non-saturating adversarial loss; null = "
+                                                        "the recipe's (official 10, no-perceptual 3)")
+    feature_matching_weight: Optional[float] = setting(None, "weight of discriminator feature matching; null "
+                                                             "= the recipe's (official 100, no-perceptual 30)")
+    hrf_weight: Optional[float] = setting(None, "weight of the high-receptive-field perceptual loss (needs the "
+                                                "ADE20k encoder); null = the recipe's (official 30)")
+    r1_gamma: Optional[float] = setting(None, "R1 gradient penalty gamma; null = the recipe's (0.001)")
+    gradient_clip_norm: float = setting(1.0, "each optimizer's gradients clipped to this global L2 norm before "
+                                             "its step (official: 1); 0 = off")
+    augmentation: str = setting("distortions", "distortions (the official photometric + geometric "
+                                               "augmentation) | crop (random crop and flip only)")
+    grayscale_probability: float = setting(0.0, "share of training crops turned grey (ours; official 0)")
     weights_dir: Optional[str] = setting(None, "folder with ade20k/ade20k-resnet50dilated-ppm/"
                                                "encoder_epoch_20.pth for the perceptual loss; null = no "
                                                "perceptual loss unless perceptual_weights is given")
     perceptual_weights: str = setting("", "explicit path of encoder_epoch_20.pth (overrides weights_dir)")
-    mask_kind: str = setting("wide_256", "mask set drawn for training: " + " | ".join(MASK_KINDS))
+    mask_kind: str = setting("wide_256", "mask set drawn for training: " + " | ".join(MASK_KINDS)
+                             + ", or a mixture a+b+c (mask i from kind i mod 3)")
     seed: int = setting(0, "seed of weights and masks")
     log_every: int = setting(10, "steps between progress lines")
     checkpoint_every: int = setting(100, "steps between checkpoints (and at the end)")
     keep_checkpoints: int = setting(3, "checkpoints kept (oldest deleted)")
-    validation_images: int = setting(4, "images of the fixed validation batch")
+    validation_images: int = setting(4, "images of the fixed validation batch (held out, never trained on)")
+    validation_input: str = setting("", "validation images (never trained on); empty = the last "
+                                        "validation_images images of input (sorted; Parquet: its last shard), "
+                                        "then left out of training")
     max_failures: int = setting(2, "worker-group restarts from the last checkpoint before giving up")
-    sync_batchnorm: bool = setting(True, "SyncBatchNorm across GPU workers under DDP")
+    sync_batchnorm: bool = setting(False, "SyncBatchNorm across GPU workers under DDP (official: off, per-GPU "
+                                          "BatchNorm statistics)")
     endpoint_url: Optional[str] = setting(None, "S3-compatible endpoint; null = AWS_ENDPOINT_URL, else AWS")
     verbose: bool = setting(False, "true: show Ray's own log lines and progress bars on the console")
     fail_at_step: int = setting(-1, "testing aid: the last rank raises once at this step (-1 = never)")
@@ -255,17 +274,25 @@ class TrainConfig:
     def problems(self) -> list[str]:
         problems = _at_least_one(self, "steps", "num_workers", "batch_size", "crops_per_image", "accum_steps",
                                  "log_every", "checkpoint_every", "keep_checkpoints", "validation_images")
-        problems += _non_negative(self, "cpus_per_worker", "generator_lr", "discriminator_lr", "l1_weight_known",
-                                  "adversarial_weight", "feature_matching_weight", "hrf_weight", "r1_gamma",
-                                  "max_failures", "seed")
+        problems += _non_negative(self, "cpus_per_worker", "generator_lr", "discriminator_lr",
+                                  "gradient_clip_norm", "max_failures", "seed")
+        problems += [f"{n} must be >= 0 or null, got {getattr(self, n)}" for n in (
+            "l1_weight_known", "l1_weight_missing", "adversarial_weight", "feature_matching_weight", "hrf_weight",
+            "r1_gamma") if getattr(self, n) is not None and getattr(self, n) < 0]
+        if self.recipe not in RECIPES:
+            problems.append(f"unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}")
+        if self.augmentation not in ("distortions", "crop"):
+            problems.append(f"augmentation must be distortions or crop, got {self.augmentation!r}")
+        if not 0 <= self.grayscale_probability <= 1:
+            problems.append(f"grayscale_probability must be in [0, 1], got {self.grayscale_probability}")
         if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
             problems.append(f"gpus_per_worker must be >= 0 or null, got {self.gpus_per_worker}")
         if self.crop_size < 8 or self.crop_size % 8:
             problems.append(f"crop_size must be a positive multiple of 8, got {self.crop_size}")
         if self.precision not in ("fp32", "bf16"):
             problems.append(f"precision must be fp32 or bf16 for training, got {self.precision!r}")
-        if self.mask_kind not in MASK_KINDS:
-            problems.append(f"unknown mask_kind {self.mask_kind!r}; known: {', '.join(MASK_KINDS)}")
+        if any(kind not in MASK_KINDS for kind in self.mask_kind.split("+")):
+            problems.append(f"unknown mask_kind {self.mask_kind!r}; known: {', '.join(MASK_KINDS)} (or a+b+c)")
         if not self.model:
             problems.append("model must be a preset name or a checkpoint URI")
         if not self.name or "/" in self.name:

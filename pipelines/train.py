@@ -9,6 +9,8 @@ whose workers run ``train_loop``. Each worker:
 - takes its shard of the crops (``get_dataset_shard``: equal split, full batches only, so
   every rank takes the same number of steps) and draws masks on the fly, each rank its own
   index range of the seeded mask set;
+- at each checkpoint, scores the whole validation batch (held-out images, never trained on:
+  ``validation_input`` or the last images of ``data``; the same batch on every rank).
 - reports metrics every ``log_every`` steps, and a checkpoint (rank 0) every
   ``checkpoint_every`` steps and at the end. ``ray.train.report`` is a barrier: all ranks call
   it at the same steps.
@@ -42,10 +44,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from lama_core.augment import random_crop
+from lama_core.augment import Distortions, distorted_crop, random_crop
 from lama_core.checkpoint import (load_state_checked, read_checkpoint, save_discriminator,
                                   save_generator)
-from lama_core.losses import LossConfig
+from lama_core.losses import loss_config
 from lama_core.models import build_discriminator, build_generator, discriminator_config_from_state
 from lama_core.storage import filesystem_for, join_uri, read_bytes
 from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch, unwrap
@@ -57,7 +59,7 @@ from .codecs import RecordError, decode_image
 from .configs import PRESETS, TrainConfig
 from .progress import ReportLog, follow_reports, report_printer
 from .records import is_image_file, list_files
-from .samples import png_bytes, sample_photos
+from .samples import TRAINING_PHOTOS, VALIDATION_PHOTOS, png_bytes, sample_photos
 
 TRAINING_STATE_FILE = "training_state.pt"
 #: The metrics reported at a checkpoint's step (JSON), kept with the checkpoint.
@@ -89,17 +91,43 @@ def list_training_inputs(data: str, endpoint_url: str | None = None) -> tuple[st
     return "images", images
 
 
-def decode_and_crop(batch: dict[str, np.ndarray], crop_size: int, crops_per_image: int = 1) -> dict[str, np.ndarray]:
+def split_held_out(cfg: TrainConfig) -> tuple[str, list[str], list[str]]:
+    """``(kind, training paths, held-out paths)`` of ``cfg.input`` (``list_training_inputs``).
+    Without ``validation_input`` the last ``validation_images`` images (sorted), or the last
+    Parquet shard, are held out for validation and never trained on; with it nothing is.
+    Raises ``ValueError`` when nothing would be left to train on."""
+    kind, paths = list_training_inputs(cfg.input, cfg.endpoint_url or None)
+    paths = sorted(paths)
+    if cfg.validation_input:
+        return kind, paths, []
+    held = 1 if kind == "parquet" else min(cfg.validation_images, len(paths))
+    if held >= len(paths):
+        raise ValueError(f"{cfg.input} has {len(paths)} {'shards' if kind == 'parquet' else 'images'}: too few to "
+                         f"hold out {held} for validation and train on the rest (give validation_input=)")
+    return kind, paths[:len(paths) - held], paths[len(paths) - held:]
+
+
+def decode_and_crop(batch: dict[str, np.ndarray], crop_size: int, crops_per_image: int = 1,
+                    augmentation: str = "crop", grayscale_probability: float = 0.0) -> dict[str, np.ndarray]:
     """Ray Data batch function: encoded ``bytes`` column (and optional ``path``) -> ``image``
-    column of uint8 ``crop x crop x 3`` random crops (``lama_core.augment.random_crop``),
-    ``crops_per_image`` of them per image (decode once, crop many: small datasets then fill
-    an epoch with full batches instead of paying a pipeline restart per step).
+    column of uint8 ``crop x crop x 3`` training crops, ``crops_per_image`` of them per image
+    (decode once, crop many: small datasets then fill an epoch with full batches instead of
+    paying a pipeline restart per step). ``augmentation``: ``"crop"``
+    (``lama_core.augment.random_crop``) or ``"distortions"`` (``distorted_crop``, with
+    ``grayscale_probability``).
 
     Undecodable images are dropped and logged: a training set tolerates a few bad files, an
     inference job does not. Crops come from fresh OS entropy, so every epoch (the stream
     re-executes this stage) sees new crops; runs are therefore not bit-reproducible.
     """
     rng = np.random.default_rng()
+    if augmentation == "distortions":
+        params = Distortions(grayscale_probability=grayscale_probability)
+        cut = lambda image: distorted_crop(image, crop_size, rng, params)  # noqa: E731
+    elif augmentation == "crop":
+        cut = lambda image: random_crop(image, crop_size, rng)  # noqa: E731
+    else:
+        raise ValueError(f"augmentation must be 'distortions' or 'crop', got {augmentation!r}")
     crops = []
     names = batch["path"] if "path" in batch else [""] * len(batch["bytes"])
     for data, name in zip(batch["bytes"], names):
@@ -108,7 +136,7 @@ def decode_and_crop(batch: dict[str, np.ndarray], crop_size: int, crops_per_imag
         except RecordError as exc:
             print(f"skipping training image: {exc}")
             continue
-        crops.extend(random_crop(image, crop_size, rng) for _ in range(crops_per_image))
+        crops.extend(cut(image) for _ in range(crops_per_image))
     if not crops:
         return {"image": np.zeros((0, crop_size, crop_size, 3), np.uint8)}
     return {"image": np.stack(crops)}
@@ -120,11 +148,14 @@ def build_training_dataset(cfg: TrainConfig):
 
     from .ray_filesystem import pyarrow_filesystem
 
+    if cfg.augmentation not in ("distortions", "crop"):
+        raise ValueError(f"augmentation must be 'distortions' or 'crop', got {cfg.augmentation!r}")
     if not cfg.input:
-        items = [{"bytes": png_bytes(img), "path": f"sample:{name}"} for name, img in sample_photos().items()]
+        items = [{"bytes": png_bytes(img), "path": f"sample:{name}"}
+                 for name, img in sample_photos(TRAINING_PHOTOS).items()]
         ds = ray.data.from_items(items)
     else:
-        kind, paths = list_training_inputs(cfg.input, cfg.endpoint_url or None)
+        kind, paths, _ = split_held_out(cfg)
         filesystem = pyarrow_filesystem(cfg.input, cfg.endpoint_url or None)
         if kind == "parquet":
             ds = ray.data.read_parquet(paths, filesystem=filesystem, columns=["image"])
@@ -134,22 +165,30 @@ def build_training_dataset(cfg: TrainConfig):
     # Half a CPU per decode task: the stage still runs when the training workers hold all
     # but half a core of a node (a hang, not an error, if the data stage gets no CPU at all).
     return ds.map_batches(decode_and_crop, fn_kwargs={"crop_size": cfg.crop_size,
-                                                      "crops_per_image": cfg.crops_per_image},
+                                                      "crops_per_image": cfg.crops_per_image,
+                                                      "augmentation": cfg.augmentation,
+                                                      "grayscale_probability": cfg.grayscale_probability},
                           batch_size=8, num_cpus=0.5)
 
 
 def validation_batch(cfg: TrainConfig) -> dict[str, np.ndarray]:
-    """A fixed validation batch: the first ``validation_images`` training images, centre
-    crops, with masks of fixed indices. ``{"images": N x 3 x S x S float32 [0,1],
-    "masks": N x 1 x S x S float32 {0,1}}``."""
+    """A fixed validation batch of held-out images (never trained on): the first
+    ``validation_images`` of ``validation_input``, else of the images ``split_held_out``
+    keeps out of training, else (default data) ``samples.VALIDATION_PHOTOS``; centre crops,
+    with masks of fixed indices. The driver builds it once and every rank scores all of it.
+    ``{"images": N x 3 x S x S float32 [0,1], "masks": N x 1 x S x S float32 {0,1}}``."""
     size = cfg.crop_size
-    if not cfg.input:
-        sources = list(sample_photos().values())[: cfg.validation_images]
+    if not cfg.input and not cfg.validation_input:
+        sources = list(sample_photos(VALIDATION_PHOTOS).values())[: cfg.validation_images]
     else:
         import pyarrow.parquet as pq
 
-        kind, paths = list_training_inputs(cfg.input, cfg.endpoint_url or None)
-        fs, _ = filesystem_for(cfg.input, cfg.endpoint_url or None)
+        source_uri = cfg.validation_input or cfg.input
+        if cfg.validation_input:
+            kind, paths = list_training_inputs(cfg.validation_input, cfg.endpoint_url or None)
+        else:
+            kind, _, paths = split_held_out(cfg)
+        fs, _ = filesystem_for(source_uri, cfg.endpoint_url or None)
         sources = []
         for path in paths:
             if len(sources) >= cfg.validation_images:
@@ -166,7 +205,8 @@ def validation_batch(cfg: TrainConfig) -> dict[str, np.ndarray]:
             except RecordError:
                 continue
     if not sources:
-        raise FileNotFoundError(f"no decodable validation image in {cfg.input or 'the sample photos'}")
+        raise FileNotFoundError("no decodable validation image in "
+                                f"{cfg.validation_input or cfg.input or 'the sample photos'}")
     rng = np.random.default_rng(cfg.seed)
     crops = []
     for image in sources:
@@ -267,13 +307,19 @@ def restore_checkpoint(directory: str, trainer: GANTrainingStep, endpoint_url: s
 
 # -- the worker loop --------------------------------------------------------------------
 
+LOSS_WEIGHT_KEYS = ("l1_weight_known", "l1_weight_missing", "adversarial_weight", "feature_matching_weight",
+                    "hrf_weight", "r1_gamma")
+
+
 def _training_config(cfg: TrainConfig) -> TrainingConfig:
-    losses = LossConfig(l1_weight_known=cfg.l1_weight_known, adversarial_weight=cfg.adversarial_weight,
-                        feature_matching_weight=cfg.feature_matching_weight, hrf_weight=cfg.hrf_weight,
-                        r1_gamma=cfg.r1_gamma)
+    """The ``TrainingConfig`` of a job config: the named loss recipe, with the weight keys
+    that are set overriding it."""
+    overrides = {key: float(getattr(cfg, key)) for key in LOSS_WEIGHT_KEYS if getattr(cfg, key) is not None}
+    losses = loss_config(cfg.recipe, **overrides)
     return TrainingConfig(losses=losses, generator_lr=cfg.generator_lr, discriminator_lr=cfg.discriminator_lr,
                           accum_steps=cfg.accum_steps, precision=cfg.precision, mask_kind=cfg.mask_kind,
-                          perceptual_weights=cfg.perceptual_weights or cfg.weights_dir or None)
+                          perceptual_weights=cfg.perceptual_weights or cfg.weights_dir or None,
+                          gradient_clip_norm=cfg.gradient_clip_norm if cfg.gradient_clip_norm > 0 else None)
 
 
 def build_models(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:

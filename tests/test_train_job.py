@@ -86,7 +86,7 @@ def test_two_workers_checkpoint_to_s3_then_resume_exactly(ray_local, s3_training
 def test_worker_failure_recovers_from_the_last_checkpoint(ray_local, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    for i, png in enumerate(small_photos(4)):
+    for i, png in enumerate(small_photos(6)):  # 2 of them held out for validation
         (data / f"p{i}.png").write_bytes(png)
     cfg = base_config(input=str(data), output=str(tmp_path / "runs"), name="flaky", steps=4, fail_at_step=3,
                       max_failures=1)

@@ -53,7 +53,7 @@ def test_one_step_updates_both_networks_and_reports_finite_losses():
     g0, d0 = _params(trainer.generator), _params(trainer.discriminator)
     metrics = trainer.step(*_batch())
     assert set(metrics) == {"gen_l1", "gen_adv", "gen_fm", "gen_total", "discr_adv", "discr_real_out",
-                            "discr_fake_out", "discr_real_gp"}
+                            "discr_fake_out", "discr_real_gp", "gen_grad_norm", "discr_grad_norm"}
     assert all(np.isfinite(v) for v in metrics.values())
     assert metrics["gen_total"] == pytest.approx(metrics["gen_l1"] + metrics["gen_adv"] + metrics["gen_fm"], rel=1e-5)
     assert all(not torch.equal(a, b) for a, b in zip(g0, trainer.generator.parameters()))
