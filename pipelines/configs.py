@@ -126,6 +126,9 @@ class InpaintConfig(WorkerOptions):
     write_masks: bool = setting(True, "true: write each record's mask (0/255 PNG) under output/masks/")
     max_pixels: int = setting(2048 * 2048, "pixel budget per image: larger images are inpainted downscaled "
                                            "and pasted back at the hole (flag `resized`); 0 = no budget")
+    hd_strategy: str = setting("windows", "windows: images over 800 px are inpainted in a native-resolution "
+                                          "context window around each hole region (lama_core/hd_strategy.py); "
+                                          "full: the whole frame always")
     records_per_file: int = setting(1000, "rows per records/*.parquet file")
     seed: int = setting(0, "weight seed when `model` is a preset name")
     max_input_pixels: int = setting(4096 * 4096, "images over this many pixels (read from the header, before "
@@ -153,6 +156,8 @@ class InpaintConfig(WorkerOptions):
                 problems.append(f"{name} must be finite, got {getattr(self, name)}")
         if self.input_format not in ("auto", "folder", "parquet", "webdataset"):
             problems.append(f"input_format must be auto, folder, parquet or webdataset, got {self.input_format!r}")
+        if self.hd_strategy not in ("windows", "full"):
+            problems.append(f"hd_strategy must be windows or full, got {self.hd_strategy!r}")
         if self.output_format not in ("png", "jpg", "webdataset"):
             problems.append(f"output_format must be png, jpg or webdataset, got {self.output_format!r}")
         if not 0 <= self.png_compress_level <= 9:

@@ -595,8 +595,9 @@ class EvaluateStage:
         self.ctx = MetricContext(device=device, weights_dir=weights_dir or None, weight_paths=dict(weight_paths),
                                  lpips_net=lpips_net)
         generator = load_generator(checkpoint, endpoint_url=endpoint_url)
+        # The protocol scores whole frames (docs/DESIGN.md): no context windows here.
         self.inpainter = Inpainter(generator, device=self.ctx.device, batch_size=batch_size, precision=precision,
-                                   channels_last=True)
+                                   channels_last=True, hd_strategy="full")
         self.checkpoint = checkpoint
         self.fid = "fid" in metrics
         self.scalar_metrics = [m for m in metrics if m != "fid"]

@@ -79,6 +79,7 @@ RECORD_SCHEMA = pa.schema([
     ("mask_generated", pa.bool_()), ("mask_index", pa.int64()), ("mask_binarized", pa.bool_()),
     ("mask_clipped", pa.bool_()), ("converted", pa.bool_()), ("resized", pa.bool_()),
     ("psnr", pa.float64()), ("ssim", pa.float64()), ("psnr_hole", pa.float64()), ("ssim_hole", pa.float64()),
+    ("hd_strategy", pa.string()), ("windows", pa.int32()),
     ("model", pa.string()), ("model_hash", pa.string()), ("seconds", pa.float64()), ("run", pa.string()),
     ("timestamp", UTC_TIMESTAMP),
 ])
@@ -292,14 +293,19 @@ class InpaintStage:
     """
 
     def __init__(self, model: str, seed: int, device: str, precision: str, max_pixels: int, batch_size: int,
-                 num_threads: int, endpoint_url: str | None, keep_masks: bool = False):
+                 num_threads: int, endpoint_url: str | None, keep_masks: bool = False, hd_strategy: str = "windows"):
         self.keep_masks = keep_masks  # pass ``mask`` on, for the encode stage to write
+        try:  # Ray starts workers at nice 15; on a shared machine that starves the model
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
+        except (OSError, AttributeError):
+            pass  # lowering niceness needs privileges: keep Ray's
         # Actors share their node's cores with the decode/encode tasks: use only our share.
         torch.set_num_threads(max(1, num_threads))
         loaded = load_model(model, seed, endpoint_url)
         # channels_last: oneDNN and cuDNN pick faster NHWC kernels (benchmarks/RESULTS.md).
         self.inpainter = Inpainter(loaded.generator, device=_resolve_device(device), batch_size=batch_size,
-                                   precision=precision, max_pixels=max_pixels or None, channels_last=True)
+                                   precision=precision, max_pixels=max_pixels or None, channels_last=True,
+                                   hd_strategy=hd_strategy)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         n = len(batch["id"])
@@ -307,6 +313,8 @@ class InpaintStage:
         out = {k: (list(v) if k == "mask" else np.array(v, copy=True)) for k, v in batch.items() if k not in dropped}
         out["result"] = [_EMPTY_IMAGE] * n
         out["resized"] = np.zeros(n, bool)
+        out["hd_strategy"] = np.array([""] * n, dtype=object)
+        out["windows"] = np.full(n, -1, np.int64)
         for name in _METRICS:
             out[name] = np.full(n, math.nan)
         todo = [i for i in range(n) if out["status"][i] == "ok"]
@@ -332,6 +340,7 @@ class InpaintStage:
         for i, result in done:
             out["result"][i] = result.image
             out["resized"][i] = result.resized or bool(batch["reduced"][i])
+            out["hd_strategy"][i], out["windows"][i] = result.strategy, result.windows
             out["seconds"][i] += share
             if out["mask_generated"][i]:
                 metrics_start = time.perf_counter()
@@ -431,6 +440,8 @@ def record_table(batch: dict[str, Any], status: list[str], error: list[str | Non
         "mask_index": nullable(batch["mask_index"].tolist(), -1),
         **{flag: [bool(v) if s == "ok" else None for v, s in zip(batch[flag].tolist(), status)] for flag in _FLAGS},
         **{name: nullable(batch[name].tolist(), None) for name in _METRICS},
+        "hd_strategy": nullable([str(x) for x in batch["hd_strategy"]], "") if "hd_strategy" in batch else [None] * n,
+        "windows": nullable(batch["windows"].tolist(), -1) if "windows" in batch else [None] * n,
         "model": [model] * n, "model_hash": [model_hash] * n, "seconds": seconds.tolist(), "run": [run_id] * n,
         "timestamp": [utc_now()] * n,
     }
@@ -793,7 +804,8 @@ def _run_planned(cfg: Any, st: _Storage, model: str, model_id: str, run_id: str,
         num_gpus=plan.gpus, num_cpus=plan.cpus,
         fn_constructor_kwargs=dict(model=model, seed=cfg.seed, device=plan.device, precision=cfg.precision,
                                    max_pixels=cfg.max_pixels, batch_size=cfg.batch_size,
-                                   num_threads=plan.threads, endpoint_url=endpoint, keep_masks=cfg.write_masks))
+                                   num_threads=plan.threads, endpoint_url=endpoint, keep_masks=cfg.write_masks,
+                                   hd_strategy=cfg.hd_strategy))
     counter = ProgressCounter.remote()
     if cfg.output_format == "webdataset":  # issue 17: shards of ID.png + ID.json (pipelines/webdataset_output.py)
         ds = ds.map_batches(write_shard_batch, batch_size=cfg.records_per_shard, num_cpus=plan.codec_cpus,

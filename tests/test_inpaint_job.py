@@ -85,6 +85,7 @@ def test_folder_in_images_and_records_out_then_resume_and_overwrite(ray_local, m
         assert row["model"] == model_uri and row["model_hash"].startswith("sha256:")
         assert not any(row[f] for f in ("mask_binarized", "resized", "converted", "mask_generated"))
         assert row["hole_area_bin"].endswith("%") and row["timestamp"].tzinfo is not None
+        assert (row["hd_strategy"], row["windows"]) == ("full", 1)  # small images: one whole frame
         mask_written = np.asarray(Image.open(Path(row["mask_output"])))
         assert mask_written.shape == (image.shape[0], image.shape[1]) and set(np.unique(mask_written)) <= {0, 255}
         assert row["psnr"] is None and row["seconds"] > 0

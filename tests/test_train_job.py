@@ -170,7 +170,12 @@ def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path):
 
     import torch
 
+    import dataclasses
+
+    import yaml
+
     from lama_core import build_discriminator, build_generator
+    from lama_core.presets import generator_config
     from pipelines.train import build_models
 
     torch.manual_seed(1)
@@ -178,8 +183,12 @@ def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path):
     state = collections.OrderedDict({f"generator.{k}": v for k, v in generator.state_dict().items()})
     state.update({f"discriminator.{k}": v for k, v in discriminator.state_dict().items()})
     state["loss_resnet_pl.impl.conv1.weight"] = torch.zeros(2, 3, 3, 3)
-    torch.save({"state_dict": state, "global_step": 7}, tmp_path / "best.ckpt")
-    g, d = build_models(TrainConfig(model=str(tmp_path / "best.ckpt")))
+    # The official layout: config.yaml (the generator's architecture) + models/best.ckpt.
+    (tmp_path / "models").mkdir()
+    torch.save({"state_dict": state, "global_step": 7}, tmp_path / "models" / "best.ckpt")
+    config = {"kind": "ffc_resnet", **dataclasses.asdict(generator_config("small"))}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"generator": config}))
+    g, d = build_models(TrainConfig(model=str(tmp_path)))
     assert state_digest(g) == state_digest(generator)
     assert state_digest(d) == state_digest(discriminator)
 
