@@ -7,7 +7,8 @@ took more CPU than the training worker itself, and Ray runs workers at a low pri
 decodes the images once, cuts the crops itself (``lama_core.augment``) and trains with
 ``lama_core.training.GANTrainingStep``; intra-op threads as ``cpus_per_worker``.
 
-Checkpoints: ``OUTPUT/NAME/checkpoint_SSSSSS/`` with the files of ``pipelines.train`` (the
+Checkpoints: ``OUTPUT/NAME/checkpoint_000000120/``, the layout of ``lama_core.training_checkpoint``
+(``complete.json`` last), with the files of ``pipelines.train`` (the
 generator loads with ``lama_core.load_generator``); a rerun with the same ``output`` and
 ``name`` resumes from the latest one, with the learning rates of its own config (so a
 schedule can be run as phases). Local paths only.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict
 
@@ -29,8 +29,10 @@ from lama_core.training import GANTrainingStep, images_to_batch, make_mask_batch
 from .codecs import RecordError, decode_image
 from .configs import TrainConfig
 from .samples import TRAINING_PHOTOS, sample_photos
-from .train import (TrainingOutcome, _training_config, _validation_outputs, build_models, restore_checkpoint,
-                    split_held_out, validation_batch, validation_grid_png, write_checkpoint)
+from lama_core.training_checkpoint import prune_checkpoints, remove_incomplete
+
+from .train import (TrainingOutcome, _training_config, _validation_outputs, build_models, resume_from_run,
+                    save_training_checkpoint, split_held_out, validation_batch, validation_grid_png)
 
 
 def training_images(cfg: TrainConfig) -> list[np.ndarray]:
@@ -53,14 +55,6 @@ def training_images(cfg: TrainConfig) -> list[np.ndarray]:
     return images
 
 
-def latest_checkpoint(run_dir: str) -> str | None:
-    """The newest ``checkpoint_*`` folder of a run (by step), or ``None``."""
-    if not os.path.isdir(run_dir):
-        return None
-    names = sorted(n for n in os.listdir(run_dir) if n.startswith("checkpoint_"))
-    return os.path.join(run_dir, names[-1]) if names else None
-
-
 def run_local_training(cfg: TrainConfig) -> TrainingOutcome:
     """Train per ``cfg`` in this process (``num_workers`` must be 1, CPU only). Prints one
     JSON line of mean losses every ``log_every`` steps; checkpoints every
@@ -79,9 +73,13 @@ def run_local_training(cfg: TrainConfig) -> TrainingOutcome:
     val_images, val_masks = torch.from_numpy(validation["images"]), torch.from_numpy(validation["masks"])
     generator, discriminator = build_models(cfg)
     trainer = GANTrainingStep(generator, discriminator, _training_config(cfg))
-    step, resumed = 0, latest_checkpoint(run_dir)
+    for uri in remove_incomplete(run_dir):
+        print(f"removed incomplete checkpoint {uri}")
+    # The one checkpoint layout (lama_core/training_checkpoint.py): newest complete one that loads.
+    step, resumed, warnings = resume_from_run(run_dir, trainer, 0, 1, None)
+    for line in warnings:
+        print(line)
     if resumed:
-        step = restore_checkpoint(resumed, trainer)
         # The learning rates are the config's, not the checkpoint's: a resumed run may lower them.
         for optimizer, lr in ((trainer.generator_optimizer, cfg.generator_lr),
                               (trainer.discriminator_optimizer, cfg.discriminator_lr)):
@@ -96,7 +94,7 @@ def run_local_training(cfg: TrainConfig) -> TrainingOutcome:
     sums: dict[str, float] = {}
     window, started = 0, time.perf_counter()
     metrics: dict = {}
-    start_step = step
+    start_step, latest = step, ""
     while step < cfg.steps:
         for _ in range(cfg.accum_steps):
             picks = rng.integers(len(photos), size=cfg.batch_size)
@@ -117,17 +115,14 @@ def run_local_training(cfg: TrainConfig) -> TrainingOutcome:
             sums, window, started = {}, 0, time.perf_counter()
             if is_ckpt:
                 metrics["validation_l1"] = round(trainer.evaluate_l1(val_images, val_masks), 5)
-                directory = os.path.join(run_dir, f"checkpoint_{step:06d}")
-                os.makedirs(directory, exist_ok=True)
                 grid = validation_grid_png(val_images.numpy(), val_masks.numpy(),
                                            _validation_outputs(trainer, val_images, val_masks))
-                write_checkpoint(directory, trainer, cfg, grid)
-                kept = sorted(n for n in os.listdir(run_dir) if n.startswith("checkpoint_"))
-                for old in kept[:-cfg.keep_checkpoints]:
-                    shutil.rmtree(os.path.join(run_dir, old))
+                latest = save_training_checkpoint(run_dir, trainer, cfg, grid, metrics)
+                prune_checkpoints(run_dir, cfg.keep_checkpoints)
             print(json.dumps(metrics), flush=True)
-    latest = latest_checkpoint(run_dir)
-    if latest is None:
+    if step == start_step and resumed:
+        latest = resumed  # nothing left to train: the run was already at cfg.steps
+    if not latest:
         raise RuntimeError("training finished without a checkpoint")
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(asdict(cfg), f, indent=1)

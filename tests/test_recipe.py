@@ -4,6 +4,7 @@ recipe (and that nothing selects it but its name), its hole reconstruction terms
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,7 +198,7 @@ def test_validation_images_are_held_out_of_training(tmp_path):
 
 
 def test_local_training_checkpoints_and_resumes(tmp_path):
-    """The single-process trainer writes pipelines.train's checkpoint format and resumes."""
+    """The single-process trainer writes the one checkpoint layout (complete.json last) and resumes."""
     from PIL import Image
 
     from lama_core import load_generator
@@ -213,11 +214,11 @@ def test_local_training_checkpoints_and_resumes(tmp_path):
                          crop_size=32, log_every=1, checkpoint_every=2, validation_images=1, recipe="no-perceptual",
                          mask_kind="thick_256+thin_256")
     first = run_local_training(cfg)
-    assert first.checkpoint.endswith("checkpoint_000002") and first.metrics["step"] == 2
+    assert first.checkpoint.endswith("checkpoint_000000002") and (Path(first.checkpoint) / "complete.json").exists() and first.metrics["step"] == 2
     assert "validation_l1" in first.metrics and "gen_multiscale" in first.metrics
     saved = load_generator(first.checkpoint)
     second = run_local_training(dataclasses.replace(cfg, steps=3, checkpoint_every=3, generator_lr=2e-4))
-    assert second.checkpoint.endswith("checkpoint_000003") and second.metrics["start_step"] == 2
+    assert second.checkpoint.endswith("checkpoint_000000003") and second.metrics["start_step"] == 2
     assert second.metrics["generator_lr"] == 2e-4  # the resumed run's own learning rate
     assert state_digest(load_generator(second.checkpoint)) != state_digest(saved)
     with pytest.raises(ValueError, match="num_workers=1"):
