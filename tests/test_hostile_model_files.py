@@ -313,7 +313,9 @@ for name, uri in cases.items():
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline
     print(json.dumps({"case": name, "error": error, "rss_growth_kb": grown}), flush=True)
 # Control, last (ru_maxrss only grows): touching 400 MiB must register as growth over the bound.
-block = b"\x01" * (400 * 2 ** 20)
+# ru_maxrss is a peak: memory freed since the baseline would hide growth, so the control
+# touches the baseline's size on top of 400 MiB (its peak then exceeds the baseline by >= 400 MiB).
+block = b"\x01" * (baseline * 1024 + 400 * 2 ** 20)
 grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline
 print(json.dumps({"case": "_control_400mib", "error": None, "rss_growth_kb": grown}), flush=True)
 """
