@@ -621,7 +621,7 @@ def _plan_parquet(cfg: Any, st: _Storage, rel_files: list[str], plan_root: str, 
     keeps per-shard numbers and paths, never the ids."""
     from .ray_setup import init_ray
 
-    init_ray()
+    init_ray(verbose=cfg.verbose)
     single = len(rel_files) == 1 and st.in_fs.isfile(st.in_root)
     shards = [(st.in_root if single else f"{st.in_root}/{rel}", st.input_uri if single else join_uri(st.input_uri, rel))
               for rel in rel_files if rel.lower().endswith(".parquet")]

@@ -45,19 +45,27 @@ def quiet_ray(verbose: bool = False) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+#: How this process's own ``init_ray`` connected ("" until it did).
+_connected = ""
+
+
 def init_ray(verbose: bool = False) -> str:
     """Make sure this process is connected to Ray. Returns how: ``"existing"`` (already
     initialised, e.g. by a test session), ``"joined"`` (the cluster in ``RAY_ADDRESS``) or
     ``"local"`` (a new single-node instance without the dashboard). Unless ``verbose``,
     Ray's own log lines stay in its log files (``quiet_ray``)."""
+    global _connected
     quiet_ray(verbose)
     if ray.is_initialized():
-        return "existing"
+        # Started by an earlier call of this process (same answer again), or by someone else.
+        return _connected or "existing"
     address = os.environ.get("RAY_ADDRESS")
     quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.ERROR}
     if address:
         ray.init(address=address, **quiet)
-        return "joined"
-    # address="local": never attach to some other instance found on this machine.
-    ray.init(address="local", include_dashboard=False, object_store_memory=local_object_store_bytes(), **quiet)
-    return "local"
+        _connected = "joined"
+    else:
+        # address="local": never attach to some other instance found on this machine.
+        ray.init(address="local", include_dashboard=False, object_store_memory=local_object_store_bytes(), **quiet)
+        _connected = "local"
+    return _connected
