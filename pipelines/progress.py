@@ -51,21 +51,15 @@ def progress_line(label: str, done: int, total: int, elapsed: float) -> str:
     return f"{label}: {done}/{total} images{share}, {rate:.2f} images/s{eta}"
 
 
-class JobProgress:
-    """Context manager that shows the progress of ``total`` records counted by ``counter``
-    (a ``ProgressCounter`` handle) until the block exits. ``stream``: where to write
-    (stderr); a TTY gets a tqdm bar, anything else a line every ``every_s`` seconds."""
+class _Poller:
+    """Context manager running ``self._run(stop)`` in a daemon thread while the block runs;
+    ``stop`` (a ``threading.Event``) is set when the block exits, and the thread is joined."""
 
-    def __init__(self, label: str, total: int, counter: Any, stream: TextIO | None = None,
-                 every_s: float = 10.0, poll_s: float = 0.5):
-        self.label, self.total, self.counter = label, total, counter
-        self.stream = stream or sys.stderr
-        self.every_s, self.poll_s = every_s, poll_s
+    def __init__(self, name: str):
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="job-progress", daemon=True)
-        self.done = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> "JobProgress":
+    def __enter__(self):
         self._start = time.perf_counter()
         self._thread.start()
         return self
@@ -73,6 +67,23 @@ class JobProgress:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class JobProgress(_Poller):
+    """Context manager that shows the progress of ``total`` records counted by ``counter``
+    (a ``ProgressCounter`` handle) until the block exits. ``stream``: where to write
+    (stderr); a TTY gets a tqdm bar, anything else a line every ``every_s`` seconds."""
+
+    def __init__(self, label: str, total: int, counter: Any, stream: TextIO | None = None,
+                 every_s: float = 10.0, poll_s: float = 0.5):
+        super().__init__("job-progress")
+        self.label, self.total, self.counter = label, total, counter
+        self.stream = stream or sys.stderr
+        self.every_s, self.poll_s = every_s, poll_s
+        self.done = 0
 
     def _read(self) -> int:
         try:
@@ -153,22 +164,13 @@ def report_printer(log: Any, total_steps: int) -> Any:
     return _ReportPrinter()
 
 
-class follow_reports:
+class follow_reports(_Poller):
     """Context manager: print the lines ``log`` (a ``ReportLog``) receives, to ``stream``
     (stdout), from a thread, until the block exits (then the rest)."""
 
     def __init__(self, log: Any, stream: TextIO | None = None, poll_s: float = 1.0):
+        super().__init__("train-reports")
         self.log, self.stream, self.poll_s = log, stream or sys.stdout, poll_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="train-reports", daemon=True)
-
-    def __enter__(self) -> "follow_reports":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def _run(self) -> None:
         while True:

@@ -60,6 +60,19 @@ class Listing:
     retryable: int = 0
     shard_count: int = 0
 
+    def count_shard(self, path: str, uri: str, ids: list[str], done: set[str]) -> bool:
+        """Account one shard's record ids against ``done``: totals, and for a shard with
+        work left its URI and its ids already done (``skip_ids``). Returns whether it has
+        work left (the caller files its path)."""
+        pending = sum(1 for i in ids if i not in done)
+        self.total += len(ids)
+        self.skipped += len(ids) - pending
+        if pending:
+            self.shard_uris[path] = uri
+            if pending < len(ids):
+                self.skip_ids.update(i for i in ids if i in done)
+        return pending > 0
+
     @property
     def pending(self) -> int:
         """Records this run has to produce."""
@@ -260,14 +273,8 @@ def list_parquet(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fi
             raise JobError(f"Parquet shard {uri} has {ids.null_count} rows with a null id")
         ids = ids.cast(pa.string()).to_pylist()
         counts.update(ids)
-        pending = [i for i in ids if i not in done]
-        listing.total += len(ids)
-        listing.skipped += len(ids) - len(pending)
-        if pending:
+        if listing.count_shard(path, uri, ids, done):
             (listing.shards_with_mask if "mask" in names else listing.shards_without_mask).append(path)
-            listing.shard_uris[path] = uri
-            if len(pending) < len(ids):
-                listing.skip_ids.update(i for i in ids if i in done)
     duplicates = [i for i, n in counts.items() if n > 1]
     if duplicates:
         raise JobError(f"Parquet input has {len(duplicates)} duplicate ids (e.g. {duplicates[:3]}): "

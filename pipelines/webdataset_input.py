@@ -169,13 +169,8 @@ def list_webdataset(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel
         except Exception as exc:
             raise JobError(f"cannot read WebDataset shard {uri}: {type(exc).__name__}: {exc}") from exc
         counts.update(keys)
-        pending = [k for k in keys if k not in done]
-        listing.total += len(keys)
-        listing.skipped += len(keys) - len(pending)
-        if pending:
+        if listing.count_shard(path, uri, keys, done):
             listing.shards.append(path)
-            listing.shard_uris[path] = uri
-            listing.skip_ids.update(k for k in keys if k in done)
     duplicates = [k for k, n in counts.items() if n > 1]
     if duplicates:
         raise JobError(f"WebDataset input has {len(duplicates)} duplicate sample keys (e.g. {duplicates[:3]}): "

@@ -1,0 +1,32 @@
+"""The job's own console: image counts with rate and ETA, one line per training report."""
+import io
+
+import ray
+
+from pipelines.progress import (JobProgress, ProgressCounter, ReportLog, follow_reports, progress_line,
+                                training_report_line)
+
+
+def test_progress_line_counts_images_with_rate_and_eta():
+    assert progress_line("inpaint", 30, 120, 10.0) == "inpaint: 30/120 images (25%), 3.00 images/s, ETA 30s"
+    assert progress_line("inpaint", 0, 7, 2.0) == "inpaint: 0/7 images (0%), 0.00 images/s"  # no ETA yet
+    assert "ETA" not in progress_line("inpaint", 7, 7, 3.0)
+
+
+def test_training_report_line_names_step_losses_and_rate():
+    line = training_report_line({"step": 10, "gen_l1": 0.12345, "images_per_s": 22.5, "generator_lr": 1e-3,
+                                 "start_generator_digest": "abc"}, 40)
+    assert line == "step 10/40  gen_l1 0.1235  22.5 images/s"
+
+
+def test_job_progress_and_report_follower_print_what_the_stages_send(ray_local):
+    counter, stream = ProgressCounter.remote(), io.StringIO()
+    with JobProgress("inpaint", 5, counter, stream=stream, every_s=0.0, poll_s=0.05):
+        ray.get([counter.add.remote(2), counter.add.remote(3)])
+    lines = stream.getvalue().strip().splitlines()
+    assert lines and lines[-1].startswith("inpaint: 5/5 images (100%)")  # the last line, at exit, is final
+
+    log, out = ReportLog.remote(), io.StringIO()
+    with follow_reports(log, stream=out, poll_s=0.05):
+        ray.get([log.push.remote("step 1/2"), log.push.remote("step 2/2")])
+    assert out.getvalue().splitlines() == ["step 1/2", "step 2/2"]
