@@ -780,8 +780,8 @@ def _check_weights(cfg: EvaluateConfig, metrics: list[str]) -> tuple[list[str], 
 
     inception_id, kept, missing = "", [], []
     for metric in metrics:
-        absent = []
-        for name, path in _weight_files(cfg, metric):
+        files, absent = _weight_files(cfg, metric), []
+        for name, path in files:
             try:
                 resolve_weight(name, cfg.weights_dir or None, path)
             except FileNotFoundError as exc:
@@ -791,13 +791,11 @@ def _check_weights(cfg: EvaluateConfig, metrics: list[str]) -> tuple[list[str], 
             continue
         try:
             if metric == "fid":
-                inception_id = load_inception(cfg.weights_dir or None, dict(cfg.weight_paths or {}).get("inception")).model_id
+                ((_, inception_path),) = files
+                inception_id = load_inception(cfg.weights_dir or None, inception_path).model_id
             elif metric == "lpips":
-                (_, backbone_path), (_, head_path) = _weight_files(cfg, metric)
+                (_, backbone_path), (_, head_path) = files
                 load_lpips(cfg.lpips_net, cfg.weights_dir or None, backbone_path, head_path)
-        except FileNotFoundError as exc:
-            missing.append((metric, _first_line(exc)))
-            continue
         except (CheckpointError, ValueError) as exc:
             raise JobError(_first_line(exc)) from exc
         kept.append(metric)
