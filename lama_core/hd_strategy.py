@@ -5,8 +5,11 @@ a 2 % watermark hole, running the generator over the whole frame spends ~98 % of
 on pixels that are pasted back unchanged. The ``windows`` strategy instead finds the hole
 regions (connected on a coarse grid, so holes a few pixels apart are one region), gives
 each a context window = the region's bounding box plus a margin proportional to the
-box's longer side (never below a minimum), clipped to the image, and inpaints each window
-at native resolution. Only the region's own hole pixels are pasted back.
+box's shorter side (never below a minimum), clipped to the image, and inpaints each window
+at native resolution. Only the region's own hole pixels are pasted back. The shorter side,
+not the longer: a blob's context grows with its size, but a caption, a cable or a long
+stroke needs a band of context about its thickness, not a window as wide as it is long
+(with the longer side a one-line caption across a photo took the whole frame).
 
 - Regions whose windows overlap are merged when the merged window is no larger than the
   two windows together (nearby holes share one window); otherwise both windows stay and
@@ -40,13 +43,13 @@ class WindowOptions:
     """Knobs of the ``windows`` strategy (pixels unless said otherwise).
 
     ``trigger``: images whose longer side is above this use windows (800, as IOPaint's
-    crop strategy). ``margin``: context on each side of a region's box, as a fraction of the
-    box's longer side. ``min_margin``: the least context on each side. ``full_fraction``:
+    crop strategy). ``margin``: context on each side of a region's box, as a multiple of the
+    box's shorter side. ``min_margin``: the least context on each side. ``full_fraction``:
     windows covering more than this fraction of the image run as one full frame instead.
     """
 
     trigger: int = 800
-    margin: float = 1.0
+    margin: float = 1.5
     min_margin: int = 128
     full_fraction: float = 0.6
 
@@ -180,7 +183,7 @@ def _exact_box(hole: np.ndarray, cells: tuple[slice, slice], cell: int) -> list[
 
 def _windows(boxes: np.ndarray, options: WindowOptions, h: int, w: int) -> np.ndarray:
     """``[..., 4]`` hole boxes ``[top, left, bottom, right]`` -> their context windows, clipped."""
-    side = np.maximum(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1])
+    side = np.minimum(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1])
     m = np.maximum(options.min_margin, np.ceil(options.margin * side)).astype(np.int64)
     return np.stack([np.maximum(0, boxes[..., 0] - m), np.maximum(0, boxes[..., 1] - m),
                      np.minimum(h, boxes[..., 2] + m), np.minimum(w, boxes[..., 3] + m)], axis=-1)

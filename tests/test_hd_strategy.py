@@ -210,3 +210,15 @@ def test_many_specks_are_joined_into_few_regions():
 
 def test_bucket_sides():
     assert [bucket_side(n) for n in (1, 64, 65, 512, 513, 1025)] == [64, 64, 128, 512, 640, 1280]
+
+
+def test_margin_follows_the_holes_thickness_not_its_length():
+    # A 700 x 40 caption and a 200 x 200 blob on 1500 x 1000 photos: the caption's context is a
+    # band about its thickness (the minimum margin here), the blob's about its size.
+    options = WindowOptions(margin=1.0, min_margin=64, full_fraction=1.0)
+    caption = plan_windows(box_mask(1000, 1500, (800, 300, 840, 1000)) > 127, "windows", options)
+    (win,) = caption.windows
+    assert win.height <= bucket_side(40 + 2 * 64) and win.width <= bucket_side(700 + 2 * 64)
+    blob = plan_windows(box_mask(1000, 1500, (300, 300, 500, 500)) > 127, "windows", options)
+    (win,) = blob.windows
+    assert win.height >= 200 + 2 * 200 and win.width >= 200 + 2 * 200  # margin = 1 x its 200 px side
