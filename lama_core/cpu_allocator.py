@@ -24,6 +24,7 @@ import platform
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 #: The largest mmap threshold glibc accepts on 64-bit; larger requests still get fresh pages.
 MMAP_THRESHOLD = 32 * 1024 * 1024
 #: Freed memory at the top of the heap kept for reuse before any is returned to the OS.
@@ -47,7 +48,7 @@ def keep_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         _applied = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-            libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+            libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(libc.mallopt(_M_ARENA_MAX, 1))
     except (OSError, AttributeError):
         _applied = False
     return _applied
