@@ -294,6 +294,19 @@ def _safetensors_header(f: BinaryIO, size: int, uri: str) -> tuple[dict[str, Any
     return header, meta
 
 
+def safetensors_metadata(uri: str, endpoint_url: str | None = None) -> dict[str, str]:
+    """The header metadata (``__metadata__``: str -> str) of the safetensors file ``uri``,
+    read and checked without touching tensor data. Raises ``FileNotFoundError`` or
+    ``CheckpointError`` (not a valid safetensors header) naming ``uri``."""
+    fs, path = filesystem_for(uri, endpoint_url)
+    try:
+        size = fs.size(path)
+        with fs.open(path, "rb") as f:
+            return _safetensors_header(f, size, uri)[1]
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"no such file: {uri}") from exc
+
+
 def _read_safetensors(fs, path: str, uri: str, max_bytes: int,
                       expected: dict[str, tuple[tuple[int, ...], bool]] | None = None,
                       config_from_header=None) -> tuple[dict[str, torch.Tensor], Any]:

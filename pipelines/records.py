@@ -14,7 +14,6 @@ the mask) and ``error`` (empty, or why the record cannot be processed, naming th
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -22,15 +21,12 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lama_core.mask_sets import mask_image_stem
 from lama_core.storage import join_uri
 
 from .codecs import IMAGE_EXTENSIONS
 from .job_config import JobError
 
-# LaMa's convention: a mask is "<image stem>_mask<digits>" beside the image. The official
-# loader globs "*mask*.png" and splits at the last "_mask"; requiring digits (or nothing)
-# after "_mask" keeps images such as "face_masked.png" from being taken for masks.
-_MASK_STEM = re.compile(r"^(?P<base>.+)_mask\d*$")
 
 
 @dataclass
@@ -177,9 +173,9 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
         if not is_image_file(rel):
             continue
         stem = _stem(rel)
-        match = None if mask_root is not None else _MASK_STEM.match(stem)
-        if match:
-            masks.setdefault(match["base"], []).append(rel)
+        base = None if mask_root is not None else mask_image_stem(stem)
+        if base is not None:
+            masks.setdefault(base, []).append(rel)
         else:
             images.setdefault(stem, []).append(rel)
     records: list[dict[str, str]] = []

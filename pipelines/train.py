@@ -51,8 +51,8 @@ from lama_core.losses import loss_config
 from lama_core.models import build_discriminator, build_generator, discriminator_config_from_state
 from lama_core.storage import filesystem_for, join_uri, read_bytes
 from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch, unwrap
-from lama_core.training_checkpoint import (latest_checkpoint, prune_checkpoints, remove_incomplete,
-                                           resume_latest)
+from lama_core.training_checkpoint import (TRAINING_STATE_FILE, latest_checkpoint, prune_checkpoints,
+                                           remove_incomplete, resume_latest)
 from lama_core.training_checkpoint import write_checkpoint as publish_checkpoint
 
 from .codecs import RecordError, decode_image
@@ -61,7 +61,6 @@ from .progress import ReportLog, follow_reports, report_printer
 from .records import is_image_file, list_files
 from .samples import TRAINING_PHOTOS, VALIDATION_PHOTOS, png_bytes, sample_photos
 
-TRAINING_STATE_FILE = "training_state.pt"
 #: The metrics reported at a checkpoint's step (JSON), kept with the checkpoint.
 METRICS_FILE = "metrics.json"
 VALIDATION_GRID_FILE = "validation.png"
@@ -470,7 +469,7 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
     from ray.train.torch import TorchTrainer
 
     from .ray_filesystem import storage_location
-    from .stage_utils import absolute_uri
+    from .job_storage import absolute_uri
 
     if problems := cfg.problems():
         raise ValueError("bad config: " + "; ".join(problems))

@@ -37,7 +37,7 @@ from lama_core.storage import join_uri
 from .codecs import encode_image
 from .error_kinds import INPUT, MODEL, STORAGE
 from .resume_state import records_files
-from .stage_utils import message_line
+from .job_storage import message_line
 from .storage_retry import RetryPolicy, write_file
 
 _SHARD_NAME = re.compile(r"_n(\d+)\.tar$")
