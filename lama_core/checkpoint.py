@@ -48,6 +48,8 @@ from .untrusted_config import MAX_CONFIG_BYTES, ConfigFileError, parse_yaml_conf
 GENERATOR_FILE = "generator.safetensors"
 DISCRIMINATOR_FILE = "discriminator.safetensors"
 CONFIG_METADATA_KEY = "lama_core.generator_config"
+#: Endings of the checkpoint files ``load_generator`` reads (besides folders).
+CHECKPOINT_FILE_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth")
 MAX_SAFETENSORS_HEADER = 4 * 1024 * 1024
 """Largest safetensors JSON header read: big-lama's is about 120 KB, the largest config the
 limits allow about 2 MB; parsing the worst case at this size takes about 110 MB."""

@@ -80,7 +80,7 @@ def _ext(path: str) -> str:
     return ("." + name.rsplit(".", 1)[-1].lower()) if "." in name else ""
 
 
-def _stem(rel: str) -> str:
+def file_stem(rel: str) -> str:
     """Relative path without its extension: ``sub/x.png`` -> ``sub/x``."""
     ext = _ext(rel)
     return rel[: -len(ext)] if ext else rel
@@ -172,7 +172,7 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
     for rel in rel_files:
         if not is_image_file(rel):
             continue
-        stem = _stem(rel)
+        stem = file_stem(rel)
         base = None if mask_root is not None else mask_image_stem(stem)
         if base is not None:
             masks.setdefault(base, []).append(rel)
@@ -187,15 +187,15 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
                 muri = join_uri(root_uri, mrel)
                 mpath = _abs(root, mrel)
                 if not candidates:
-                    records.append(_record(_stem(mrel), muri, mask_source=muri, mask_path=mpath,
+                    records.append(_record(file_stem(mrel), muri, mask_source=muri, mask_path=mpath,
                                            error=f"no image for mask {muri} (expected {base}.png, .jpg, .jpeg "
                                                  "or .webp beside it)"))
                 elif len(candidates) > 1:
                     names = ", ".join(image_uri(c) for c in candidates)
-                    records.append(_record(_stem(mrel), image_uri(candidates[0]), mask_source=muri, mask_path=mpath,
+                    records.append(_record(file_stem(mrel), image_uri(candidates[0]), mask_source=muri, mask_path=mpath,
                                            error=f"ambiguous input: mask {muri} matches several images: {names}"))
                 else:
-                    records.append(_record(_stem(mrel), image_uri(candidates[0]), _abs(root, candidates[0]),
+                    records.append(_record(file_stem(mrel), image_uri(candidates[0]), _abs(root, candidates[0]),
                                            muri, mpath))
         for stem, rels in images.items():
             if stem not in masks:
@@ -215,7 +215,7 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
     by_stem: dict[str, list[str]] = {}
     for rel in mask_rel_files:
         if is_mask(rel):
-            by_stem.setdefault(_stem(rel), []).append(rel)
+            by_stem.setdefault(file_stem(rel), []).append(rel)
     for stem, rels in images.items():
         source = image_uri(rels[0])
         if len(rels) > 1:
