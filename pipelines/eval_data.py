@@ -20,7 +20,7 @@ from lama_core.storage import join_uri
 
 from .errors import JobError
 from .job_storage import absolute_uri, first_line, reach
-from .records import detect_format, file_stem, is_image_file, list_parquet
+from .records import detect_format, file_stem, is_image_file, list_file_infos, list_parquet
 
 
 @dataclass
@@ -61,15 +61,10 @@ def list_eval_data(uri: str, input_format: str = "auto", endpoint_url: str | Non
     if not exists:
         raise JobError(f"data not found: {uri}")
     try:
-        if fs.isfile(root):
-            infos = {root: fs.info(root)}
-            rel_of = {root: root.rsplit("/", 1)[-1]}
-        else:
-            infos = fs.find(root, withdirs=False, detail=True)
-            rel_of = {p: p.rstrip("/")[len(root.rstrip("/")) + 1:] for p in infos
-                      if not any(p == e or p.startswith(e.rstrip("/") + "/") for e in exclude)}
-        rel_files = sorted(rel_of.values())
-        by_rel = {rel: path for path, rel in rel_of.items()}
+        single = fs.isfile(root)
+        infos = list_file_infos(fs, root, tuple(exclude))
+        rel_files = list(infos)
+        by_rel = {rel: root if single else f"{root.rstrip('/')}/{rel}" for rel in rel_files}
         kind = detect_format(rel_files, input_format)
     except JobError:
         raise
@@ -79,13 +74,14 @@ def list_eval_data(uri: str, input_format: str = "auto", endpoint_url: str | Non
     if kind == "parquet":
         listing = list_parquet(fs, root, uri, rel_files, set())
         shards = listing.shards_with_mask + listing.shards_without_mask
+        info_of = {by_rel[rel]: info for rel, info in infos.items()}
         ids: list[str] = []
         for shard in shards:
             with fs.open(shard, "rb") as f:
                 ids.extend(pq.read_table(f, columns=["id"]).column("id").cast(pa.string()).to_pylist())
         ids.sort()
         for shard in sorted(shards):
-            lines.append(f"{listing.shard_uris[shard]}\t{_version(infos.get(shard, {}))}")
+            lines.append(f"{listing.shard_uris[shard]}\t{_version(info_of.get(shard, {}))}")
         data = EvalData(uri, "parquet", fs, ids, shards=sorted(shards), shard_uris=listing.shard_uris,
                         index_of={i: k for k, i in enumerate(ids)}, ignored=listing.ignored)
     else:
@@ -102,9 +98,9 @@ def list_eval_data(uri: str, input_format: str = "auto", endpoint_url: str | Non
         for index, rid in enumerate(ids):
             rel = by_id[rid]
             path = by_rel[rel]
-            records.append({"id": rid, "source": uri if fs.isfile(root) else join_uri(uri, rel),
+            records.append({"id": rid, "source": uri if single else join_uri(uri, rel),
                             "image_path": path, "index": index})
-            lines.append(f"{rel}\t{_version(infos.get(path, {}))}")
+            lines.append(f"{rel}\t{_version(infos[rel])}")
         data = EvalData(uri, "folder", fs, ids, records=records, ignored=len(rel_files) - len(images))
     if not data.ids:
         raise JobError(f"no images (png/jpg/jpeg/webp) or Parquet shards with rows under {uri}")

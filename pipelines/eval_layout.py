@@ -115,12 +115,15 @@ class EvalLayout:
     TABLES = ("per_image", "summary")
 
     def per_image_path(self, key: str) -> str:
+        """``OUTPUT/per_image/KEY.parquet`` on ``fs`` (``key``: ``pair_key``)."""
         return f"{self.root}/per_image/{key}.parquet"
 
     def per_image_uri(self, key: str) -> str:
+        """The URI of ``per_image_path(key)``."""
         return join_uri(self.uri, "per_image", f"{key}.parquet")
 
     def summary_path(self, key: str) -> str:
+        """``OUTPUT/summary/KEY.parquet`` on ``fs``."""
         return f"{self.root}/summary/{key}.parquet"
 
     def summary_uri(self, key: str = "") -> str:
@@ -128,6 +131,7 @@ class EvalLayout:
         return join_uri(self.uri, "summary", f"{key}.parquet" if key else "")
 
     def samples_path(self, key: str) -> str:
+        """``OUTPUT/samples/KEY.png`` on ``fs``."""
         return f"{self.root}/samples/{key}.png"
 
     def samples_uri(self, key: str = "") -> str:
@@ -135,9 +139,11 @@ class EvalLayout:
         return join_uri(self.uri, "samples", f"{key}.png" if key else "")
 
     def plot_path(self, mask_set: str) -> str:
+        """``OUTPUT/plots/<mask set>.png`` on ``fs`` (the name made file-safe)."""
         return f"{self.root}/plots/{_safe_name(mask_set)}.png"
 
     def plot_uri(self, mask_set: str) -> str:
+        """The URI of ``plot_path(mask_set)``."""
         return join_uri(self.uri, "plots", f"{_safe_name(mask_set)}.png")
 
     @property

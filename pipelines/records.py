@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -91,21 +92,28 @@ def is_image_file(path: str) -> bool:
     return _ext(path) in IMAGE_EXTENSIONS
 
 
-def list_files(fs: fsspec.AbstractFileSystem, root: str, exclude: tuple[str, ...] = ()) -> list[str]:
-    """All files under ``root`` (recursively; ``[root]`` if it is a file), as sorted paths
-    relative to ``root`` (``/``-separated). Paths under any of ``exclude`` (filesystem paths,
-    e.g. an output folder inside the input) are left out."""
+def list_file_infos(fs: fsspec.AbstractFileSystem, root: str,
+                    exclude: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """All files under ``root`` (recursively; just ``root`` if it is a file): ``{path
+    relative to root ('/'-separated): fsspec info (size, ETag or mtime, ...)}``, sorted by
+    path. Paths under any of ``exclude`` (filesystem paths, e.g. an output folder inside
+    the input) are left out. The one input lister of the jobs (inpaint, evaluate, train)."""
     root = root.rstrip("/")
     if fs.isfile(root):
-        return [root.rsplit("/", 1)[-1]]
-    out = []
-    for path in fs.find(root, withdirs=False):
+        return {root.rsplit("/", 1)[-1]: fs.info(root)}
+    out = {}
+    for path, info in fs.find(root, withdirs=False, detail=True).items():
         path = path.rstrip("/")
-        if any(path == ex or path.startswith(ex + "/") for ex in exclude):
+        if any(path == ex or path.startswith(ex.rstrip("/") + "/") for ex in exclude):
             continue
         if path.startswith(root + "/"):
-            out.append(path[len(root) + 1:])
-    return sorted(out)
+            out[path[len(root) + 1:]] = info
+    return dict(sorted(out.items()))
+
+
+def list_files(fs: fsspec.AbstractFileSystem, root: str, exclude: tuple[str, ...] = ()) -> list[str]:
+    """The sorted relative paths of ``list_file_infos`` (names only)."""
+    return list(list_file_infos(fs, root, exclude))
 
 
 def _abs(fs_root: str, rel: str, is_file: bool = False) -> str:
