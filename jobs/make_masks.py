@@ -24,15 +24,11 @@ GRID_MASKS = 16
 WRITE_THREADS = 8
 
 
-def mask_name(index: int) -> str:
-    """File name of mask ``index`` in LaMa's convention (``000042_mask000.png``)."""
-    return f"{index:06d}_mask000.png"
-
-
 def main(cfg: MakeMasksConfig) -> None:
     import numpy as np
     from tqdm import tqdm
 
+    from lama_core.mask_sets import frozen_mask_name
     from lama_core.masks import MaskGenerator, hole_fraction, mask_grid_png, mask_png
     from lama_core.storage import join_uri, write_bytes
 
@@ -41,7 +37,7 @@ def main(cfg: MakeMasksConfig) -> None:
     def write_one(index: int) -> tuple[float, np.ndarray | None]:
         """Draw and write mask ``index``; return its hole fraction (and the mask, for the preview)."""
         img = generator.image(index)
-        write_bytes(join_uri(cfg.output, mask_name(index)), mask_png(img), endpoint_url=cfg.endpoint_url)
+        write_bytes(join_uri(cfg.output, frozen_mask_name(index)), mask_png(img), endpoint_url=cfg.endpoint_url)
         mask = (np.asarray(img) > 0).astype(np.float32)
         return hole_fraction(mask), (mask if index < GRID_MASKS else None)
 

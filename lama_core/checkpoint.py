@@ -48,6 +48,8 @@ from .untrusted_config import MAX_CONFIG_BYTES, ConfigFileError, parse_yaml_conf
 GENERATOR_FILE = "generator.safetensors"
 DISCRIMINATOR_FILE = "discriminator.safetensors"
 CONFIG_METADATA_KEY = "lama_core.generator_config"
+#: Endings of the checkpoint files ``load_generator`` reads (besides folders).
+CHECKPOINT_FILE_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth")
 MAX_SAFETENSORS_HEADER = 4 * 1024 * 1024
 """Largest safetensors JSON header read: big-lama's is about 120 KB, the largest config the
 limits allow about 2 MB; parsing the worst case at this size takes about 110 MB."""
@@ -292,6 +294,19 @@ def _safetensors_header(f: BinaryIO, size: int, uri: str) -> tuple[dict[str, Any
     if covered != data_size:
         raise _refuse(uri, f"its tensors cover {covered:,} of its {data_size:,} data bytes (truncated or padded?)")
     return header, meta
+
+
+def safetensors_metadata(uri: str, endpoint_url: str | None = None) -> dict[str, str]:
+    """The header metadata (``__metadata__``: str -> str) of the safetensors file ``uri``,
+    read and checked without touching tensor data. Raises ``FileNotFoundError`` or
+    ``CheckpointError`` (not a valid safetensors header) naming ``uri``."""
+    fs, path = filesystem_for(uri, endpoint_url)
+    try:
+        size = fs.size(path)
+        with fs.open(path, "rb") as f:
+            return _safetensors_header(f, size, uri)[1]
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"no such file: {uri}") from exc
 
 
 def _read_safetensors(fs, path: str, uri: str, max_bytes: int,

@@ -208,7 +208,7 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *unused):
     return data
 
 
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("collections", "defaultdict"): collections.defaultdict,
     ("torch", "Size"): torch.Size,
@@ -221,12 +221,12 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 _DATA_TYPES = ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool", "str", "slice",
                "object")
 for _name in _DATA_TYPES:
-    _ALLOWED_GLOBALS[("builtins", _name)] = getattr(builtins, _name)
+    ALLOWED_GLOBALS[("builtins", _name)] = getattr(builtins, _name)
 for _name in dir(torch):
     if isinstance(getattr(torch, _name, None), torch.dtype):
-        _ALLOWED_GLOBALS[("torch", _name)] = getattr(torch, _name)
+        ALLOWED_GLOBALS[("torch", _name)] = getattr(torch, _name)
 for _name, _dtype in _STORAGE_TYPES.items():
-    _ALLOWED_GLOBALS[("torch", _name)] = _StorageType(_dtype)
+    ALLOWED_GLOBALS[("torch", _name)] = _StorageType(_dtype)
 
 # Modules whose globals exist to call, look up or build other objects: a pickle naming one
 # is crafted (no checkpoint needs them), so the file is refused rather than loaded inert.
@@ -264,7 +264,7 @@ class _ScanUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcod
         if (module, name) in _compat_pickle.NAME_MAPPING:
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        allowed = _ALLOWED_GLOBALS.get((module, name))
+        allowed = ALLOWED_GLOBALS.get((module, name))
         if allowed is not None:
             return allowed
         root = module.split(".", 1)[0]

@@ -6,6 +6,7 @@ set with ``AWS_ENDPOINT_URL`` (or passed explicitly) works the same everywhere.
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any
 
 import fsspec
@@ -77,3 +78,33 @@ def write_bytes(uri: str, data: bytes, endpoint_url: str | None = None) -> None:
         fs.makedirs(parent, exist_ok=True)
     with fs.open(path, "wb") as f:
         f.write(data)
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether ``fs`` is the local filesystem (folders exist, files are renamed in place)."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Replace the file ``path`` on ``fs`` with ``data`` so that a reader (or a crash) sees
+    the old file or the new one, never a partial one: locally a temporary file beside it,
+    flushed to disk and renamed in place (parent folders made); on object stores one PUT,
+    which replaces a key atomically."""
+    if not is_local(fs):
+        fs.pipe_file(path, data)
+        return
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

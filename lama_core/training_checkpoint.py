@@ -6,7 +6,8 @@ by step (``checkpoint_000000120``; 9 digits, wider only past step 999,999,999)::
 
     RUN/checkpoint_000000120/generator.safetensors      (lama_core.load_generator reads it)
     RUN/checkpoint_000000120/discriminator.safetensors
-    RUN/checkpoint_000000120/training_state.pt ...      (whatever the trainer writes)
+    RUN/checkpoint_000000120/training_state.pt          (optimisers and ``step``: torch.save)
+    RUN/checkpoint_000000120/...                        (whatever else the trainer writes)
     RUN/checkpoint_000000120/complete.json              (written last)
 
 A checkpoint is **complete** only when ``complete.json`` exists: it is written after every
@@ -27,6 +28,7 @@ incomplete folders, which another live writer would still be filling). No Ray in
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from typing import Callable, Mapping, TypeVar
 
 import fsspec
 
+from .checkpoint import GENERATOR_FILE, safetensors_metadata
 from .storage import filesystem_for, join_uri
 
 CHECKPOINT_PREFIX = "checkpoint_"
@@ -41,6 +44,8 @@ CHECKPOINT_PREFIX = "checkpoint_"
 STEP_DIGITS = 9
 #: The completion marker: written last, lists every other file's size and SHA-256.
 COMPLETE_FILE = "complete.json"
+#: The trainer's state beside the weights: ``torch.save`` of a dict with ``step`` and the optimisers.
+TRAINING_STATE_FILE = "training_state.pt"
 _NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d{{{STEP_DIGITS},}})$")
 _FORMAT = 1
 
@@ -206,6 +211,45 @@ def checkpoint_problem(uri: str, endpoint_url: str | None = None) -> str | None:
     return _size_problem(uri.rstrip("/"), manifest, sizes)
 
 
+def checkpoint_step(uri: str, endpoint_url: str | None = None) -> int | None:
+    """The training step a checkpoint was taken at, or None when it does not say.
+
+    ``uri``: a checkpoint folder or a ``.safetensors`` file (local path or URI). Looked up,
+    cheapest first: the ``step`` entry of the generator's safetensors header metadata
+    (only the header is read), ``step`` in ``training_state.pt``, then ``step`` /
+    ``global_step`` in ``config.json``. Never raises: a step is optional information;
+    loading the weights decides whether a checkpoint is usable."""
+    import torch
+
+    try:
+        fs, path = filesystem_for(uri, endpoint_url)
+        is_dir = fs.isdir(path)
+        base = uri.rstrip("/")
+        tensors = join_uri(base, GENERATOR_FILE) if is_dir else uri
+        if tensors.endswith(".safetensors") and fs.exists(filesystem_for(tensors, endpoint_url)[1]):
+            step = str(safetensors_metadata(tensors, endpoint_url).get("step", "")).strip()
+            if step.lstrip("-").isdigit():
+                return int(step)
+        if not is_dir:
+            return None
+        state_path = f"{path.rstrip('/')}/{TRAINING_STATE_FILE}"
+        if fs.exists(state_path):
+            with fs.open(state_path, "rb") as f:
+                state = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "step" in state:
+                return int(state["step"])
+        config_path = f"{path.rstrip('/')}/config.json"
+        if fs.exists(config_path):
+            with fs.open(config_path, "rb") as f:
+                config = json.loads(f.read())
+            for key in ("step", "global_step"):
+                if isinstance(config, dict) and isinstance(config.get(key), int):
+                    return int(config[key])
+    except Exception:  # noqa: BLE001 - a step is optional information; loading decides validity
+        return None
+    return None
+
+
 def verify_checkpoint(checkpoint: TrainingCheckpoint | str, endpoint_url: str | None = None) -> str | None:
     """Read every file of a complete checkpoint and compare its size and SHA-256 with
     ``complete.json``. Returns None when all match, else the problem naming the file."""
@@ -293,6 +337,6 @@ def resume_latest(run: str, load: Callable[[TrainingCheckpoint], T], endpoint_ur
     return None, None, warnings
 
 
-__all__ = ["CHECKPOINT_PREFIX", "COMPLETE_FILE", "STEP_DIGITS", "TrainingCheckpoint", "checkpoint_name", "step_of",
+__all__ = ["CHECKPOINT_PREFIX", "COMPLETE_FILE", "STEP_DIGITS", "TRAINING_STATE_FILE", "checkpoint_step", "TrainingCheckpoint", "checkpoint_name", "step_of",
            "write_checkpoint", "list_checkpoints", "checkpoint_problem", "verify_checkpoint", "latest_checkpoint",
            "remove_incomplete", "prune_checkpoints", "resume_latest"]

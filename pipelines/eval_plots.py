@@ -13,6 +13,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lama_core.checkpoint import CHECKPOINT_FILE_EXTENSIONS
+
 #: Height in pixels of each panel of a sample strip.
 SAMPLE_HEIGHT = 160
 _GAP = 4  # pixels between panels and between rows, mid grey
@@ -74,7 +76,7 @@ def run_of(checkpoint: str) -> str:
     (``runs/exp1/checkpoint_000100`` -> ``runs/exp1``; a ``generator.safetensors`` file
     counts as its folder)."""
     parts = [p for p in str(checkpoint).rstrip("/").split("/")]
-    if parts and parts[-1].endswith((".safetensors", ".ckpt", ".pt", ".pth")):
+    if parts and parts[-1].endswith(CHECKPOINT_FILE_EXTENSIONS):
         parts = parts[:-1]
     return "/".join(parts[:-1]) or str(checkpoint)
 

@@ -14,51 +14,42 @@ error rows, which leave their records files first (``resume_state``; Parquet inp
 everything. One run writes an output at a time (``output_lease``), with the settings it
 was started with (``run_settings``).
 
-Between stages rows carry plain NumPy: uint8 ``H x W x 3`` images, uint8 ``H x W`` masks in
-{0, 1} (1 = hole); missing numbers travel as -1 / NaN and become nulls in ``records/``.
+The stages: ``record_decode`` (read + decode), ``inpaint_stage`` (the model, encode +
+write, the records' schema); this module lists the input and runs the pipeline.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import fsspec
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
-from lama_core import CheckpointError, GENERATOR_PRESETS, Inpainter, build_generator, load_generator
-from lama_core.storage import filesystem_for, join_uri
+from lama_core import CheckpointError, GENERATOR_PRESETS
+from lama_core.storage import join_uri
 
-from .codecs import (RecordError, decode_geometry, decode_image, decode_mask, encode_image, image_size,
-                     output_extension, scale_mask)
-from .configs import DEFAULT_MODEL, InpaintConfig
-from .error_kinds import INPUT, MODEL, STORAGE, kind_of_exception
+from .configs import InpaintConfig
 from .errors import JobError
+from .inpaint_stage import InpaintStage, encode_batch, load_model
+from .job_storage import absolute_uri, input_exclusions, message_line, open_output, reach
 from .output_lease import acquire_lease
 from .progress import JobProgress, ProgressCounter
 from .ray_setup import RAY_CONNECTION
-from .records_schema import UTC_TIMESTAMP, utc_now
+from .record_decode import decode_folder_batch, decode_parquet_batch
 from .records import Listing, detect_format, list_files, list_folder
 from .resume_state import ResumeState, read_resume_state, records_files, remove_records
 from .run_settings import check_settings, settings_of
-from .shard_plan import PARTITION, done_ids, plan_shards, remove_plan, shard_key
-from .stage_utils import ActorPlan, absolute_uri, blob, cluster_plan, column_batch, message_line, read_many, reach
-from .storage_retry import RetryPolicy, is_transient, write_file
+from .samples import INPAINT_PHOTOS, write_sample_shard
+from .shard_plan import PARTITION, plan_shards, remove_plan
+from .stage_utils import ActorPlan, cluster_plan
+from .storage_retry import RetryPolicy, is_transient
 from .webdataset_input import is_brace_pattern, is_webdataset_input, list_webdataset
 from .webdataset_output import reconcile_shards, write_shard_batch
-
-from lama_core.mask_geometry import dilate_mask
-from lama_core.masks import MASK_SETS, generate_mask, mask_png
-from lama_core.metrics.summary import hole_area_bin
-from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
 
 # DEFAULT_MODEL (pipelines/configs.py): the demo checkpoint shipped in this repository (see
 # README). A relative path is looked up in the working directory, then in the checkout.
@@ -68,389 +59,6 @@ DEFAULT_INPUT = "outputs/samples"
 DEFAULT_OUTPUT = "outputs/inpaint"
 #: Generated mask set for Parquet and WebDataset records without a mask when ``mask_kind`` is unset.
 DEFAULT_MASK_KIND = "thick_512"
-SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "camera")
-
-
-#: One row per record in OUTPUT/records/*.parquet (nulls where a value is unknown).
-RECORD_SCHEMA = pa.schema([
-    ("id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("error_kind", pa.string()),
-    ("source", pa.string()), ("mask_source", pa.string()), ("output", pa.string()), ("mask_output", pa.string()),
-    ("width", pa.int32()), ("height", pa.int32()), ("hole_fraction", pa.float64()), ("hole_area_bin", pa.string()),
-    ("mask_generated", pa.bool_()), ("mask_index", pa.int64()), ("mask_binarized", pa.bool_()),
-    ("mask_clipped", pa.bool_()), ("converted", pa.bool_()), ("resized", pa.bool_()),
-    ("psnr", pa.float64()), ("ssim", pa.float64()), ("psnr_hole", pa.float64()), ("ssim_hole", pa.float64()),
-    ("hd_strategy", pa.string()), ("windows", pa.int32()),
-    ("model", pa.string()), ("model_hash", pa.string()), ("seconds", pa.float64()), ("run", pa.string()),
-    ("timestamp", UTC_TIMESTAMP),
-])
-#: Flag columns: null on error rows (a record that failed may not have got that far).
-_FLAGS = ("mask_generated", "mask_binarized", "mask_clipped", "converted", "resized")
-
-
-def split_model_id(model_id: str) -> tuple[str, str | None]:
-    """``URI@sha256:abc`` -> ``(URI, "sha256:abc")``; a preset id has no hash."""
-    model, _, digest = model_id.partition("@sha256:")
-    return model, (f"sha256:{digest}" if digest else None)
-
-_EMPTY_IMAGE = np.zeros((0, 0, 3), np.uint8)
-_EMPTY_MASK = np.zeros((0, 0), np.uint8)
-# Columns of a decoded row and their values when unknown.
-_DECODED = {
-    "id": "", "source": "", "mask_source": "", "status": "ok", "error": "", "error_kind": "", "width": -1, "height": -1,
-    "hole_fraction": math.nan, "mask_binarized": False, "mask_clipped": False, "converted": False,
-    "mask_generated": False, "mask_index": -1, "seconds": 0.0, "reduced": False,
-}
-_METRICS = ("psnr", "ssim", "psnr_hole", "ssim_hole")
-
-
-# ----------------------------------------------------------------------------- the model
-
-@dataclass
-class LoadedModel:
-    """A generator ready for inference, its id for the ``model`` column, and whether its
-    weights are random (a preset name was given instead of a checkpoint)."""
-
-    generator: torch.nn.Module
-    model_id: str
-    random_weights: bool
-
-
-def load_model(model: str, seed: int = 0, endpoint_url: str | None = None) -> LoadedModel:
-    """``model``: a preset name (``small``, ``lama-fourier``, ``big-lama``: weights drawn
-    with ``torch.manual_seed(seed)``) or a checkpoint URI that ``lama_core.load_generator``
-    reads. The id is ``preset:NAME:random-seed-S`` or ``URI@sha256:`` + the first 12 hex
-    digits of a hash of the weights (the same weights give the same id in any format).
-    Raises ``FileNotFoundError`` / ``CheckpointError``."""
-    if model in GENERATOR_PRESETS:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            generator = build_generator(model)
-        return LoadedModel(generator.eval(), f"preset:{model}:random-seed-{seed}", True)
-    generator = load_generator(model, endpoint_url=endpoint_url)
-    digest = hashlib.sha256()
-    for key, value in sorted(generator.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return LoadedModel(generator, f"{model}@sha256:{digest.hexdigest()[:12]}", False)
-
-
-def mask_index_for(record_id: str) -> int:
-    """Index of the generated mask of a record: the first 4 bytes of ``sha256(id)`` as a
-    big-endian integer, so a record gets the same mask in any run, order or shard layout
-    (``lama_core.masks.generate_mask(kind, seed, index, h, w)`` redraws it)."""
-    return int.from_bytes(hashlib.sha256(record_id.encode("utf-8")).digest()[:4], "big")
-
-
-def _unsafe_id(record_id: str) -> bool:
-    """Ids become output paths (``images/ID.png``): refuse ones that would leave the folder."""
-    return (not record_id or record_id.startswith("/") or "\\" in record_id or "\x00" in record_id
-            or any(part in ("", ".", "..") for part in record_id.split("/")))
-
-
-# ----------------------------------------------------------------------------- stage 1: decode
-
-def _decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask_source: str,
-                   mask_kind: str | None, mask_seed: int, label: str = "", max_input_pixels: int = 0,
-                   geometry: Any = None, mask_dilate: int = 0) -> dict[str, Any]:
-    """One decoded row (``_DECODED`` columns + ``image``, ``mask``), or an error row.
-
-    ``source`` / ``mask_source``: URIs of the files (``mask_source`` empty when the mask is
-    drawn); ``label`` (e.g. ``(id 'x')`` for rows of a Parquet shard) follows them in error
-    messages. ``geometry``: JSON text of mask geometry (``lama_core.mask_geometry``), whose
-    holes are added to the mask file's. With neither, the mask is drawn from ``mask_kind``
-    (ground truth known). Given masks (not drawn ones) grow by ``mask_dilate`` pixels.
-    ``max_input_pixels`` (0: none) bounds the decoded image (``codecs.decode_image``: a
-    JPEG over it is decoded reduced, flag ``resized``; its mask file, up to 3x the limit
-    as it takes 1 byte per pixel, is scaled to match) and the mask.
-    """
-    row: dict[str, Any] = {**_DECODED, "id": rid, "source": source, "mask_source": mask_source,
-                           "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK}
-    image_name, mask_name = f"{source}{label}", f"{mask_source}{label}"
-    start = time.perf_counter()
-    try:
-        if _unsafe_id(rid):
-            raise RecordError(f"id {rid!r} of {source} cannot be used as an output file name")
-        if image_bytes is None:
-            raise RecordError(f"no image bytes for {image_name}")
-        image, row["converted"] = decode_image(bytes(image_bytes), image_name, max_input_pixels)
-        row["height"], row["width"] = image.shape[:2]
-        full_size = image_size(bytes(image_bytes))
-        row["reduced"] = full_size != (image.shape[1], image.shape[0])
-        hole = None
-        if mask_bytes is not None:
-            hole, row["mask_binarized"] = decode_mask(bytes(mask_bytes), mask_name, 3 * max_input_pixels)
-            if row["reduced"] and hole.shape == full_size[::-1]:
-                hole = scale_mask(hole, image.shape[1], image.shape[0])
-            if hole.shape != image.shape[:2]:
-                raise RecordError(f"size mismatch: mask {mask_name} is {hole.shape[1]}x{hole.shape[0]} but image "
-                                  f"{image_name} is {image.shape[1]}x{image.shape[0]} (WxH)")
-        # --- masks as geometry + mask_dilate (issue 17; lama_core/mask_geometry.py) ---
-        if geometry is not None:
-            drawn, row["mask_clipped"] = decode_geometry(geometry, *image.shape[:2], mask_name)
-            if drawn is not None:
-                hole = drawn if hole is None else hole | drawn
-        if hole is not None and mask_dilate > 0:
-            hole = dilate_mask(hole, mask_dilate)
-        # --- end of issue 17 hook ---
-        if hole is None:
-            if mask_kind is None:
-                raise RecordError(f"no mask for {image_name}" + (f" (no shapes in {mask_name})" if geometry else ""))
-            row["mask_index"] = mask_index_for(rid)
-            row["mask_source"] = ""  # e.g. a WebDataset JSON member without geometry: the mask is drawn
-            hole = generate_mask(mask_kind, mask_seed, row["mask_index"], *image.shape[:2]).astype(np.uint8)
-            row["mask_generated"] = True
-        row["hole_fraction"] = float(hole.mean())
-        row["image"], row["mask"] = image, hole
-    except Exception as exc:  # RecordError, or anything unforeseen: still one row
-        row.update(status="error", error=str(exc) if isinstance(exc, RecordError)
-                   else f"cannot decode {image_name}: {type(exc).__name__}: {exc}", image=_EMPTY_IMAGE, mask=_EMPTY_MASK,
-                   error_kind=exc.kind if isinstance(exc, RecordError) else kind_of_exception(exc))
-    row["seconds"] = time.perf_counter() - start
-    return row
-
-
-def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractFileSystem,
-                        mask_fs: fsspec.AbstractFileSystem, retry: RetryPolicy | None = None,
-                        max_input_pixels: int = 0, mask_kind: str | None = None, mask_seed: int = 0,
-                        mask_dilate: int = 0) -> dict[str, Any]:
-    """Ray Data stage for folder records (``pipelines.records`` columns): read the image and
-    mask files of the batch and decode them. Returns the decoded columns: ``_DECODED`` +
-    ``image`` (uint8 H x W x 3) + ``mask`` (uint8 H x W in {0, 1}); error rows carry 0x0
-    arrays. Listing errors (e.g. an image without a mask) pass through as error rows;
-    reads are retried per ``retry``; images over ``max_input_pixels`` (0: no limit) are
-    refused from their header. Records without a mask file (listed so when ``mask_kind``
-    is set) get a drawn mask; a ``.json`` mask file is mask geometry."""
-    n = len(batch["id"])
-    start = time.perf_counter()
-    images = read_many(image_fs, [p for p, e in zip(batch["image_path"], batch["error"]) if p and not e], retry)
-    masks = read_many(mask_fs, [p for p, e in zip(batch["mask_path"], batch["error"]) if p and not e], retry)
-    read_share = (time.perf_counter() - start) / max(1, n)
-    rows = []
-    for i in range(n):
-        rid, source, mask_uri, listing_error = (str(batch[k][i]) for k in ("id", "source", "mask_source", "error"))
-        try:
-            if listing_error:
-                raise RecordError(listing_error)
-            image_bytes = blob(images, batch["image_path"][i], source)
-            mask_bytes = blob(masks, batch["mask_path"][i], mask_uri) if batch["mask_path"][i] else None
-        except RecordError as exc:
-            rows.append({**_DECODED, "id": rid, "source": source, "mask_source": mask_uri, "status": "error",
-                         "error": str(exc), "error_kind": exc.kind, "image": _EMPTY_IMAGE, "mask": _EMPTY_MASK})
-            continue
-        geometry = None
-        if mask_uri.lower().endswith(".json"):  # issue 17: mask_dir holds geometry (jobs/coco_masks.py)
-            geometry, mask_bytes = mask_bytes, None
-        row = _decode_record(rid, source, image_bytes, mask_bytes, mask_uri, mask_kind, mask_seed,
-                             max_input_pixels=max_input_pixels, geometry=geometry, mask_dilate=mask_dilate)
-        row["seconds"] += read_share
-        rows.append(row)
-    return column_batch(rows, {**_DECODED, "image": None, "mask": None})
-
-
-def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str], skip_lists: dict[str, str],
-                         out_fs: fsspec.AbstractFileSystem, mask_kind: str, mask_seed: int,
-                         max_input_pixels: int = 0, mask_dilate: int = 0) -> dict[str, Any]:
-    """Ray Data stage for rows read from Parquet shards (``id``, ``image`` bytes, optional
-    ``mask`` bytes, optional ``geometry`` JSON text, ``path`` of the shard): drop ids in the
-    shard's skip list (``skip_lists``: shard path -> file on ``out_fs`` of ids done by an
-    earlier run), decode the rest; a row with neither mask nor geometry gets a mask drawn
-    from ``mask_kind``/``mask_seed``.
-    Returns the same columns as ``decode_folder_batch``; ``source`` (and ``mask_source``
-    when the mask comes from the shard) is the shard's URI."""
-    rows = []
-    masks, geometries = batch.get("mask"), batch.get("geometry")
-    for i in range(len(batch["id"])):
-        rid = str(batch["id"][i])
-        skip = skip_lists.get(str(batch["path"][i]))
-        if skip and rid in done_ids(out_fs, skip):
-            continue
-        shard = shard_uris.get(str(batch["path"][i]), str(batch["path"][i]))
-        mask_bytes = masks[i] if masks is not None else None
-        geometry = geometries[i] if geometries is not None else None
-        given = mask_bytes is not None or geometry is not None
-        rows.append(_decode_record(rid, shard, batch["image"][i], mask_bytes, shard if given else "",
-                                   mask_kind, mask_seed, label=f" (id {rid!r})", max_input_pixels=max_input_pixels,
-                                   geometry=geometry, mask_dilate=mask_dilate))
-    return column_batch(rows, {**_DECODED, "image": None, "mask": None})
-
-
-# ----------------------------------------------------------------------------- stage 2: inpaint
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-class InpaintStage:
-    """Ray Data actor: loads the model once, then inpaints batches of decoded rows.
-
-    Takes the decoded columns, returns them without ``image``/``mask`` but with ``result``
-    (uint8 H x W x 3, 0x0 for error rows), ``resized`` (pixel budget hit) and, for rows
-    with generated masks (ground truth known), ``psnr``, ``ssim``, ``psnr_hole``,
-    ``ssim_hole`` of the result against the original (NaN otherwise). Error rows pass
-    through untouched; a record the model fails on becomes an error row.
-    """
-
-    def __init__(self, model: str, seed: int, device: str, precision: str, max_pixels: int, batch_size: int,
-                 num_threads: int, endpoint_url: str | None, keep_masks: bool = False, hd_strategy: str = "windows"):
-        self.keep_masks = keep_masks  # pass ``mask`` on, for the encode stage to write
-        try:  # Ray starts workers at nice 15; on a shared machine that starves the model
-            os.setpriority(os.PRIO_PROCESS, 0, 0)
-        except (OSError, AttributeError):
-            pass  # lowering niceness needs privileges: keep Ray's
-        # Actors share their node's cores with the decode/encode tasks: use only our share.
-        torch.set_num_threads(max(1, num_threads))
-        loaded = load_model(model, seed, endpoint_url)
-        # channels_last: oneDNN and cuDNN pick faster NHWC kernels (benchmarks/RESULTS.md).
-        self.inpainter = Inpainter(loaded.generator, device=_resolve_device(device), batch_size=batch_size,
-                                   precision=precision, max_pixels=max_pixels or None, channels_last=True,
-                                   hd_strategy=hd_strategy)
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        n = len(batch["id"])
-        dropped = ("image",) if self.keep_masks else ("image", "mask")
-        out = {k: (list(v) if k == "mask" else np.array(v, copy=True)) for k, v in batch.items() if k not in dropped}
-        out["result"] = [_EMPTY_IMAGE] * n
-        out["resized"] = np.zeros(n, bool)
-        out["hd_strategy"] = np.array([""] * n, dtype=object)
-        out["windows"] = np.full(n, -1, np.int64)
-        for name in _METRICS:
-            out[name] = np.full(n, math.nan)
-        todo = [i for i in range(n) if out["status"][i] == "ok"]
-        if not todo:
-            return out
-        start = time.perf_counter()
-        try:
-            done = list(zip(todo, self.inpainter.inpaint([batch["image"][i] for i in todo],
-                                                         [batch["mask"][i] for i in todo])))
-        except Exception:
-            # Find the record that broke the batch (e.g. out of memory on one huge image).
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            done = []
-            for i in todo:
-                try:
-                    done.append((i, self.inpainter.inpaint([batch["image"][i]], [batch["mask"][i]])[0]))
-                except Exception as exc:
-                    out["status"][i] = "error"
-                    out["error"][i] = f"inpainting failed for {out['source'][i]}: {type(exc).__name__}: {exc}"
-                    out["error_kind"][i] = MODEL  # out of memory, a kernel error: not the record's fault
-        share = (time.perf_counter() - start) / len(todo)
-        for i, result in done:
-            out["result"][i] = result.image
-            out["resized"][i] = result.resized or bool(batch["reduced"][i])
-            out["hd_strategy"][i], out["windows"][i] = result.strategy, result.windows
-            out["seconds"][i] += share
-            if out["mask_generated"][i]:
-                metrics_start = time.perf_counter()
-                values = self._metrics(result.image, batch["image"][i], batch["mask"][i])
-                for name, value in zip(_METRICS, values):
-                    out[name][i] = value
-                out["seconds"][i] += time.perf_counter() - metrics_start
-        return out
-
-    def _metrics(self, result: np.ndarray, original: np.ndarray, hole: np.ndarray) -> tuple[float, ...]:
-        """PSNR, SSIM, hole PSNR, hole SSIM of the uint8 result against the uint8 original
-        (as saved; data range 1), on the model's device. NaN where undefined (no hole,
-        images under 11 px for SSIM)."""
-        device = self.inpainter.device
-        pred = torch.tensor(result, device=device).permute(2, 0, 1)[None].float() / 255
-        target = torch.tensor(original, device=device).permute(2, 0, 1)[None].float() / 255
-        mask = torch.tensor(hole, device=device)[None, None].float()
-        values = []
-        for fn, m in ((_psnr, None), (_ssim, None), (_psnr, mask), (_ssim, mask)):
-            try:
-                values.append(float(fn(pred, target, m)[0]))
-            except ValueError:
-                values.append(math.nan)
-        return tuple(values)
-
-
-# ----------------------------------------------------------------------------- stage 3: encode + write
-
-def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, images_root: str, images_uri: str,
-                 output_format: str, png_compress_level: int, jpeg_quality: int, model_id: str,
-                 run_id: str, retry: RetryPolicy | None = None, partitioned: bool = False,
-                 masks_root: str | None = None, masks_uri: str | None = None, counter: Any = None) -> pa.Table:
-    """Ray Data stage: encode each ``result`` and write it to ``images_root/ID.png`` (or
-    ``.jpg``), then return the final rows as a ``RECORD_SCHEMA`` table. Writes are retried
-    per ``retry``; one that still fails makes a ``storage`` error row naming the output
-    file (retried by the next run). ``partitioned``: add the ``shard`` column (the key of
-    the row's input shard) that the records are partitioned by. ``masks_root``/``masks_uri``:
-    also write each ok record's mask (0/255 PNG, from the ``mask`` column) there.
-    ``counter``: a ``ProgressCounter`` handle told how many records this batch finished."""
-    n = len(batch["id"])
-    ext = output_extension(output_format)
-    status = list(batch["status"])
-    error = [str(e) if e else None for e in batch["error"]]
-    kind = [str(k) if s != "ok" and k else (INPUT if s != "ok" else None)
-            for s, k in zip(batch["status"], batch["error_kind"])]
-    output: list[str | None] = [None] * n
-    mask_output: list[str | None] = [None] * n
-    seconds = np.array(batch["seconds"], dtype=np.float64)
-    for i in range(n):
-        if status[i] != "ok":
-            continue
-        rid = str(batch["id"][i])
-        uri = join_uri(images_uri, rid + ext)
-        start = time.perf_counter()
-        try:
-            data = encode_image(batch["result"][i], output_format, png_compress_level, jpeg_quality)
-        except Exception as exc:
-            status[i], kind[i] = "error", MODEL
-            error[i] = f"cannot encode output {uri} for {batch['source'][i]}: {type(exc).__name__}: {exc}"
-            continue
-        try:
-            write_file(out_fs, f"{images_root}/{rid}{ext}", data, retry or RetryPolicy())
-            output[i] = uri
-            if masks_root and "mask" in batch:
-                mask_uri = join_uri(masks_uri, rid + ".png")
-                write_file(out_fs, f"{masks_root}/{rid}.png", mask_png(batch["mask"][i]), retry or RetryPolicy())
-                mask_output[i] = mask_uri
-        except Exception as exc:
-            status[i], kind[i] = "error", STORAGE
-            error[i] = f"cannot write output {uri} for {batch['source'][i]}: {type(exc).__name__}: {message_line(exc)}"
-        seconds[i] += time.perf_counter() - start
-    return record_table(batch, status, error, kind, output, seconds, model_id, run_id, partitioned, mask_output,
-                        counter)
-
-
-def record_table(batch: dict[str, Any], status: list[str], error: list[str | None], kind: list[str | None],
-                 output: list[str | None], seconds: np.ndarray, model_id: str, run_id: str,
-                 partitioned: bool = False, mask_output: list[str | None] | None = None,
-                 counter: Any = None) -> pa.Table:
-    """The final ``RECORD_SCHEMA`` rows of an inpainted batch, with the writer's
-    ``status``/``error``/``error_kind``/``output``/``mask_output``/``seconds`` per row (one
-    list entry per row); ``partitioned`` adds the ``shard`` partition column (Parquet
-    input); ``counter`` (a ``ProgressCounter`` handle) is told how many rows are done."""
-    n = len(batch["id"])
-
-    def nullable(values, missing):
-        return [None if (v == missing or (isinstance(v, float) and math.isnan(v))) else v for v in values]
-
-    fractions = nullable(batch["hole_fraction"].tolist(), None)
-    model, model_hash = split_model_id(model_id)
-    columns = {
-        "id": [str(x) for x in batch["id"]], "status": status, "error": error, "error_kind": kind,
-        "source": [str(x) for x in batch["source"]], "mask_source": nullable([str(x) for x in batch["mask_source"]], ""),
-        "output": output, "mask_output": mask_output if mask_output is not None else [None] * n,
-        "width": nullable(batch["width"].tolist(), -1), "height": nullable(batch["height"].tolist(), -1),
-        "hole_fraction": fractions, "hole_area_bin": [None if f is None else hole_area_bin(f) for f in fractions],
-        "mask_index": nullable(batch["mask_index"].tolist(), -1),
-        **{flag: [bool(v) if s == "ok" else None for v, s in zip(batch[flag].tolist(), status)] for flag in _FLAGS},
-        **{name: nullable(batch[name].tolist(), None) for name in _METRICS},
-        "hd_strategy": nullable([str(x) for x in batch["hd_strategy"]], "") if "hd_strategy" in batch else [None] * n,
-        "windows": nullable(batch["windows"].tolist(), -1) if "windows" in batch else [None] * n,
-        "model": [model] * n, "model_hash": [model_hash] * n, "seconds": seconds.tolist(), "run": [run_id] * n,
-        "timestamp": [utc_now()] * n,
-    }
-    table = pa.table(columns, schema=RECORD_SCHEMA)
-    if counter is not None:
-        counter.add.remote(n)
-    if partitioned:
-        table = table.append_column(PARTITION, pa.array([shard_key(src) for src in columns["source"]], pa.string()))
-    return table
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -480,24 +88,6 @@ class InpaintSummary:
         warning = " [model has RANDOM weights]" if self.random_weights else ""
         return (f"inpaint: {self.ok} ok / {self.failed} failed / {self.skipped} skipped (resumed) / "
                 f"{self.ignored} ignored files / {self.images_per_second:.2f} images/s / output {self.output}{warning}")
-
-
-def write_sample_input(uri: str, endpoint_url: str | None = None) -> str:
-    """Write scikit-image's bundled photos (``SAMPLE_PHOTOS``) as ``URI/samples.parquet``:
-    columns ``id`` (photo name) and ``image`` (PNG bytes), no masks, so the job draws masks
-    and measures PSNR/SSIM against the originals. Returns the shard's URI."""
-    import skimage.data
-
-    from .samples import png_bytes
-
-    ids = list(SAMPLE_PHOTOS)
-    # As shipped (camera stays grayscale): the default run shows the `converted` flag too.
-    images = [png_bytes(getattr(skimage.data, name)()) for name in ids]
-    fs, path = filesystem_for(uri, endpoint_url)
-    fs.makedirs(path, exist_ok=True)
-    with fs.open(f"{path.rstrip('/')}/samples.parquet", "wb") as f:
-        pq.write_table(pa.table({"id": ids, "image": pa.array(images, pa.binary())}), f)
-    return join_uri(uri, "samples.parquet")
 
 
 #: Options that change the pixels or numbers written: remembered in OUTPUT/_settings.json
@@ -586,7 +176,8 @@ def _open_storage(cfg: Any, endpoint: str | None) -> _Storage:
     # Relative paths missing here resolve under the repo too (e.g. the shipped demo model, run from another folder).
     input_uri, output_uri, mask_uri = (absolute_uri(uri, _REPO_ROOT) for uri in (cfg.input, cfg.output, cfg.mask_dir))
     if cfg.input == DEFAULT_INPUT and not os.path.exists(input_uri):
-        print(f"writing sample photos to {write_sample_input(input_uri)} (first run with the default input)")
+        shard = write_sample_shard(input_uri, "samples.parquet", INPAINT_PHOTOS, rgb=False)
+        print(f"writing sample photos to {shard} (first run with the default input)")
     in_fs, in_root, in_exists = reach(input_uri, "input", endpoint, attempts=1)
     if not in_exists and not is_brace_pattern(input_uri):  # issue 17: shards-{000..009}.tar
         raise JobError(f"input not found: {input_uri}")
@@ -596,9 +187,7 @@ def _open_storage(cfg: Any, endpoint: str | None) -> _Storage:
         if not mask_exists:
             raise JobError(f"mask_dir not found: {mask_uri}")
     # attempts=1: botocore and s3fs do not retry inside a call; storage_retry.py does, bounded by the config.
-    out_fs, out_root, _ = reach(output_uri, "output", endpoint, attempts=1)
-    if "s3" in out_fs.protocol and not out_fs.exists(out_root.split("/", 1)[0]):
-        raise JobError(f"output bucket of {output_uri} does not exist")
+    out_fs, out_root = open_output(output_uri, endpoint, attempts=1)
     return _Storage(input_uri, output_uri, mask_uri, in_fs, in_root, out_fs, out_root, mask_fs, mask_root)
 
 
@@ -643,8 +232,7 @@ def _list_inputs(cfg: Any, st: _Storage, plan_root: str, drop_retryable: bool) -
     records (``resume_state``); Parquet input: ``_plan_parquet``. ``drop_retryable``:
     remove the error rows to redo from the records first (not in a dry run)."""
     # An output or mask folder inside the input folder is not input.
-    exclude = tuple(p for p, fs in ((st.out_root, st.out_fs), (st.mask_root, st.mask_fs))
-                    if p and type(fs) is type(st.in_fs))
+    exclude = input_exclusions(st.in_fs, st.in_root, (st.out_fs, st.out_root), (st.mask_fs, st.mask_root))
     try:
         rel_files = [] if is_brace_pattern(st.in_root) else list_files(st.in_fs, st.in_root, exclude)
         if is_webdataset_input(cfg.input_format, st.in_root, rel_files):  # issue 17

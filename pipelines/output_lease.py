@@ -27,16 +27,13 @@ from typing import Any
 
 import fsspec
 
+from lama_core.storage import is_local
+
 from .errors import JobError
 
 LEASE_FILE = "_lease.json"
 # A take-over lock older than this was left by a killed process.
 _LOCK_STALE_SECONDS = 30.0
-
-
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocol or "local" in protocol
 
 
 def _pid_alive(pid: int) -> bool:
@@ -66,7 +63,7 @@ class _Store:
     """Atomic create / compare-and-swap of one small JSON file on a filesystem."""
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str):
-        self.fs, self.path, self.local = fs, path, _is_local(fs)
+        self.fs, self.path, self.local = fs, path, is_local(fs)
 
     def read(self) -> tuple[dict[str, Any] | None, str | None]:
         """``(content, version)``; ``(None, None)`` when absent. The version is the S3 ETag

@@ -14,23 +14,20 @@ the mask) and ``error`` (empty, or why the record cannot be processed, naming th
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lama_core.mask_sets import mask_image_stem
 from lama_core.storage import join_uri
 
 from .codecs import IMAGE_EXTENSIONS
 from .job_config import JobError
 
-# LaMa's convention: a mask is "<image stem>_mask<digits>" beside the image. The official
-# loader globs "*mask*.png" and splits at the last "_mask"; requiring digits (or nothing)
-# after "_mask" keeps images such as "face_masked.png" from being taken for masks.
-_MASK_STEM = re.compile(r"^(?P<base>.+)_mask\d*$")
 
 
 @dataclass
@@ -84,7 +81,7 @@ def _ext(path: str) -> str:
     return ("." + name.rsplit(".", 1)[-1].lower()) if "." in name else ""
 
 
-def _stem(rel: str) -> str:
+def file_stem(rel: str) -> str:
     """Relative path without its extension: ``sub/x.png`` -> ``sub/x``."""
     ext = _ext(rel)
     return rel[: -len(ext)] if ext else rel
@@ -95,21 +92,28 @@ def is_image_file(path: str) -> bool:
     return _ext(path) in IMAGE_EXTENSIONS
 
 
-def list_files(fs: fsspec.AbstractFileSystem, root: str, exclude: tuple[str, ...] = ()) -> list[str]:
-    """All files under ``root`` (recursively; ``[root]`` if it is a file), as sorted paths
-    relative to ``root`` (``/``-separated). Paths under any of ``exclude`` (filesystem paths,
-    e.g. an output folder inside the input) are left out."""
+def list_file_infos(fs: fsspec.AbstractFileSystem, root: str,
+                    exclude: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """All files under ``root`` (recursively; just ``root`` if it is a file): ``{path
+    relative to root ('/'-separated): fsspec info (size, ETag or mtime, ...)}``, sorted by
+    path. Paths under any of ``exclude`` (filesystem paths, e.g. an output folder inside
+    the input) are left out. The one input lister of the jobs (inpaint, evaluate, train)."""
     root = root.rstrip("/")
     if fs.isfile(root):
-        return [root.rsplit("/", 1)[-1]]
-    out = []
-    for path in fs.find(root, withdirs=False):
+        return {root.rsplit("/", 1)[-1]: fs.info(root)}
+    out = {}
+    for path, info in fs.find(root, withdirs=False, detail=True).items():
         path = path.rstrip("/")
-        if any(path == ex or path.startswith(ex + "/") for ex in exclude):
+        if any(path == ex or path.startswith(ex.rstrip("/") + "/") for ex in exclude):
             continue
         if path.startswith(root + "/"):
-            out.append(path[len(root) + 1:])
-    return sorted(out)
+            out[path[len(root) + 1:]] = info
+    return dict(sorted(out.items()))
+
+
+def list_files(fs: fsspec.AbstractFileSystem, root: str, exclude: tuple[str, ...] = ()) -> list[str]:
+    """The sorted relative paths of ``list_file_infos`` (names only)."""
+    return list(list_file_infos(fs, root, exclude))
 
 
 def _abs(fs_root: str, rel: str, is_file: bool = False) -> str:
@@ -176,10 +180,10 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
     for rel in rel_files:
         if not is_image_file(rel):
             continue
-        stem = _stem(rel)
-        match = None if mask_root is not None else _MASK_STEM.match(stem)
-        if match:
-            masks.setdefault(match["base"], []).append(rel)
+        stem = file_stem(rel)
+        base = None if mask_root is not None else mask_image_stem(stem)
+        if base is not None:
+            masks.setdefault(base, []).append(rel)
         else:
             images.setdefault(stem, []).append(rel)
     records: list[dict[str, str]] = []
@@ -191,15 +195,15 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
                 muri = join_uri(root_uri, mrel)
                 mpath = _abs(root, mrel)
                 if not candidates:
-                    records.append(_record(_stem(mrel), muri, mask_source=muri, mask_path=mpath,
+                    records.append(_record(file_stem(mrel), muri, mask_source=muri, mask_path=mpath,
                                            error=f"no image for mask {muri} (expected {base}.png, .jpg, .jpeg "
                                                  "or .webp beside it)"))
                 elif len(candidates) > 1:
                     names = ", ".join(image_uri(c) for c in candidates)
-                    records.append(_record(_stem(mrel), image_uri(candidates[0]), mask_source=muri, mask_path=mpath,
+                    records.append(_record(file_stem(mrel), image_uri(candidates[0]), mask_source=muri, mask_path=mpath,
                                            error=f"ambiguous input: mask {muri} matches several images: {names}"))
                 else:
-                    records.append(_record(_stem(mrel), image_uri(candidates[0]), _abs(root, candidates[0]),
+                    records.append(_record(file_stem(mrel), image_uri(candidates[0]), _abs(root, candidates[0]),
                                            muri, mpath))
         for stem, rels in images.items():
             if stem not in masks:
@@ -219,7 +223,7 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
     by_stem: dict[str, list[str]] = {}
     for rel in mask_rel_files:
         if is_mask(rel):
-            by_stem.setdefault(_stem(rel), []).append(rel)
+            by_stem.setdefault(file_stem(rel), []).append(rel)
     for stem, rels in images.items():
         source = image_uri(rels[0])
         if len(rels) > 1:

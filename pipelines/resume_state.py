@@ -15,22 +15,17 @@ Records files are listed literally (``ls``), never with a glob: an output path h
 """
 from __future__ import annotations
 
-import os
 import sys
-import uuid
 from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lama_core.storage import write_atomic
+
 from .error_kinds import retried
 from .storage_retry import RetryPolicy, call_with_retry
-
-
-def is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocol or "local" in protocol
 
 
 def records_files(fs: fsspec.AbstractFileSystem, records_root: str, prefix: str = "",
@@ -56,20 +51,11 @@ def records_files(fs: fsspec.AbstractFileSystem, records_root: str, prefix: str 
 
 
 def write_table_atomically(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
-    """Replace ``path`` with ``table`` so that a reader (or a crash) sees the old file or
-    the new one, never a partial one."""
+    """Replace ``path`` with ``table`` (Parquet) so that a reader (or a crash) sees the old
+    file or the new one, never a partial one (``lama_core.storage.write_atomic``)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    data = sink.getvalue().to_pybytes()
-    if is_local(fs):
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    else:
-        fs.pipe_file(path, data)  # one PUT: S3 replaces a key atomically
+    write_atomic(fs, path, sink.getvalue().to_pybytes())
 
 
 @dataclass

@@ -30,8 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lama_core.storage import is_local
+
 from .errors import JobError
-from .resume_state import is_local, records_files, scan_records_file, write_table_atomically
+from .resume_state import records_files, scan_records_file, write_table_atomically
 from .storage_retry import RetryPolicy, call_with_retry
 
 #: Name of the records partition column (``records/shard=<key>/``).

@@ -1,18 +1,18 @@
-"""Helpers shared by the Ray Data stages of the jobs (``inpaint.py``, ``evaluate.py``):
-rows -> column batches, batched reads, storage checks and the model actor plan."""
+"""The stage kit of the Ray Data jobs (``inpaint.py``, ``evaluate.py``): rows -> column
+batches, batched reads of record files, the model actor plan, and what every model actor
+does (device resolution, its share of the node's threads, the per-record fallback)."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Sequence, TypeVar
 
 import fsspec
 import numpy as np
 
-from lama_core.storage import filesystem_for
-
 from .codecs import RecordError
-from .job_config import JobError
+from .errors import JobError
+from .job_storage import message_line
 from .storage_retry import RetryPolicy, read_files
 
 
@@ -61,38 +61,9 @@ def blob(blobs: dict[str, Any], path: str, uri: str) -> bytes:
     return data
 
 
-def absolute_uri(uri: str | None, fallback_root: str | None = None) -> str | None:
-    """Local relative paths -> absolute (Ray workers do not share the driver's cwd); empty
-    or ``None`` is returned as given. With ``fallback_root``, a relative path that does not
-    exist here but does under ``fallback_root`` resolves there."""
-    if not uri:
-        return uri
-    if "://" in uri:
-        return uri
-    path = os.path.expanduser(uri)
-    if fallback_root is not None and not os.path.isabs(path) and not os.path.exists(path) \
-            and os.path.exists(os.path.join(fallback_root, path)):
-        return os.path.join(fallback_root, path)
-    return os.path.abspath(path)
-
-
-def message_line(exc: BaseException) -> str:
-    """First line of ``str(exc)``; ``''`` when the message is empty."""
-    text = str(exc)
-    return text.splitlines()[0] if text else ""
-
-
-def reach(uri: str, what: str, endpoint_url: str | None,
-          reason: Callable[[BaseException], str] = message_line,
-          attempts: int | None = None) -> tuple[fsspec.AbstractFileSystem, str, bool]:
-    """``(filesystem, path, exists)`` for ``uri``; ``JobError`` naming ``what`` and ``uri``
-    (and ``reason(exc)``) when the storage cannot be reached. ``attempts``: see
-    ``lama_core.storage.filesystem_for`` (1 where ``pipelines.storage_retry`` retries)."""
-    try:
-        fs, path = filesystem_for(uri, endpoint_url, attempts)
-        return fs, path.rstrip("/") or path, fs.exists(path)
-    except Exception as exc:
-        raise JobError(f"cannot reach {what} {uri}: {type(exc).__name__}: {reason(exc)}") from exc
+#: An empty image and mask: the arrays of a row that failed (uint8 0 x 0 x 3, 0 x 0).
+EMPTY_IMAGE = np.zeros((0, 0, 3), np.uint8)
+EMPTY_MASK = np.zeros((0, 0), np.uint8)
 
 
 @dataclass
@@ -175,3 +146,55 @@ def cluster_plan(cfg: Any, local: bool, work_batches: int | None = None) -> Acto
     if plan.gpus > 0 and not resources.get("GPU", 0.0):
         print("warning: the Ray cluster has no GPU now; the model actors wait for GPU nodes (autoscaling)")
     return plan
+
+
+# ----------------------------------------------------------------------------- model actors
+
+T = TypeVar("T")
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; any other device name
+    as given. The one resolver of ``device="auto"``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def start_model_actor(num_threads: int) -> None:
+    """What a model actor does first: ask for normal priority (Ray starts workers at nice
+    15; on a shared machine that starves the model) and use ``num_threads`` torch threads,
+    its share of the node's cores (decode/encode tasks run beside it)."""
+    import torch
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except (OSError, AttributeError):
+        pass  # lowering niceness needs privileges: keep Ray's
+    torch.set_num_threads(max(1, num_threads))
+
+
+def run_per_record(todo: Sequence[int], run: Callable[[list[int]], list[T]],
+                   fail: Callable[[int, Exception], None]) -> dict[int, T]:
+    """``{row: result}`` of ``run`` over the rows ``todo`` of a batch: one call for them
+    all; when that raises, cached GPU memory is freed and every row is run alone, so only
+    a row that fails by itself is lost, reported as ``fail(row, exception)``. ``run(rows)``
+    returns one result per row, in order."""
+    import torch
+
+    if not todo:
+        return {}
+    try:
+        return dict(zip(todo, run(list(todo))))
+    except Exception:  # noqa: BLE001 - find the record that broke the batch (e.g. out of memory on one)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    done: dict[int, T] = {}
+    for i in todo:
+        try:
+            done[i] = run([i])[0]
+        except Exception as exc:  # noqa: BLE001 - that record's failure, reported by the caller
+            fail(i, exc)
+    return done

@@ -51,8 +51,8 @@ from lama_core.losses import loss_config
 from lama_core.models import build_discriminator, build_generator, discriminator_config_from_state
 from lama_core.storage import filesystem_for, join_uri, read_bytes
 from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch, unwrap
-from lama_core.training_checkpoint import (latest_checkpoint, prune_checkpoints, remove_incomplete,
-                                           resume_latest)
+from lama_core.training_checkpoint import (TRAINING_STATE_FILE, latest_checkpoint, prune_checkpoints,
+                                           remove_incomplete, resume_latest)
 from lama_core.training_checkpoint import write_checkpoint as publish_checkpoint
 
 from .codecs import RecordError, decode_image
@@ -61,7 +61,6 @@ from .progress import ReportLog, follow_reports, report_printer
 from .records import is_image_file, list_files
 from .samples import TRAINING_PHOTOS, VALIDATION_PHOTOS, png_bytes, sample_photos
 
-TRAINING_STATE_FILE = "training_state.pt"
 #: The metrics reported at a checkpoint's step (JSON), kept with the checkpoint.
 METRICS_FILE = "metrics.json"
 VALIDATION_GRID_FILE = "validation.png"
@@ -253,7 +252,7 @@ def validation_grid_png(images: np.ndarray, masks: np.ndarray, outputs: np.ndarr
     return buf.getvalue()
 
 
-def write_checkpoint(directory: str, trainer: GANTrainingStep, cfg: TrainConfig, grid_png: bytes) -> None:
+def write_checkpoint_files(directory: str, trainer: GANTrainingStep, cfg: TrainConfig, grid_png: bytes) -> None:
     """Write the files of a checkpoint (see module docstring) for the trainer's current state
     into the local folder ``directory`` (``save_training_checkpoint`` publishes them)."""
     state = trainer.state_dict()
@@ -273,7 +272,7 @@ def save_training_checkpoint(run: str, trainer: GANTrainingStep, cfg: TrainConfi
     ``metrics.json``) as the checkpoint of its step in the run folder ``run`` (local or
     URI), published with ``complete.json`` last; returns its URI."""
     with tempfile.TemporaryDirectory() as directory:
-        write_checkpoint(directory, trainer, cfg, grid_png)
+        write_checkpoint_files(directory, trainer, cfg, grid_png)
         files = {}
         for name in sorted(os.listdir(directory)):
             with open(os.path.join(directory, name), "rb") as f:
@@ -311,7 +310,7 @@ LOSS_WEIGHT_KEYS = ("l1_weight_known", "l1_weight_missing", "adversarial_weight"
                     "hrf_weight", "r1_gamma")
 
 
-def _training_config(cfg: TrainConfig) -> TrainingConfig:
+def training_config(cfg: TrainConfig) -> TrainingConfig:
     """The ``TrainingConfig`` of a job config: the named loss recipe, with the weight keys
     that are set overriding it."""
     overrides = {key: float(getattr(cfg, key)) for key in LOSS_WEIGHT_KEYS if getattr(cfg, key) is not None}
@@ -381,7 +380,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
         discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
     generator, discriminator = prepare_model(generator), prepare_model(discriminator)
-    trainer = GANTrainingStep(generator, discriminator, _training_config(cfg))
+    trainer = GANTrainingStep(generator, discriminator, training_config(cfg))
 
     run, endpoint = loop_config["run"], cfg.endpoint_url or None
     start_step, resumed_from, resume_warnings = resume_from_run(run, trainer, rank, world, endpoint)
@@ -425,7 +424,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 if is_ckpt:
                     metrics["validation_l1"] = trainer.evaluate_l1(val_images, val_masks)
                     if rank == 0:  # published before the report: a crash after it loses nothing
-                        outputs = _validation_outputs(trainer, val_images, val_masks)
+                        outputs = validation_outputs(trainer, val_images, val_masks)
                         grid = validation_grid_png(val_images.numpy(), val_masks.numpy(), outputs)
                         metrics["checkpoint"] = save_training_checkpoint(run, trainer, cfg, grid, metrics, endpoint)
                         prune_checkpoints(run, cfg.keep_checkpoints, endpoint)
@@ -438,7 +437,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
 
 @torch.no_grad()
-def _validation_outputs(trainer: GANTrainingStep, images: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
+def validation_outputs(trainer: GANTrainingStep, images: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
     generator = unwrap(trainer.generator)
     was_training = generator.training
     generator.eval()
@@ -470,7 +469,7 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
     from ray.train.torch import TorchTrainer
 
     from .ray_filesystem import storage_location
-    from .stage_utils import absolute_uri
+    from .job_storage import absolute_uri
 
     if problems := cfg.problems():
         raise ValueError("bad config: " + "; ".join(problems))

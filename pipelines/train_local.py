@@ -31,7 +31,7 @@ from .configs import TrainConfig
 from .samples import TRAINING_PHOTOS, sample_photos
 from lama_core.training_checkpoint import prune_checkpoints, remove_incomplete
 
-from .train import (TrainingOutcome, _training_config, _validation_outputs, build_models, resume_from_run,
+from .train import (TrainingOutcome, build_models, resume_from_run, training_config, validation_outputs,
                     save_training_checkpoint, split_held_out, validation_batch, validation_grid_png)
 
 
@@ -72,7 +72,7 @@ def run_local_training(cfg: TrainConfig) -> TrainingOutcome:
     validation = validation_batch(cfg)
     val_images, val_masks = torch.from_numpy(validation["images"]), torch.from_numpy(validation["masks"])
     generator, discriminator = build_models(cfg)
-    trainer = GANTrainingStep(generator, discriminator, _training_config(cfg))
+    trainer = GANTrainingStep(generator, discriminator, training_config(cfg))
     for uri in remove_incomplete(run_dir):
         print(f"removed incomplete checkpoint {uri}")
     # The one checkpoint layout (lama_core/training_checkpoint.py): newest complete one that loads.
@@ -116,7 +116,7 @@ def run_local_training(cfg: TrainConfig) -> TrainingOutcome:
             if is_ckpt:
                 metrics["validation_l1"] = round(trainer.evaluate_l1(val_images, val_masks), 5)
                 grid = validation_grid_png(val_images.numpy(), val_masks.numpy(),
-                                           _validation_outputs(trainer, val_images, val_masks))
+                                           validation_outputs(trainer, val_images, val_masks))
                 latest = save_training_checkpoint(run_dir, trainer, cfg, grid, metrics)
                 prune_checkpoints(run_dir, cfg.keep_checkpoints)
             print(json.dumps(metrics), flush=True)

@@ -207,7 +207,7 @@ def decode_webdataset_batch(batch: dict[str, Any], shard_uris: dict[str, str], s
     one per sample not in ``skip_ids``. ``source`` is ``SHARD_URI/KEY.SUFFIX`` of the image
     member (``mask_source`` likewise, or the JSON member for geometry-only masks), so an
     error names the shard, the sample and the member."""
-    from .inpaint import _DECODED, _decode_record  # the one decoder of every input form
+    from .record_decode import DECODED_COLUMNS, decode_record  # the one decoder of every input form
     from .stage_utils import column_batch
 
     rows = []
@@ -221,12 +221,12 @@ def decode_webdataset_batch(batch: dict[str, Any], shard_uris: dict[str, str], s
         mask_source = (f"{shard}/{batch['mask_name'][i]}" if mask_bytes is not None
                        else f"{shard}/{key}.{GEOMETRY_SUFFIX}" if geometry is not None else "")
         if batch["problem"][i]:
-            rows.append({**_decode_record(key, source, None, None, "", None, 0), "source": shard,
+            rows.append({**decode_record(key, source, None, None, "", None, 0), "source": shard,
                          "error": f"{batch['problem'][i]} in WebDataset shard {shard}"})
             continue
-        rows.append(_decode_record(key, source, _value(batch["image"][i]), mask_bytes, mask_source,
+        rows.append(decode_record(key, source, _value(batch["image"][i]), mask_bytes, mask_source,
                                    mask_kind, mask_seed, geometry=geometry, mask_dilate=mask_dilate))
-    return column_batch(rows, {**_DECODED, "image": None, "mask": None})
+    return column_batch(rows, {**DECODED_COLUMNS, "image": None, "mask": None})
 
 
 def _value(v: Any) -> Any:

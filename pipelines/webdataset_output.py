@@ -37,7 +37,7 @@ from lama_core.storage import join_uri
 from .codecs import encode_image
 from .error_kinds import INPUT, MODEL, STORAGE
 from .resume_state import records_files
-from .stage_utils import message_line
+from .job_storage import message_line
 from .storage_retry import RetryPolicy, write_file
 
 _SHARD_NAME = re.compile(r"_n(\d+)\.tar$")
@@ -66,7 +66,7 @@ def write_shard_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, 
     batch's ok rows as one shard (``ID.png`` + ``ID.json``; the write retried per
     ``retry``), return the ``RECORD_SCHEMA`` rows. When the shard cannot be written, its
     rows become ``storage`` error rows naming it (redone by the next run)."""
-    from .inpaint import record_table
+    from .inpaint_stage import record_table
 
     n = len(batch["id"])
     status = [str(s) for s in batch["status"]]

@@ -22,7 +22,9 @@ from lama_core.metrics import FIDInceptionV3, fid_from_features, hole_area_bin, 
 from lama_core.metrics.lpips import LPIPS
 from lama_core.metrics.weights import STANDARD_WEIGHT_FILES
 from pipelines.configs import EvaluateConfig
-from pipelines.evaluate import checkpoint_step, expand_checkpoints, run_evaluation
+from lama_core.training_checkpoint import checkpoint_step
+from pipelines.eval_checkpoints import expand_checkpoints
+from pipelines.evaluate import run_evaluation
 from pipelines.job_config import JobError
 from generated_weights import random_state
 

@@ -28,7 +28,7 @@ from lama_core import CheckpointError, build_generator, load_generator, save_gen
 from lama_core.ffc import FFCConvOptions, FFCResNetGenerator, GeneratorConfig
 from lama_core.model_limits import DEFAULT_MAX_PARAMETERS, count_generator_parameters, generator_state_shapes
 from lama_core.presets import GENERATOR_PRESETS
-from lama_core.safe_unpickle import _ALLOWED_GLOBALS, UnsafePickleError, scan_pickle
+from lama_core.safe_unpickle import ALLOWED_GLOBALS, UnsafePickleError, scan_pickle
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_ARGS = {"kind": "ffc_resnet", "input_nc": 4, "output_nc": 3, "ngf": 16, "n_downsampling": 3, "n_blocks": 2,
@@ -460,12 +460,12 @@ def test_allowlist_holds_only_audited_globals():
     """Every global the unpickler resolves, by kind; anything added must be audited here."""
     import builtins
 
-    names = {f"{m}.{n}" for m, n in _ALLOWED_GLOBALS}
+    names = {f"{m}.{n}" for m, n in ALLOWED_GLOBALS}
     assert not {"builtins.bytearray", "builtins.bytes", "builtins.range", "builtins.getattr", "builtins.eval",
                 "copyreg._reconstructor", "functools.partial"} & names
     data_types = {getattr(builtins, n) for n in ("dict", "list", "tuple", "set", "frozenset", "int", "float",
                                                   "complex", "bool", "str", "slice", "object")}
-    for (module, name), value in _ALLOWED_GLOBALS.items():
+    for (module, name), value in ALLOWED_GLOBALS.items():
         kind = ("data type" if value in data_types and module == "builtins"
                 else "dtype" if isinstance(value, torch.dtype)
                 else "storage type" if type(value).__name__ == "_StorageType"

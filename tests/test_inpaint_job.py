@@ -19,7 +19,8 @@ from inpaint_fixtures import box_mask, encode, lama_folder, parquet_shards, png1
 from lama_core import build_generator, save_generator
 from lama_core.masks import generate_mask
 from pipelines.configs import InpaintConfig
-from pipelines.inpaint import mask_index_for, run_inpaint
+from pipelines.inpaint import run_inpaint
+from pipelines.record_decode import mask_index_for
 from pipelines.job_config import JobError
 from pipelines.records import list_folder, list_files
 

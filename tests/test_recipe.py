@@ -14,7 +14,7 @@ from lama_core.augment import Distortions, distorted_crop
 from lama_core.losses import LOSS_RECIPES, LossConfig, hole_reconstruction_loss, loss_config
 from lama_core.models import build_discriminator, build_generator
 from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch
-from pipelines.train import TrainConfig, _training_config, split_held_out, validation_batch
+from pipelines.train import TrainConfig, training_config, split_held_out, validation_batch
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -76,23 +76,23 @@ def test_official_recipe_is_the_default_everywhere():
     job = TrainConfig()
     assert job.recipe == "official" and job.perceptual_weights == ""
     # No perceptual weights given: still the official recipe (HRF simply off), never a silent switch.
-    losses = _training_config(job).losses
+    losses = training_config(job).losses
     assert losses == LossConfig()
     _, parts = _one_step(clip=1.0)
     assert not {"gen_multiscale", "gen_gradient", "gen_ssim"} & set(parts)
 
 
 def test_no_perceptual_recipe_is_selected_by_its_name():
-    losses = _training_config(TrainConfig(recipe="no-perceptual")).losses
+    losses = training_config(TrainConfig(recipe="no-perceptual")).losses
     assert losses == LOSS_RECIPES["no-perceptual"]
     assert losses.has_hole_reconstruction and losses.l1_weight_missing > 0 and losses.hrf_weight == 0
     _, parts = _one_step(clip=1.0, recipe="no-perceptual")
     assert {"gen_multiscale", "gen_gradient", "gen_ssim"} <= set(parts)
     # Explicit weights override the recipe's; None keeps them.
-    tuned = _training_config(TrainConfig(recipe="no-perceptual", adversarial_weight=0.5)).losses
+    tuned = training_config(TrainConfig(recipe="no-perceptual", adversarial_weight=0.5)).losses
     assert tuned == dataclasses.replace(LOSS_RECIPES["no-perceptual"], adversarial_weight=0.5)
     with pytest.raises(ValueError, match="unknown loss recipe"):
-        _training_config(TrainConfig(recipe="no_perceptual"))
+        training_config(TrainConfig(recipe="no_perceptual"))
     assert any("unknown recipe" in p for p in TrainConfig(recipe="no_perceptual").problems())
     from pipelines.configs import RECIPES
 

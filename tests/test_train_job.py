@@ -274,7 +274,7 @@ def test_resume_after_sigkill_of_driver_then_of_all_ray_processes_and_past_a_tru
     import shutil
 
     from lama_core.training_checkpoint import COMPLETE_FILE, checkpoint_name, latest_checkpoint, list_checkpoints
-    from pipelines.evaluate import expand_checkpoints
+    from pipelines.eval_checkpoints import expand_checkpoints
 
     run = str(tmp_path / "runs" / "crash")
     args = ["model=small", "batch_size=2", "crop_size=32", "validation_images=2", "log_every=1",

@@ -15,7 +15,7 @@ from lama_core.training import GANTrainingStep, TrainingConfig
 from lama_core.training_checkpoint import (COMPLETE_FILE, checkpoint_name, checkpoint_problem, latest_checkpoint,
                                            list_checkpoints, prune_checkpoints, remove_incomplete, resume_latest,
                                            step_of, verify_checkpoint, write_checkpoint)
-from pipelines.evaluate import expand_checkpoints
+from pipelines.eval_checkpoints import expand_checkpoints
 from pipelines.configs import TrainConfig
 from pipelines.train import resume_from_run, restore_checkpoint, save_training_checkpoint, state_digest
 

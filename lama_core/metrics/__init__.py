@@ -8,18 +8,20 @@ summarised per hole-area bin (``summarize_by_hole_area``). Weights are never dow
 ``resolve_weight`` finds the standard files in ``weights_dir`` or at explicit paths.
 """
 from .fid import (FeatureStats, cached_arrays, cached_stats, content_hash, fid_from_features, fid_from_stats,
-                  frechet_distance)
+                  frechet_distance, load_cached_arrays, store_cached_arrays)
 from .inception import FEATURE_DIM, FIDInceptionV3, load_inception
 from .lpips import LPIPS, load_lpips
 from .pixel import l1, psnr, ssim, ssim_map
-from .registry import METRICS, Metric, MetricContext, compute_metrics, register_metric
+from .registry import (METRICS, Metric, MetricContext, compute_metrics, compute_references, reference_columns,
+                       register_metric)
 from .summary import ALL, HOLE_AREA_BINS, hole_area_bin, hole_fraction, summarize_by_hole_area
 from .weights import STANDARD_WEIGHT_FILES, default_weights_dir, read_weights, resolve_weight
 
 __all__ = [
     "FeatureStats", "cached_arrays", "cached_stats", "content_hash", "fid_from_features", "fid_from_stats",
-    "frechet_distance", "FEATURE_DIM", "FIDInceptionV3", "load_inception", "LPIPS", "load_lpips",
+    "frechet_distance", "load_cached_arrays", "store_cached_arrays", "FEATURE_DIM", "FIDInceptionV3", "load_inception", "LPIPS", "load_lpips",
     "l1", "psnr", "ssim", "ssim_map", "METRICS", "Metric", "MetricContext", "compute_metrics",
+    "compute_references", "reference_columns",
     "register_metric", "ALL", "HOLE_AREA_BINS", "hole_area_bin", "hole_fraction", "summarize_by_hole_area",
     "STANDARD_WEIGHT_FILES", "default_weights_dir", "read_weights", "resolve_weight",
 ]

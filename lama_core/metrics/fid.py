@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import uuid
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..storage import filesystem_for, join_uri, read_bytes, write_bytes
+from ..storage import filesystem_for, join_uri, read_bytes, write_atomic
 
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
@@ -160,28 +159,44 @@ def content_hash(*parts: bytes | np.ndarray | torch.Tensor | str, model_id: str)
     return digest.hexdigest()
 
 
+def load_cached_arrays(cache_dir: str, key: str, endpoint_url: str | None = None) -> dict[str, np.ndarray] | None:
+    """The arrays stored as ``CACHE_DIR/KEY.npz`` (a local folder or URI), or None when
+    there is no such entry or it cannot be read (a damaged entry is recomputed by the
+    caller)."""
+    uri = join_uri(cache_dir, f"{key}.npz")
+    fs, path = filesystem_for(uri, endpoint_url)
+    if not fs.exists(path):
+        return None
+    try:
+        with np.load(io.BytesIO(read_bytes(uri, endpoint_url)), allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (ValueError, OSError, EOFError):
+        return None
+
+
+def store_cached_arrays(cache_dir: str, key: str, arrays: dict[str, np.ndarray],
+                        endpoint_url: str | None = None) -> str:
+    """Store ``arrays`` as ``CACHE_DIR/KEY.npz``, atomically (``storage.write_atomic``:
+    concurrent readers never see half a file). Returns the entry's URI."""
+    uri = join_uri(cache_dir, f"{key}.npz")
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    fs, path = filesystem_for(uri, endpoint_url)
+    write_atomic(fs, path, buffer.getvalue())
+    return uri
+
+
 def cached_arrays(cache_dir: str | None, key: str,
                   compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Return the arrays stored as ``CACHE_DIR/KEY.npz``, or ``compute()`` them and store
-    them there. ``cache_dir`` is a local folder or URI; ``None`` disables caching. The file
-    is written under a temporary name and moved in place, so concurrent readers never
-    see half a file; an unreadable entry is recomputed."""
+    them there. ``cache_dir`` is a local folder or URI; ``None`` disables caching. An
+    unreadable entry is recomputed and overwritten."""
     if not cache_dir:
         return compute()
-    uri = join_uri(cache_dir, f"{key}.npz")
-    fs, path = filesystem_for(uri)
-    if fs.exists(path):
-        try:
-            with np.load(io.BytesIO(read_bytes(uri)), allow_pickle=False) as data:
-                return {name: data[name] for name in data.files}
-        except (ValueError, OSError, EOFError):
-            pass  # a damaged entry: recompute and overwrite
-    arrays = compute()
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    tmp_uri = f"{uri}.tmp-{uuid.uuid4().hex}"
-    write_bytes(tmp_uri, buffer.getvalue())
-    fs.mv(filesystem_for(tmp_uri)[1], path)
+    arrays = load_cached_arrays(cache_dir, key)
+    if arrays is None:
+        arrays = compute()
+        store_cached_arrays(cache_dir, key, arrays)
     return arrays
 
 

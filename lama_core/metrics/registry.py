@@ -7,6 +7,12 @@ per-image columns for a batch (scalars ``(N,)``, or feature rows ``(N, D)``), pl
 features per image and reduce them to one number per set, so the same rows give the FID
 of every hole-area bin. Adding a metric is one decorated function.
 
+Columns that depend on the ground truth alone (fid's ``fid_features_real``) are a metric's
+``reference_columns``, computed by its ``reference`` function: they are the same for every
+checkpoint of a sweep, so a caller that caches them per image asks ``compute_metrics`` to
+leave them out (``references=False``) and computes only the missing ones with
+``compute_references``.
+
 All networks and options live in one ``MetricContext``, which loads each network once.
 """
 from __future__ import annotations
@@ -67,13 +73,17 @@ def _nanmean(values: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Metric:
-    """A registered metric: ``compute`` per batch, ``columns`` it returns, and ``reduce``
-    from those columns (over any subset of rows) to summary values."""
+    """A registered metric: ``compute`` per batch, ``columns`` it gives (with those of
+    ``reference``), ``reduce`` from those columns (over any subset of rows) to summary
+    values, and ``reference(target, ctx)``: the ``reference_columns``, which depend on the
+    ground truth alone."""
 
     name: str
     compute: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, MetricContext], Columns]
     columns: tuple[str, ...]
     reduce: Callable[[Mapping[str, np.ndarray]], dict[str, float]] | None = None
+    reference: Callable[[torch.Tensor, MetricContext], Columns] | None = None
+    reference_columns: tuple[str, ...] = ()
 
     def summarize(self, columns: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Summary values of a set of rows: ``reduce``, or by default the mean of each
@@ -87,14 +97,18 @@ METRICS: dict[str, Metric] = {}
 
 
 def register_metric(name: str, columns: Sequence[str] | None = None,
-                    reduce: Callable[[Mapping[str, np.ndarray]], dict[str, float]] | None = None):
+                    reduce: Callable[[Mapping[str, np.ndarray]], dict[str, float]] | None = None,
+                    reference: Callable[[torch.Tensor, MetricContext], Columns] | None = None,
+                    reference_columns: Sequence[str] = ()):
     """Decorator registering ``fn(pred, target, mask, ctx) -> {column: array}`` under
-    ``name`` in ``METRICS``. ``columns`` defaults to ``(name,)``; ``reduce`` defaults to the
-    per-column mean (a per-image metric)."""
+    ``name`` in ``METRICS``. ``columns`` (all the metric's columns, ``reference_columns``
+    included) defaults to ``(name,)``; ``reduce`` defaults to the per-column mean (a
+    per-image metric); ``reference(target, ctx) -> {column: array}`` gives the
+    ``reference_columns``."""
     def decorator(fn):
         if name in METRICS:
             raise ValueError(f"metric {name!r} is already registered")
-        METRICS[name] = Metric(name, fn, tuple(columns or (name,)), reduce)
+        METRICS[name] = Metric(name, fn, tuple(columns or (name,)), reduce, reference, tuple(reference_columns))
         return fn
     return decorator
 
@@ -127,12 +141,17 @@ def _reduce_fid(columns: Mapping[str, np.ndarray]) -> dict[str, float]:
     return {"fid": fid_from_features(_stack(columns["fid_features_fake"]), _stack(columns["fid_features_real"]))}
 
 
-@register_metric("fid", columns=("fid_features_fake", "fid_features_real"), reduce=_reduce_fid)
-def _fid(pred, target, mask, ctx):
+def _fid_reference(target, ctx):
     # Ground-truth features are the same for every checkpoint of a sweep: cache them by content.
     key = content_hash(target, model_id=ctx.inception.model_id)
     real = cached_arrays(ctx.cache_dir, key, lambda: {"features": _numpy(ctx.inception(target))})["features"]
-    return {"fid_features_fake": _numpy(ctx.inception(pred)), "fid_features_real": real}
+    return {"fid_features_real": real}
+
+
+@register_metric("fid", columns=("fid_features_fake", "fid_features_real"), reduce=_reduce_fid,
+                 reference=_fid_reference, reference_columns=("fid_features_real",))
+def _fid(pred, target, mask, ctx):
+    return {"fid_features_fake": _numpy(ctx.inception(pred))}
 
 
 def _stack(column) -> np.ndarray:
@@ -143,22 +162,51 @@ def _stack(column) -> np.ndarray:
     return array
 
 
+def _registered(names: Sequence[str]) -> list[Metric]:
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise KeyError(f"unknown metric(s) {unknown}; registered: {sorted(METRICS)}")
+    return [METRICS[n] for n in names]
+
+
 def compute_metrics(names: Sequence[str], pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                    ctx: MetricContext) -> Columns:
+                    ctx: MetricContext, references: bool = True) -> Columns:
     """Per-image columns of the metrics ``names`` for one batch.
 
     ``pred`` (the result, known pixels pasted back), ``target`` (ground truth): float
     ``N x 3 x H x W`` in [0, 1]; ``mask``: ``N x 1 x H x W``, 1 = hole. Returns numpy
     columns: scalars ``(N,)`` float64 (``psnr``, ``psnr_hole``, ``ssim``, ``ssim_hole``,
     ``l1``, ``l1_hole``, ``lpips``) and, for fid, ``fid_features_fake`` /
-    ``fid_features_real`` ``(N, 2048)`` float32. Raises ``KeyError`` for an unknown name.
+    ``fid_features_real`` ``(N, 2048)`` float32. ``references=False`` leaves out the
+    metrics' ``reference_columns`` (a caller with its own per-image cache of them). Raises
+    ``KeyError`` for an unknown name.
     """
-    unknown = [n for n in names if n not in METRICS]
-    if unknown:
-        raise KeyError(f"unknown metric(s) {unknown}; registered: {sorted(METRICS)}")
+    metrics = _registered(names)
     pred, target, mask = (t.to(ctx.device) for t in (pred, target, mask))
     out: Columns = {}
     with torch.no_grad():
-        for name in names:
-            out.update(METRICS[name].compute(pred, target, mask, ctx))
+        for metric in metrics:
+            out.update(metric.compute(pred, target, mask, ctx))
+            if references and metric.reference is not None:
+                out.update(metric.reference(target, ctx))
+    return out
+
+
+def reference_columns(names: Sequence[str]) -> list[str]:
+    """The ``reference_columns`` of the metrics ``names``, in order (fid:
+    ``fid_features_real``). Raises ``KeyError`` for an unknown name."""
+    return [c for metric in _registered(names) for c in metric.reference_columns]
+
+
+def compute_references(names: Sequence[str], target: torch.Tensor, ctx: MetricContext) -> Columns:
+    """The ``reference_columns`` of the metrics ``names`` for ground truth ``target``
+    (float ``N x 3 x H x W`` in [0, 1]): numpy columns of ``N`` rows (fid:
+    ``fid_features_real`` ``(N, 2048)`` float32). Raises ``KeyError`` for an unknown name."""
+    metrics = _registered(names)
+    target = target.to(ctx.device)
+    out: Columns = {}
+    with torch.no_grad():
+        for metric in metrics:
+            if metric.reference is not None:
+                out.update(metric.reference(target, ctx))
     return out
