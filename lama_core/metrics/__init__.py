@@ -9,8 +9,6 @@ summarised per hole-area bin (``summarize_by_hole_area``). Weights are never dow
 """
 from .fid import (FeatureStats, cached_arrays, cached_stats, content_hash, fid_from_features, fid_from_stats,
                   frechet_distance, load_cached_arrays, store_cached_arrays)
-from .inception import FEATURE_DIM, FIDInceptionV3, load_inception
-from .lpips import LPIPS, load_lpips
 from .pixel import l1, psnr, ssim, ssim_map
 from .registry import (METRICS, Metric, MetricContext, compute_metrics, compute_references, reference_columns,
                        register_metric)
@@ -25,3 +23,16 @@ __all__ = [
     "register_metric", "ALL", "HOLE_AREA_BINS", "hole_area_bin", "hole_fraction", "summarize_by_hole_area",
     "STANDARD_WEIGHT_FILES", "default_weights_dir", "read_weights", "resolve_weight",
 ]
+
+# The networks subclass torchvision's, whose import takes seconds: every job process (the
+# inpaint driver and its actors included) would pay it for psnr/ssim alone. Loaded on first use.
+_LAZY = {"FEATURE_DIM": ".inception", "FIDInceptionV3": ".inception", "load_inception": ".inception",
+         "LPIPS": ".lpips", "load_lpips": ".lpips"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from .fid import cached_arrays, content_hash, fid_from_features
-from .inception import FIDInceptionV3, load_inception
-from .lpips import LPIPS, load_lpips
 from .pixel import l1, psnr, ssim
+
+if TYPE_CHECKING:  # the networks import torchvision (seconds): only when a metric needs them
+    from .inception import FIDInceptionV3
+    from .lpips import LPIPS
 
 Columns = dict[str, np.ndarray]
 
@@ -55,11 +57,15 @@ class MetricContext:
     @functools.cached_property
     def inception(self) -> FIDInceptionV3:
         """The FID InceptionV3 on ``device`` (weight ``"inception"``)."""
+        from .inception import load_inception
+
         return load_inception(self.weights_dir, self.weight_paths.get("inception"), self.device)
 
     @functools.cached_property
     def lpips(self) -> LPIPS:
         """LPIPS with ``lpips_net`` on ``device`` (weights ``"vgg16"``/``"alexnet"`` and ``"lpips_<net>"``)."""
+        from .lpips import load_lpips
+
         backbone = "vgg16" if self.lpips_net == "vgg" else "alexnet"
         return load_lpips(self.lpips_net, self.weights_dir, self.weight_paths.get(backbone),
                           self.weight_paths.get(f"lpips_{self.lpips_net}"), self.device)
