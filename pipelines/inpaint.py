@@ -387,20 +387,20 @@ def _run_planned(cfg: Any, st: _Storage, model: str, model_id: str, run_id: str,
     # tasks of 1 CPU, which never get scheduled while the actors hold all but a fraction
     # of a CPU (the job hung). The codec tasks' fractional CPUs differ from the actors',
     # so Ray Data does not fuse decoding into the actors either; map_batches re-bundles rows.
+    counter = ProgressCounter.remote()  # the model stage counts rows as it finishes them
     ds = ds.map_batches(
         InpaintStage, compute=ray.data.ActorPoolStrategy(size=plan.actors), batch_size=cfg.batch_size,
         num_gpus=plan.gpus, num_cpus=plan.cpus,
         fn_constructor_kwargs=dict(model=model, seed=cfg.seed, device=plan.device, precision=cfg.precision,
                                    max_pixels=cfg.max_pixels, batch_size=cfg.batch_size,
                                    num_threads=plan.threads, endpoint_url=endpoint, keep_masks=cfg.write_masks,
-                                   hd_strategy=cfg.hd_strategy))
-    counter = ProgressCounter.remote()
+                                   hd_strategy=cfg.hd_strategy, counter=counter))
     if cfg.output_format == "webdataset":  # issue 17: shards of ID.png + ID.json (pipelines/webdataset_output.py)
         ds = ds.map_batches(write_shard_batch, batch_size=cfg.records_per_shard, num_cpus=plan.codec_cpus,
                             fn_kwargs=dict(out_fs=st.out_fs, shards_root=f"{st.out_root}/shards",
                                            shards_uri=join_uri(st.output_uri, "shards"),
                                            png_compress_level=cfg.png_compress_level, model_id=model_id,
-                                           run_id=run_id, retry=policy, counter=counter))
+                                           run_id=run_id, retry=policy))
     else:
         ds = ds.map_batches(
             encode_batch, batch_size=cfg.codec_batch_size, num_cpus=plan.codec_cpus,
@@ -409,7 +409,7 @@ def _run_planned(cfg: Any, st: _Storage, model: str, model_id: str, run_id: str,
                            png_compress_level=cfg.png_compress_level, jpeg_quality=cfg.jpeg_quality,
                            model_id=model_id, run_id=run_id, retry=policy, partitioned=listing.kind == "parquet",
                            masks_root=f"{st.out_root}/masks" if cfg.write_masks else None,
-                           masks_uri=join_uri(st.output_uri, "masks"), counter=counter))
+                           masks_uri=join_uri(st.output_uri, "masks")))
     start = time.perf_counter()
     try:
         # Run-unique file names: a rerun never overwrites the records of an earlier run.

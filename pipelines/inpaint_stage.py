@@ -100,12 +100,17 @@ class InpaintStage:
     (uint8 H x W x 3, 0x0 for error rows), ``resized`` (pixel budget hit) and, for rows
     with generated masks (ground truth known), ``psnr``, ``ssim``, ``psnr_hole``,
     ``ssim_hole`` of the result against the original (NaN otherwise). Error rows pass
-    through untouched; a record the model fails on becomes an error row.
+    through untouched; a record the model fails on becomes an error row. ``counter``: a
+    ``ProgressCounter`` handle told the number of rows of every batch done here. The count is
+    taken here, not where records are written: Ray Data hands an actor task's outputs on in
+    one block when the task ends, so on a small job the writer saw no row until the last.
     """
 
     def __init__(self, model: str, seed: int, device: str, precision: str, max_pixels: int, batch_size: int,
-                 num_threads: int, endpoint_url: str | None, keep_masks: bool = False, hd_strategy: str = "windows"):
+                 num_threads: int, endpoint_url: str | None, keep_masks: bool = False, hd_strategy: str = "windows",
+                 counter: Any = None):
         self.keep_masks = keep_masks  # pass ``mask`` on, for the encode stage to write
+        self.counter = counter
         start_model_actor(num_threads)
         loaded = load_model(model, seed, endpoint_url)
         # channels_last: oneDNN and cuDNN pick faster NHWC kernels (benchmarks/RESULTS.md).
@@ -114,6 +119,12 @@ class InpaintStage:
                                    hd_strategy=hd_strategy)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        out = self._inpaint_rows(batch)
+        if self.counter is not None:
+            self.counter.add.remote(len(batch["id"]))
+        return out
+
+    def _inpaint_rows(self, batch: dict[str, Any]) -> dict[str, Any]:
         n = len(batch["id"])
         dropped = ("image",) if self.keep_masks else ("image", "mask")
         out = {k: (list(v) if k == "mask" else np.array(v, copy=True)) for k, v in batch.items() if k not in dropped}
@@ -171,14 +182,13 @@ class InpaintStage:
 def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, images_root: str, images_uri: str,
                  output_format: str, png_compress_level: int, jpeg_quality: int, model_id: str,
                  run_id: str, retry: RetryPolicy | None = None, partitioned: bool = False,
-                 masks_root: str | None = None, masks_uri: str | None = None, counter: Any = None) -> pa.Table:
+                 masks_root: str | None = None, masks_uri: str | None = None) -> pa.Table:
     """Ray Data stage: encode each ``result`` and write it to ``images_root/ID.png`` (or
     ``.jpg``), then return the final rows as a ``RECORD_SCHEMA`` table. Writes are retried
     per ``retry``; one that still fails makes a ``storage`` error row naming the output
     file (retried by the next run). ``partitioned``: add the ``shard`` column (the key of
     the row's input shard) that the records are partitioned by. ``masks_root``/``masks_uri``:
-    also write each ok record's mask (0/255 PNG, from the ``mask`` column) there.
-    ``counter``: a ``ProgressCounter`` handle told how many records this batch finished."""
+    also write each ok record's mask (0/255 PNG, from the ``mask`` column) there."""
     n = len(batch["id"])
     ext = output_extension(output_format)
     status = list(batch["status"])
@@ -211,18 +221,16 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
             status[i], kind[i] = "error", STORAGE
             error[i] = f"cannot write output {uri} for {batch['source'][i]}: {type(exc).__name__}: {message_line(exc)}"
         seconds[i] += time.perf_counter() - start
-    return record_table(batch, status, error, kind, output, seconds, model_id, run_id, partitioned, mask_output,
-                        counter)
+    return record_table(batch, status, error, kind, output, seconds, model_id, run_id, partitioned, mask_output)
 
 
 def record_table(batch: dict[str, Any], status: list[str], error: list[str | None], kind: list[str | None],
                  output: list[str | None], seconds: np.ndarray, model_id: str, run_id: str,
-                 partitioned: bool = False, mask_output: list[str | None] | None = None,
-                 counter: Any = None) -> pa.Table:
+                 partitioned: bool = False, mask_output: list[str | None] | None = None) -> pa.Table:
     """The final ``RECORD_SCHEMA`` rows of an inpainted batch, with the writer's
     ``status``/``error``/``error_kind``/``output``/``mask_output``/``seconds`` per row (one
     list entry per row); ``partitioned`` adds the ``shard`` partition column (Parquet
-    input); ``counter`` (a ``ProgressCounter`` handle) is told how many rows are done."""
+    input)."""
     n = len(batch["id"])
 
     def nullable(values, missing):
@@ -245,8 +253,6 @@ def record_table(batch: dict[str, Any], status: list[str], error: list[str | Non
         "timestamp": [utc_now()] * n,
     }
     table = pa.table(columns, schema=RECORD_SCHEMA)
-    if counter is not None:
-        counter.add.remote(n)
     if partitioned:
         table = table.append_column(PARTITION, pa.array([shard_key(src) for src in columns["source"]], pa.string()))
     return table

@@ -1,13 +1,13 @@
 """One progress display per job, counting images: a bar with rate and ETA on a terminal,
 one plain line every ``every_s`` seconds otherwise (job logs, pipes).
 
-Ray Data's own bars count blocks per internal operator; users want images. The stages
-that finish records call ``counter.add.remote(n)`` on a ``ProgressCounter`` actor; the
+Ray Data's own bars count blocks per internal operator; users want images. The stage
+that finishes images (the model actors) calls ``counter.add.remote(n)`` on a ``ProgressCounter`` actor; the
 driver polls it from a thread while the pipeline runs::
 
     counter = ProgressCounter.remote()
     with JobProgress("inpaint", total=n, counter=counter):
-        ds.write_parquet(...)   # blocks; encode tasks add to the counter
+        ds.write_parquet(...)   # blocks; the model actors add to the counter
 """
 from __future__ import annotations
 

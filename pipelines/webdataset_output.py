@@ -61,7 +61,7 @@ def _json_value(value: Any) -> Any:
 
 def write_shard_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, shards_root: str, shards_uri: str,
                       png_compress_level: int, model_id: str, run_id: str,
-                      retry: RetryPolicy | None = None, counter: Any = None) -> pa.Table:
+                      retry: RetryPolicy | None = None) -> pa.Table:
     """Ray Data stage (replaces ``encode_batch``): encode each ``result`` as PNG, write the
     batch's ok rows as one shard (``ID.png`` + ``ID.json``; the write retried per
     ``retry``), return the ``RECORD_SCHEMA`` rows. When the shard cannot be written, its
@@ -88,7 +88,7 @@ def write_shard_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, 
     name = f"{run_id}_{uuid.uuid4().hex[:12]}_n{len(ok)}.tar"
     uri = join_uri(shards_uri, name)
     output: list[str | None] = [f"{uri}#{batch['id'][i]}" if i in pngs else None for i in range(n)]
-    table = record_table(batch, status, error, kind, output, seconds, model_id, run_id, counter=counter)
+    table = record_table(batch, status, error, kind, output, seconds, model_id, run_id)
     if not ok:
         return table
     start = time.perf_counter()

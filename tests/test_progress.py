@@ -30,3 +30,25 @@ def test_job_progress_and_report_follower_print_what_the_stages_send(ray_local):
     with follow_reports(log, stream=out, poll_s=0.05):
         ray.get([log.push.remote("step 1/2"), log.push.remote("step 2/2")])
     assert out.getvalue().splitlines() == ["step 1/2", "step 2/2"]
+
+
+def test_model_stage_counts_every_batch_it_finishes(ray_local):
+    # Counted where images are finished (the model actor), batch by batch: Ray Data passes an
+    # actor task's output on only when the task ends, so a count at the writer stood at 0/N.
+    import numpy as np
+
+    from pipelines.inpaint_stage import InpaintStage
+
+    counter = ProgressCounter.remote()
+    stage = InpaintStage(model="small", seed=0, device="cpu", precision="fp32", max_pixels=0, batch_size=2,
+                         num_threads=1, endpoint_url=None, counter=counter)
+    image, mask = np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8)
+    mask[16:32, 16:32] = 255
+    batch = {"id": np.array(["a", "b"], dtype=object), "status": np.array(["ok", "error"], dtype=object),
+             "error": np.array([None, "unreadable"], dtype=object), "error_kind": np.array([None, "input"], dtype=object),
+             "source": np.array(["a.png", "b.png"], dtype=object), "image": [image, image], "mask": [mask, mask],
+             "reduced": np.zeros(2, bool), "seconds": np.zeros(2), "mask_generated": np.zeros(2, bool)}
+    stage(batch)
+    assert ray.get(counter.value.remote()) == 2
+    stage({key: value[:1] for key, value in batch.items()})
+    assert ray.get(counter.value.remote()) == 3
