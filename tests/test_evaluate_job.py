@@ -2,6 +2,7 @@
 Ray: small seeded checkpoints, 64-96 px images, generated metric weights (no downloads)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import subprocess
@@ -194,22 +195,19 @@ def test_rerun_with_other_data_or_metrics_is_refused(sweep, tmp_path):
         run_evaluation(config(root, cfg.weights_dir, mask_kind=list(cfg.mask_kind), metrics=["psnr"]))
 
 
-def test_new_checkpoint_is_the_only_one_evaluated(sweep):
+def test_new_checkpoint_is_the_only_one_evaluated(sweep, tmp_path):
+    # On a copy of the sweep's output, with the new checkpoint outside its folder: the
+    # module's sweep stays as every other test expects it, in any order.
     root, cfg, _ = sweep
-    before = set((root / "out").rglob("*"))
-    new = make_checkpoint(root / "ckpts" / "checkpoint_000003", seed=3, step=3)
-    try:
-        (report,) = run_evaluation(cfg)
-        assert {(p.checkpoint, p.mask_set) for p in report.evaluated} == {(new, "thick_512"), (new, "frozen_thin")}
-        assert report.skipped == 4
-        per_image = pq.read_table(root / "out" / "per_image").to_pylist()
-        assert len(per_image) == 4 * 3 * 2
-        assert len(list((root / "out" / "summary").glob("*.parquet"))) == 6
-    finally:
-        # Leave the module's sweep as the other tests expect it, whatever their order.
-        shutil.rmtree(root / "ckpts" / "checkpoint_000003")
-        for path in sorted(set((root / "out").rglob("*")) - before, reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
+    shutil.copytree(root / "out", tmp_path / "out")
+    new = make_checkpoint(tmp_path / "ckpts" / "checkpoint_000003", seed=3, step=3)
+    cfg = dataclasses.replace(cfg, output=str(tmp_path / "out"), model=[cfg.model, new])
+    (report,) = run_evaluation(cfg)
+    assert {(p.checkpoint, p.mask_set) for p in report.evaluated} == {(new, "thick_512"), (new, "frozen_thin")}
+    assert report.skipped == 4
+    per_image = pq.read_table(tmp_path / "out" / "per_image").to_pylist()
+    assert len(per_image) == 4 * 3 * 2
+    assert len(list((tmp_path / "out" / "summary").glob("*.parquet"))) == 6
 
 
 # ----------------------------------------------------------------------------- watch, errors, config
