@@ -44,8 +44,9 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_generator import randomized_generator  # noqa: E402
 from benchmarks.machine import cpu_description, print_table  # noqa: E402
-from lama_core import build_generator, load_generator  # noqa: E402
+from lama_core import load_generator  # noqa: E402
 from lama_core.masks import generate_mask, hole_fraction, mask_png  # noqa: E402
 
 IOPAINT_VERSION = "1.6.0"
@@ -119,19 +120,6 @@ def write_official_ckpt(generator: torch.nn.Module, path: Path) -> None:
     state = collections.OrderedDict((f"generator.{k}", v) for k, v in generator.state_dict().items())
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"epoch": 0, "global_step": 0, "pytorch-lightning_version": "1.2.9", "state_dict": state}, path)
-
-
-def seeded_big_lama(seed: int = 0) -> torch.nn.Module:
-    """big-lama with seeded random weights and non-trivial BatchNorm statistics."""
-    torch.manual_seed(seed)
-    gen = build_generator("big-lama")
-    with torch.no_grad():
-        for name, buf in gen.named_buffers():
-            if name.endswith("running_mean"):
-                buf.uniform_(-0.1, 0.1)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.8, 1.2)
-    return gen.eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +308,7 @@ def main() -> None:
     model_dir, ckpt = work / "iopaint-models", work / "big-lama-ckpt" / "models" / "best.ckpt"
     jit_path = model_dir / "torch" / "hub" / "checkpoints" / "big-lama.pt"
     if not (jit_path.exists() and ckpt.exists()):
-        generator = seeded_big_lama()
+        generator = randomized_generator("big-lama")  # seed 0, perturbed BatchNorm statistics
         export_torchscript(generator, jit_path)
         write_official_ckpt(generator, ckpt)
     precisions = ["fp32"] + (["bf16"] if args.bf16 else [])
