@@ -26,7 +26,6 @@ and ``benchmarks/RESULTS.md`` ("HD strategy").
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

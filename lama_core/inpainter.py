@@ -32,7 +32,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .cpu_allocator import keep_freed_memory

@@ -57,6 +57,7 @@ def split_model_id(model_id: str) -> tuple[str, str | None]:
     model, _, digest = model_id.partition("@sha256:")
     return model, (f"sha256:{digest}" if digest else None)
 
+
 _METRICS = ("psnr", "ssim", "psnr_hole", "ssim_hole")
 
 
@@ -72,18 +73,25 @@ class LoadedModel:
     random_weights: bool
 
 
-def load_model(model: str, seed: int = 0, endpoint_url: str | None = None) -> LoadedModel:
-    """``model``: a preset name (``small``, ``lama-fourier``, ``big-lama``: weights drawn
-    with ``torch.manual_seed(seed)``) or a checkpoint URI that ``lama_core.load_generator``
-    reads. The id is ``preset:NAME:random-seed-S`` or ``URI@sha256:`` + the first 12 hex
-    digits of a hash of the weights (the same weights give the same id in any format).
-    Raises ``FileNotFoundError`` / ``CheckpointError``."""
+def model_generator(model: str, seed: int = 0, endpoint_url: str | None = None) -> torch.nn.Module:
+    """The eval-mode generator ``model`` names: a preset (``small``, ``lama-fourier``,
+    ``big-lama``: weights drawn with ``torch.manual_seed(seed)``) or a checkpoint URI that
+    ``lama_core.load_generator`` reads. Raises ``FileNotFoundError`` / ``CheckpointError``."""
     if model in GENERATOR_PRESETS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            generator = build_generator(model)
-        return LoadedModel(generator.eval(), f"preset:{model}:random-seed-{seed}", True)
-    generator = load_generator(model, endpoint_url=endpoint_url)
+            return build_generator(model).eval()
+    return load_generator(model, endpoint_url=endpoint_url)
+
+
+def load_model(model: str, seed: int = 0, endpoint_url: str | None = None) -> LoadedModel:
+    """``model_generator(model, seed, endpoint_url)`` with its id for the ``model`` column:
+    ``preset:NAME:random-seed-S``, or ``URI@sha256:`` + the first 12 hex digits of a hash of
+    the weights (the same weights give the same id in any format). The driver needs the id;
+    the actors, which only run the model, call ``model_generator`` and skip the hash."""
+    generator = model_generator(model, seed, endpoint_url)
+    if model in GENERATOR_PRESETS:
+        return LoadedModel(generator, f"preset:{model}:random-seed-{seed}", True)
     digest = hashlib.sha256()
     for key, value in sorted(generator.state_dict().items()):
         digest.update(key.encode())
@@ -112,9 +120,9 @@ class InpaintStage:
         self.keep_masks = keep_masks  # pass ``mask`` on, for the encode stage to write
         self.counter = counter
         start_model_actor(num_threads)
-        loaded = load_model(model, seed, endpoint_url)
+        generator = model_generator(model, seed, endpoint_url)
         # channels_last: oneDNN and cuDNN pick faster NHWC kernels (benchmarks/RESULTS.md).
-        self.inpainter = Inpainter(loaded.generator, device=resolve_device(device), batch_size=batch_size,
+        self.inpainter = Inpainter(generator, device=resolve_device(device), batch_size=batch_size,
                                    precision=precision, max_pixels=max_pixels or None, channels_last=True,
                                    hd_strategy=hd_strategy)
 

@@ -1,7 +1,7 @@
 """The settings that change a job's results, remembered in the output.
 
 The first run on an output writes ``OUTPUT/_settings.json``: the model id (URI + weight
-hash, see ``pipelines.inpaint.load_model``) and every option that changes the pixels or
+hash, see ``pipelines.inpaint_stage.load_model``) and every option that changes the pixels or
 numbers written. A later run on the same output must use the same ones, else its rows
 would silently mix with rows of other settings (and resume would skip ids done with
 those). It stops instead with a message naming each difference and the two ways on:

@@ -17,7 +17,8 @@ from .weights import STANDARD_WEIGHT_FILES, default_weights_dir, read_weights, r
 
 __all__ = [
     "FeatureStats", "cached_arrays", "cached_stats", "content_hash", "fid_from_features", "fid_from_stats",
-    "frechet_distance", "load_cached_arrays", "store_cached_arrays", "FEATURE_DIM", "FIDInceptionV3", "load_inception", "LPIPS", "load_lpips",
+    "frechet_distance", "load_cached_arrays", "store_cached_arrays", "FEATURE_DIM", "FIDInceptionV3",
+    "load_inception", "LPIPS", "load_lpips",
     "l1", "psnr", "ssim", "ssim_map", "METRICS", "Metric", "MetricContext", "compute_metrics",
     "compute_references", "reference_columns",
     "register_metric", "ALL", "HOLE_AREA_BINS", "hole_area_bin", "hole_fraction", "summarize_by_hole_area",
