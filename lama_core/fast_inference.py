@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ffc import FFC_BN_ACT, FFCResNetGenerator, FourierUnit, SpectralTransform
-from .winograd import winograd_bias, winograd_input, winograd_output, winograd_products, winograd_weight
+from .winograd import winograd_input, winograd_output, winograd_products, winograd_weight
 
 
 def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,7 +141,7 @@ class WinogradFFC(nn.Module):
     # Measured crossover (benchmarks/RESULTS.md): at a 16×16 bottleneck (128² images) the
     # transforms cost what the saved products gain; at 24×24 Winograd is 1.15x faster.
     MIN_PIXELS = 400
-    # Tiles per band (each tile is 2x2 output pixels): 1024 = a 64x64 map, where the grouped
+    # Tiles per band (each tile is 2x2 output pixels): 1024 = a 64x64 map, where the batched
     # products still run at full speed and a band's tiles (16 x 1024 x 384 fp32 = 25 MB at
     # most) are reused from the allocator's free memory.
     BAND_TILES = 1024
@@ -154,7 +154,7 @@ class WinogradFFC(nn.Module):
         self.register_buffer("g2l", winograd_weight(ffc.convg2l.weight))
         self.register_buffer("l2g", winograd_weight(ffc.convl2g.weight))
         self.register_buffer("bias_l", _combined_bias(ffc.convl2l, ffc.convg2l))
-        self.register_buffer("bias_g", winograd_bias(ffc.convl2g.bias))
+        self.register_buffer("bias_g", None if ffc.convl2g.bias is None else ffc.convl2g.bias.detach().float().clone())
         self.spectral = ffc.convg2g  # shared with self.direct
 
     @staticmethod
@@ -179,8 +179,8 @@ class WinogradFFC(nn.Module):
             return self.direct(x)
         padded_l, padded_g = _padded_even(x_l), _padded_even(x_g)
         he, we = padded_l.shape[-2] - 2, padded_l.shape[-1] - 2
-        out_l = _channels_last_empty(n, self.l2l.shape[0] // 16, he, we, x_l)
-        out_g = _channels_last_empty(n, self.l2g.shape[0] // 16, he, we, x_g)
+        out_l = _channels_last_empty(n, self.l2l.shape[-1], he, we, x_l)
+        out_g = _channels_last_empty(n, self.l2g.shape[-1], he, we, x_g)
         # A band of tile rows at a time: the transformed tiles (4x the input) stay in cache,
         # and no buffer grows with the image, so none comes fresh from the OS (page faults
         # on new large allocations cost as much as Winograd saves).
@@ -190,8 +190,8 @@ class WinogradFFC(nn.Module):
                 bottom = min(he // 2, top + rows)
                 band = (slice(i, i + 1), slice(None), slice(2 * top, 2 * bottom + 2))
                 tiles_l, tiles_g = winograd_input(padded_l[band]), winograd_input(padded_g[band])
-                local = winograd_products(tiles_l, self.l2l, self.bias_l)
-                local += winograd_products(tiles_g, self.g2l, None)
+                # Both local convs summed inside one GEMM pass (the second accumulates).
+                local = winograd_products(tiles_l, self.l2l, self.bias_l, out=winograd_products(tiles_g, self.g2l))
                 rows_out = (slice(i, i + 1), slice(None), slice(2 * top, 2 * bottom))
                 winograd_output(local, out=out_l[rows_out])
                 winograd_output(winograd_products(tiles_l, self.l2g, self.bias_g), out=out_g[rows_out])
@@ -201,8 +201,8 @@ class WinogradFFC(nn.Module):
 
 
 def _combined_bias(first: nn.Conv2d, second: nn.Conv2d) -> torch.Tensor | None:
-    biases = [c.bias for c in (first, second) if c.bias is not None]
-    return winograd_bias(sum(biases)) if biases else None
+    biases = [c.bias.detach().float() for c in (first, second) if c.bias is not None]
+    return sum(biases) if biases else None
 
 
 def _padded_even(x: torch.Tensor) -> torch.Tensor:

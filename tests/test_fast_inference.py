@@ -19,7 +19,7 @@ from lama_core import Inpainter, build_generator, load_generator
 from lama_core.cpu_allocator import keep_freed_memory
 from lama_core.fast_inference import SpaceToDepthConv, WinogradFFC, fold_batchnorm, optimize_for_inference
 from lama_core.masks import generate_mask
-from lama_core.winograd import winograd_bias, winograd_input, winograd_output, winograd_products, winograd_weight
+from lama_core.winograd import winograd_input, winograd_output, winograd_products, winograd_weight
 
 from reference_vectors import CONFIGS, load_reference
 
@@ -127,7 +127,8 @@ def test_space_to_depth_conv_equals_the_conv_it_replaces(k, size):
 
 @pytest.mark.parametrize("size", [(8, 8), (12, 20), (7, 9), (1, 1)])
 def test_winograd_convolution_equals_direct_convolution(size):
-    """Transforms, grouped products and bias placement against F.conv2d in float64 terms."""
+    """Transforms, batched products, their accumulation and bias placement against F.conv2d
+    in float64 terms."""
     torch.manual_seed(3)
     c_in, c_out = 5, 6
     x = torch.randn(2, c_in, *size, dtype=torch.float64)
@@ -136,10 +137,15 @@ def test_winograd_convolution_equals_direct_convolution(size):
     expected = F.conv2d(padded, weight, bias)
     h, w = size
     even = F.pad(padded, (0, w % 2, 0, h % 2)).float().contiguous(memory_format=torch.channels_last)
-    products = winograd_products(winograd_input(even), winograd_weight(weight), winograd_bias(bias))
+    products = winograd_products(winograd_input(even), winograd_weight(weight), bias.float())
     out = winograd_output(products)[..., :h, :w]
     assert out.shape == expected.shape
     assert (out.double() - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
+    # Accumulating into earlier products is the sum of the two convolutions.
+    tiles, other = winograd_input(even), torch.randn(c_out, c_in, 3, 3, dtype=torch.float64)
+    summed = winograd_products(tiles, winograd_weight(weight), out=winograd_products(tiles, winograd_weight(other)))
+    both = winograd_output(summed)[..., :h, :w].double()
+    assert (both - F.conv2d(padded, weight + other)).abs().max().item() <= 1e-5 * expected.abs().max().item()
     with pytest.raises(ValueError, match="even output size"):
         winograd_input(torch.zeros(1, 1, 5, 6))
     with pytest.raises(ValueError, match="3x3"):
