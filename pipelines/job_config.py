@@ -147,10 +147,16 @@ def _similar(a: str, b: str) -> bool:
 
 def run_job(main: Callable[[T], Any], schema: type[T], defaults_yaml: str | Path | None = None) -> None:
     """Parse ``sys.argv`` into ``schema`` and call ``main(cfg)``; a ``JobError`` (or an
-    unreachable-storage ``OSError``) becomes one line on stderr and exit code 1."""
+    unreachable-storage ``OSError``) becomes one line on stderr and exit code 1. A local
+    Ray the job started is stopped when ``main`` returns (``ray_setup.release_local_ray``)."""
     cfg = parse_job_config(schema, sys.argv[1:], defaults_yaml)
     try:
         main(cfg)
     except (JobError, OSError) as exc:  # OSError: unreachable storage, permissions, ...
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1)
+    finally:
+        # Only a job that connected to Ray imported this (parsing and --help never import Ray).
+        ray_setup = sys.modules.get("pipelines.ray_setup")
+        if ray_setup is not None:
+            ray_setup.release_local_ray()

@@ -45,8 +45,9 @@ def quiet_ray(verbose: bool = False) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-#: How this process's own ``init_ray`` connected ("" until it did).
+#: How this process's own ``init_ray`` connected ("" until it did), and whether quietly.
 _connected = ""
+_quiet = True
 
 
 def init_ray(verbose: bool = False) -> str:
@@ -54,8 +55,9 @@ def init_ray(verbose: bool = False) -> str:
     initialised, e.g. by a test session), ``"joined"`` (the cluster in ``RAY_ADDRESS``) or
     ``"local"`` (a new single-node instance without the dashboard). Unless ``verbose``,
     Ray's own log lines stay in its log files (``quiet_ray``)."""
-    global _connected
+    global _connected, _quiet
     quiet_ray(verbose)
+    _quiet = not verbose
     if ray.is_initialized():
         # Started by an earlier call of this process (same answer again), or by someone else.
         return _connected or "existing"
@@ -69,3 +71,14 @@ def init_ray(verbose: bool = False) -> str:
         ray.init(address="local", include_dashboard=False, object_store_memory=local_object_store_bytes(), **quiet)
         _connected = "local"
     return _connected
+
+
+def release_local_ray() -> None:
+    """Stop the local Ray instance this process's ``init_ray`` started, if any, now instead
+    of in Ray's exit hook, which first waits 0.5 s for worker log lines that a quiet run
+    never forwards (a verbose run keeps the wait). Anything else is left running: a joined
+    cluster, or a Ray someone else started (a test session)."""
+    global _connected
+    if _connected == "local" and _quiet and ray.is_initialized():
+        ray.shutdown()
+        _connected = ""

@@ -153,3 +153,29 @@ def test_plans_that_fit_run():
 def test_gpus_on_a_machine_without_gpus_refused():
     with pytest.raises(JobError, match="no GPU"):
         plan_actors(InpaintConfig(gpus_per_worker=1), cluster_cpus=2, cluster_gpus=0, fixed_cluster=True)
+
+
+def test_a_job_stops_the_local_ray_it_started_and_leaves_any_other(tmp_path):
+    """``run_job`` stops a local Ray that the job started, before the interpreter's exit hook
+    (which waits 0.5 s for log lines first); a Ray that was already there keeps running."""
+    code = """
+import sys, ray
+from pipelines import ray_setup
+from pipelines.job_config import run_job
+from pipelines.configs import MakeMasksConfig
+def started_here(cfg):
+    assert ray_setup.init_ray() == "local"
+    print(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
+sys.argv = ["job", "output=%s"]
+run_job(started_here, MakeMasksConfig)
+print("after:", ray.is_initialized())
+ray.init(address="local", num_cpus=1, include_dashboard=False)
+run_job(lambda cfg: print("again:", ray_setup.init_ray()), MakeMasksConfig)
+print("kept:", ray.is_initialized())
+""" % (tmp_path / "unused")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    lines = proc.stdout.split()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    raylet = int(lines[0])
+    assert proc.stdout.split("\n")[1:4] == ["after: False", "again: existing", "kept: True"], proc.stdout
+    assert not Path(f"/proc/{raylet}").exists() or "zombie" in Path(f"/proc/{raylet}/status").read_text().lower()
