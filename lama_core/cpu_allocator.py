@@ -14,9 +14,10 @@ off altogether 94.3 s but 2990 MiB, since a heap that never hands memory back fr
 over varied sizes (an earlier trial with mmap off and a 1 GiB trim peaked at 5.3 GiB).
 Buffers above 32 MiB still come fresh from the OS, which is why ``WinogradFFC`` works in
 bands of at most ~25 MiB. One malloc arena for the whole process (``M_ARENA_MAX``): a
-thread's own arena hands freed memory back to the OS regardless, and Ray Data runs a model
-actor's batches in a worker thread (1.4-1.8x the page faults per batch before). Only glibc is touched; elsewhere (macOS, musl, Windows) this
-does nothing.
+thread's own arena hands freed memory back to the OS regardless (1.4-1.8x the page faults
+per batch when Ray Data ran a model actor's batches in a worker thread; the model stages
+now ask for the actor's main thread, but any caller may run the model in a thread). Only
+glibc is touched; elsewhere (macOS, musl, Windows) this does nothing.
 """
 from __future__ import annotations
 

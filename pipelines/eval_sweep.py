@@ -37,7 +37,7 @@ from .eval_plots import metrics_plot_png, sample_grid_png
 from .eval_stage import ROW_COLUMNS, EvaluateStage, decode_batch, feature_columns, scalar_columns
 from .job_storage import first_line
 from .records_schema import utc_now
-from .stage_utils import cluster_plan
+from .stage_utils import cluster_plan, model_actor_pool
 
 #: Ground-truth reference columns by image id: ``{id: {column: float32 row}}``.
 References = dict[str, dict[str, np.ndarray]]
@@ -268,8 +268,6 @@ def evaluate_checkpoint(sweep: Sweep, run_id: str, local: bool, data: EvalData, 
     """One Ray Data pass: ``checkpoint`` on every image × ``mask_sets``; writes each pair.
     ``local``: Ray runs on this machine only (a fixed cluster for the actor plan).
     ``references`` gains the reference columns the pass computed for images it lacked."""
-    import ray
-
     cfg = sweep.cfg
     step = checkpoint_step(checkpoint, sweep.endpoint)
 
@@ -287,7 +285,7 @@ def evaluate_checkpoint(sweep: Sweep, run_id: str, local: bool, data: EvalData, 
     plan = cluster_plan(cfg, local=local, work_batches=math.ceil(len(data.ids) * len(mask_sets) / cfg.batch_size))
     missing = frozenset(i for i in data.ids if i not in references) if reference_columns(sweep.metrics) else frozenset()
     ds = _decoded_dataset(sweep, data, mask_sets, plan.codec_cpus).map_batches(
-        EvaluateStage, compute=ray.data.ActorPoolStrategy(size=plan.actors), batch_size=cfg.batch_size,
+        EvaluateStage, compute=model_actor_pool(plan), batch_size=cfg.batch_size,
         num_gpus=plan.gpus, num_cpus=plan.cpus,
         fn_constructor_kwargs=dict(checkpoint=checkpoint, metrics=sweep.metrics, device=plan.device,
                                    precision=cfg.precision, batch_size=cfg.batch_size,

@@ -46,7 +46,7 @@ from .resume_state import ResumeState, read_resume_state, records_files, remove_
 from .run_settings import check_settings, settings_of
 from .samples import INPAINT_PHOTOS, write_sample_shard
 from .shard_plan import PARTITION, plan_shards, remove_plan
-from .stage_utils import ActorPlan, cluster_plan
+from .stage_utils import ActorPlan, cluster_plan, model_actor_pool
 from .storage_retry import RetryPolicy, is_transient
 from .webdataset_input import is_brace_pattern, is_webdataset_input, list_webdataset
 from .webdataset_output import reconcile_shards, write_shard_batch
@@ -389,7 +389,7 @@ def _run_planned(cfg: Any, st: _Storage, model: str, model_id: str, run_id: str,
     # so Ray Data does not fuse decoding into the actors either; map_batches re-bundles rows.
     counter = ProgressCounter.remote()  # the model stage counts rows as it finishes them
     ds = ds.map_batches(
-        InpaintStage, compute=ray.data.ActorPoolStrategy(size=plan.actors), batch_size=cfg.batch_size,
+        InpaintStage, compute=model_actor_pool(plan), batch_size=cfg.batch_size,
         num_gpus=plan.gpus, num_cpus=plan.cpus,
         fn_constructor_kwargs=dict(model=model, seed=cfg.seed, device=plan.device, precision=cfg.precision,
                                    max_pixels=cfg.max_pixels, batch_size=cfg.batch_size,

@@ -137,6 +137,18 @@ def plan_actors(cfg: Any, cluster_cpus: float, cluster_gpus: float, fixed_cluste
     return ActorPlan(actors, cpus, threads, gpus, "cuda" if gpus > 0 else "cpu", codec)
 
 
+def model_actor_pool(plan: ActorPlan) -> Any:
+    """The ``compute=`` of a model stage's ``map_batches``: ``plan.actors`` actors that run
+    each batch in the actor's own thread. By default Ray Data hands every batch of an actor
+    to a second thread and waits for it; there the same big-lama batches kept 1.65-1.69 of
+    2 cores busy instead of 1.86-1.87 and took 10-13% longer (benchmarks/RESULTS.md). An
+    actor takes one call at a time (Ray's default concurrency of 1), so that second thread
+    overlapped nothing."""
+    import ray
+
+    return ray.data.ActorPoolStrategy(size=plan.actors, enable_true_multi_threading=True)
+
+
 def cluster_plan(cfg: Any, local: bool, work_batches: int | None = None) -> ActorPlan:
     """``plan_actors`` for the Ray cluster this process is connected to."""
     import ray

@@ -179,3 +179,15 @@ print("kept:", ray.is_initialized())
     raylet = int(lines[0])
     assert proc.stdout.split("\n")[1:4] == ["after: False", "again: existing", "kept: True"], proc.stdout
     assert not Path(f"/proc/{raylet}").exists() or "zombie" in Path(f"/proc/{raylet}/status").read_text().lower()
+
+
+def test_model_stages_run_batches_in_the_actors_own_thread():
+    """Ray Data's default hands each batch to a second thread, where big-lama kept fewer
+    cores busy (stage_utils.model_actor_pool); both model stages use this pool."""
+    from pipelines.stage_utils import ActorPlan, model_actor_pool
+
+    pool = model_actor_pool(ActorPlan(actors=3, cpus=1.0, threads=2, gpus=0.0, device="cpu", codec_cpus=0.5))
+    assert pool.enable_true_multi_threading is True and pool.min_size == pool.max_size == 3
+    for stage in ("inpaint.py", "eval_sweep.py"):
+        source = (REPO / "pipelines" / stage).read_text()
+        assert "model_actor_pool(plan)" in source and "ActorPoolStrategy(" not in source
