@@ -14,7 +14,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lama_core.inpainter import binarize_mask, image_to_float, mask_to_float, to_uint8
+from lama_core.image_arrays import binarize_mask, image_to_float, mask_to_float, to_uint8
 from lama_core.mask_geometry import GeometryError, has_shapes, parse_geometry, rasterize_geometry
 
 #: File extensions read as images or masks (lower case); others are ignored by listings.

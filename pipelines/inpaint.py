@@ -14,8 +14,9 @@ error rows, which leave their records files first (``resume_state``; Parquet inp
 everything. One run writes an output at a time (``output_lease``), with the settings it
 was started with (``run_settings``).
 
-The stages: ``record_decode`` (read + decode), ``inpaint_stage`` (the model, encode +
-write, the records' schema); this module lists the input and runs the pipeline.
+The stages: ``record_decode`` (read + decode), ``inpaint_stage`` (the model),
+``inpaint_records`` (encode + write, the records' schema); this module lists the input
+and runs the pipeline.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ from lama_core.storage import join_uri
 
 from .configs import InpaintConfig
 from .errors import JobError
-from .inpaint_stage import InpaintStage, encode_batch, load_model
+from .inpaint_records import encode_batch
+from .inpaint_stage import InpaintStage, load_model
 from .job_storage import absolute_uri, input_exclusions, message_line, open_output, reach
 from .output_lease import acquire_lease
 from .progress import JobProgress, ProgressCounter

@@ -66,7 +66,7 @@ def write_shard_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, 
     batch's ok rows as one shard (``ID.png`` + ``ID.json``; the write retried per
     ``retry``), return the ``RECORD_SCHEMA`` rows. When the shard cannot be written, its
     rows become ``storage`` error rows naming it (redone by the next run)."""
-    from .inpaint_stage import record_table
+    from .inpaint_records import record_table
 
     n = len(batch["id"])
     status = [str(s) for s in batch["status"]]

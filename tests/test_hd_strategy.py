@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from lama_core import Inpainter, WindowOptions, build_generator, resample
 from lama_core.hd_strategy import Window, bucket_side, own_holes, plan_windows
-from lama_core.inpainter import binarize_mask, mask_to_float, mask_to_hole
+from lama_core.image_arrays import binarize_mask, mask_to_float
+from lama_core.inpainter import mask_to_hole
 from lama_core.resample import area_downscale, bicubic_strips
 
 

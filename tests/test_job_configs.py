@@ -97,6 +97,16 @@ def test_light_modules_import_neither_torch_nor_ray():
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
+def test_codec_stages_import_no_torch():
+    """Ray runs reading/decoding and encoding/writing in CPU tasks beside the model actors;
+    a worker that loaded torch for them would take ~2.4 s of CPU from the model."""
+    code = ("import sys; import pipelines.record_decode, pipelines.inpaint_records, pipelines.webdataset_output; "
+            "from pipelines.inpaint_records import record_table; "
+            "print([m for m in ('torch', 'torchvision', 'scipy') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
 def test_config_file_then_overrides(tmp_path):
     from pipelines.job_config import parse_job_config
 

@@ -7,14 +7,6 @@ Fréchet distance; metrics registered by name (``METRICS``, ``compute_metrics``)
 summarised per hole-area bin (``summarize_by_hole_area``). Weights are never downloaded:
 ``resolve_weight`` finds the standard files in ``weights_dir`` or at explicit paths.
 """
-from .fid import (FeatureStats, cached_arrays, cached_stats, content_hash, fid_from_features, fid_from_stats,
-                  frechet_distance, load_cached_arrays, store_cached_arrays)
-from .pixel import l1, psnr, ssim, ssim_map
-from .registry import (METRICS, Metric, MetricContext, compute_metrics, compute_references, reference_columns,
-                       register_metric)
-from .summary import ALL, HOLE_AREA_BINS, hole_area_bin, hole_fraction, summarize_by_hole_area
-from .weights import STANDARD_WEIGHT_FILES, default_weights_dir, read_weights, resolve_weight
-
 __all__ = [
     "FeatureStats", "cached_arrays", "cached_stats", "content_hash", "fid_from_features", "fid_from_stats",
     "frechet_distance", "load_cached_arrays", "store_cached_arrays", "FEATURE_DIM", "FIDInceptionV3",
@@ -25,10 +17,22 @@ __all__ = [
     "STANDARD_WEIGHT_FILES", "default_weights_dir", "read_weights", "resolve_weight",
 ]
 
-# The networks subclass torchvision's, whose import takes seconds: every job process (the
-# inpaint driver and its actors included) would pay it for psnr/ssim alone. Loaded on first use.
-_LAZY = {"FEATURE_DIM": ".inception", "FIDInceptionV3": ".inception", "load_inception": ".inception",
-         "LPIPS": ".lpips", "load_lpips": ".lpips"}
+# Every name loads its module on first use (PEP 562): the networks subclass torchvision's,
+# whose import takes seconds, and the jobs' record writers need ``hole_area_bin`` without
+# torch at all.
+_EXPORTS = {
+    ".fid": ("FeatureStats", "cached_arrays", "cached_stats", "content_hash", "fid_from_features", "fid_from_stats",
+             "frechet_distance", "load_cached_arrays", "store_cached_arrays"),
+    ".pixel": ("l1", "psnr", "ssim", "ssim_map"),
+    ".registry": ("METRICS", "Metric", "MetricContext", "compute_metrics", "compute_references", "reference_columns",
+                  "register_metric"),
+    ".summary": ("ALL", "hole_fraction", "summarize_by_hole_area"),
+    ".hole_area": ("HOLE_AREA_BINS", "hole_area_bin"),
+    ".weights": ("STANDARD_WEIGHT_FILES", "default_weights_dir", "read_weights", "resolve_weight"),
+    ".inception": ("FEATURE_DIM", "FIDInceptionV3", "load_inception"),
+    ".lpips": ("LPIPS", "load_lpips"),
+}
+_LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 
 
 def __getattr__(name: str):

@@ -6,21 +6,15 @@ inclusive, 100% in the last bin) and reports every metric per bin and over the w
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
+from .hole_area import HOLE_AREA_BINS, hole_area_bin
 from .registry import METRICS
 
-NUM_BINS = 10
-HOLE_AREA_BINS: tuple[str, ...] = tuple(f"{100 * k // NUM_BINS}-{100 * (k + 1) // NUM_BINS}%" for k in range(NUM_BINS))
 ALL = "all"
-
-# Fractions are often float32 means (0.7 -> 0.69999999); this slack puts such values on the
-# edge they mean. It is below the resolution of a 10-megapixel mask, so no real area moves.
-_EDGE_SLACK = 1e-7
 
 
 def hole_fraction(mask: torch.Tensor) -> torch.Tensor:
@@ -29,17 +23,6 @@ def hole_fraction(mask: torch.Tensor) -> torch.Tensor:
     if mask.ndim != 4 or mask.shape[1] != 1:
         raise ValueError(f"mask must be N x 1 x H x W, got {tuple(mask.shape)}")
     return (mask > 0.5).double().mean(dim=(1, 2, 3))
-
-
-def hole_area_bin(fraction: float) -> str:
-    """Label of the hole-area bin of ``fraction`` in [0, 1]: ``"0-10%"`` ... ``"90-100%"``,
-    lower edge inclusive (0.1 -> ``"10-20%"``), 1.0 in ``"90-100%"``. Raises ``ValueError``
-    outside [0, 1] or for NaN."""
-    fraction = float(fraction)
-    if math.isnan(fraction) or not -_EDGE_SLACK <= fraction <= 1 + _EDGE_SLACK:
-        raise ValueError(f"hole fraction must be in [0, 1], got {fraction}")
-    index = math.floor((fraction + _EDGE_SLACK) * NUM_BINS)
-    return HOLE_AREA_BINS[min(max(index, 0), NUM_BINS - 1)]
 
 
 def _columns(table) -> Mapping[str, Sequence]:
