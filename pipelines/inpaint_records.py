@@ -65,13 +65,9 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
     also write each ok record's mask (0/255 PNG, from the ``mask`` column) there."""
     n = len(batch["id"])
     ext = output_extension(output_format)
-    status = list(batch["status"])
-    error = [str(e) if e else None for e in batch["error"]]
-    kind = [str(k) if s != "ok" and k else (INPUT if s != "ok" else None)
-            for s, k in zip(batch["status"], batch["error_kind"])]
+    status, error, kind, seconds = writer_columns(batch)
     output: list[str | None] = [None] * n
     mask_output: list[str | None] = [None] * n
-    seconds = np.array(batch["seconds"], dtype=np.float64)
     for i in range(n):
         if status[i] != "ok":
             continue
@@ -96,6 +92,17 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
             error[i] = f"cannot write output {uri} for {batch['source'][i]}: {type(exc).__name__}: {message_line(exc)}"
         seconds[i] += time.perf_counter() - start
     return record_table(batch, status, error, kind, output, seconds, model_id, run_id, partitioned, mask_output)
+
+
+def writer_columns(batch: dict[str, Any]) -> tuple[list[str], list[str | None], list[str | None], np.ndarray]:
+    """What a writer stage (``encode_batch``, ``webdataset_output.write_shard_batch``)
+    starts from, one entry per row of ``batch``, to update for the rows it fails on:
+    ``status``, ``error`` (None when empty), ``error_kind`` (None on ok rows; an error row
+    without one is an ``input`` error) and ``seconds`` (float64 array)."""
+    status = [str(s) for s in batch["status"]]
+    error = [str(e) if e else None for e in batch["error"]]
+    kind = [None if s == "ok" else (str(k) if k else INPUT) for s, k in zip(status, batch["error_kind"])]
+    return status, error, kind, np.array(batch["seconds"], dtype=np.float64)
 
 
 def record_table(batch: dict[str, Any], status: list[str], error: list[str | None], kind: list[str | None],

@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 from lama_core.storage import join_uri
 
 from .codecs import encode_image
-from .error_kinds import INPUT, MODEL, STORAGE
+from .error_kinds import MODEL, STORAGE
+from .inpaint_records import record_table, writer_columns
 from .resume_state import records_files
 from .job_storage import message_line
 from .storage_retry import RetryPolicy, write_file
@@ -66,13 +67,8 @@ def write_shard_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, 
     batch's ok rows as one shard (``ID.png`` + ``ID.json``; the write retried per
     ``retry``), return the ``RECORD_SCHEMA`` rows. When the shard cannot be written, its
     rows become ``storage`` error rows naming it (redone by the next run)."""
-    from .inpaint_records import record_table
-
     n = len(batch["id"])
-    status = [str(s) for s in batch["status"]]
-    error = [str(e) if e else None for e in batch["error"]]
-    kind = [str(k) if s != "ok" and k else (INPUT if s != "ok" else None) for s, k in zip(status, batch["error_kind"])]
-    seconds = np.array(batch["seconds"], dtype=np.float64)
+    status, error, kind, seconds = writer_columns(batch)
     pngs: dict[int, bytes] = {}
     for i in range(n):
         if status[i] != "ok":
