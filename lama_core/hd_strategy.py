@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 #: ``hd_strategy`` names the Inpainter accepts.
 HD_STRATEGIES = ("full", "windows")
@@ -108,6 +107,8 @@ def plan_windows(hole: np.ndarray, strategy: str, options: WindowOptions = Windo
     full = WindowPlan("full", (Window(0, 0, h, w),))
     if strategy == "full" or max(h, w) <= options.trigger:
         return full if hole.any() else WindowPlan("full", ())
+    from scipy import ndimage  # here, not at the top: 0.15 s of every model worker's start-up
+
     cell = max(8, -(-max(h, w) // 2048))  # the coarse grid stays <= ~2048² cells
     while True:
         labels, count = ndimage.label(_coarse_any(hole, cell), structure=np.ones((3, 3), bool))

@@ -31,17 +31,15 @@ from typing import Any
 import fsspec
 import pyarrow.parquet as pq
 
-from lama_core import CheckpointError, GENERATOR_PRESETS
 from lama_core.storage import join_uri
 
 from .configs import InpaintConfig
 from .errors import JobError
 from .inpaint_records import encode_batch
-from .inpaint_stage import InpaintStage, load_model
 from .job_storage import absolute_uri, input_exclusions, message_line, open_output, reach
 from .output_lease import acquire_lease
 from .progress import JobProgress, ProgressCounter
-from .ray_setup import RAY_CONNECTION
+from .ray_setup import RAY_CONNECTION, init_ray_during
 from .record_decode import decode_folder_batch, decode_parquet_batch
 from .records import Listing, detect_format, list_files, list_folder
 from .resume_state import ResumeState, read_resume_state, records_files, remove_records
@@ -194,8 +192,15 @@ def _open_storage(cfg: Any, endpoint: str | None) -> _Storage:
 
 
 def _check_model(cfg: Any, endpoint: str | None) -> tuple[str, str, bool]:
-    """Load the model once here, so a missing or incompatible one fails before Ray starts.
-    Returns ``(model URI or preset for the actors, model id, random_weights)``."""
+    """Load the model once here, so a missing or incompatible one fails before the pipeline
+    runs (and the id of its weights is known). Returns ``(model URI or preset for the
+    actors, model id, random_weights)``."""
+    # Imported here: torch is the slowest import of the job, and run_inpaint overlaps this
+    # call with Ray's start-up.
+    from lama_core import CheckpointError, GENERATOR_PRESETS
+
+    from .inpaint_stage import load_model
+
     model = cfg.model if cfg.model in GENERATOR_PRESETS else absolute_uri(cfg.model, _REPO_ROOT)
     try:
         loaded = load_model(model, cfg.seed, endpoint)
@@ -297,11 +302,16 @@ def run_inpaint(cfg: Any) -> InpaintSummary:
     from the output's (``run_settings``). ``dry_run``: print the plan only."""
     _check_config(cfg)
     endpoint = cfg.endpoint_url or None
-    st = _open_storage(cfg, endpoint)
-    model, model_id, random_weights = _check_model(cfg, endpoint)
     run_id = f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     if cfg.dry_run:
+        st = _open_storage(cfg, endpoint)
+        _, model_id, random_weights = _check_model(cfg, endpoint)
         return _plan_only(cfg, st, model_id, run_id, random_weights)
+    # Ray's start-up is mostly waiting on its processes: open the storage and load the
+    # model (torch's import included) meanwhile. A bad input or model still fails before
+    # the pipeline runs, once Ray is up (and the local Ray started for it is stopped).
+    _, (st, (model, model_id, random_weights)) = init_ray_during(
+        lambda: (_open_storage(cfg, endpoint), _check_model(cfg, endpoint)), verbose=cfg.verbose)
     # One writer per output: nothing below touches it without the lease (output_lease.py).
     try:
         lease = acquire_lease(st.out_fs, st.out_root, st.output_uri, run_id, cfg.lease_seconds)
@@ -368,6 +378,7 @@ def _run_planned(cfg: Any, st: _Storage, model: str, model_id: str, run_id: str,
     import ray
     from ray.data.datasource import FilenameProvider
 
+    from .inpaint_stage import InpaintStage
     from .ray_setup import init_ray
 
     records_root = f"{st.out_root}/records"

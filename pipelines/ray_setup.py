@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from typing import Callable, TypeVar
 
 import ray
+
+T = TypeVar("T")
 
 # The object store only buffers blocks between stages (Ray Data streams and backpressures),
 # so it needs far less than Ray's default of 30% of RAM; capping it leaves memory for the
@@ -71,6 +75,41 @@ def init_ray(verbose: bool = False) -> str:
         ray.init(address="local", include_dashboard=False, object_store_memory=local_object_store_bytes(), **quiet)
         _connected = "local"
     return _connected
+
+
+def init_ray_during(work: Callable[[], T], verbose: bool = False) -> tuple[str, T]:
+    """``init_ray(verbose)`` in this thread while ``work()`` runs in another; returns
+    ``(init_ray's answer, work's result)``.
+
+    Starting a local Ray takes seconds that are mostly waits on its processes (its API
+    server, the raylet's registration); a job's own preparation (importing torch, loading
+    a model) fits into them: on 2 cores, 3-4 s less before the first batch
+    (benchmarks/RESULTS.md). Ray is initialised here, in the calling (main) thread, because
+    a Ray initialised from another thread hangs on its first remote call (Ray 2.60).
+
+    When ``work`` raises, its exception is raised once Ray is up, after a local Ray started
+    here is stopped again (``release_local_ray``); when only ``init_ray`` raises, its
+    exception is raised once ``work`` has finished.
+    """
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            outcome["error"] = exc
+
+    # daemon: Ctrl-C during ray.init ends the process without waiting for the model load.
+    helper = threading.Thread(target=run, name="job-prepare", daemon=True)
+    helper.start()
+    try:
+        how = init_ray(verbose)
+    finally:
+        helper.join()
+        if "error" in outcome:
+            release_local_ray()
+            raise outcome["error"]  # type: ignore[misc]
+    return how, outcome["value"]  # type: ignore[return-value]
 
 
 def release_local_ray() -> None:

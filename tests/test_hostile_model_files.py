@@ -544,7 +544,7 @@ def test_training_checkpoint_on_s3_reads_with_its_discriminator(s3_bucket):
 
 
 def test_inpaint_job_refuses_a_hostile_model_in_one_line_without_the_secret(tmp_path):
-    """The user-facing path: ``jobs/inpaint.py model=...`` stops before Ray starts."""
+    """The user-facing path: ``jobs/inpaint.py model=...`` stops before the pipeline runs."""
     import numpy as np
     from PIL import Image
 

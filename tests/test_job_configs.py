@@ -191,6 +191,36 @@ print("kept:", ray.is_initialized())
     assert not Path(f"/proc/{raylet}").exists() or "zombie" in Path(f"/proc/{raylet}/status").read_text().lower()
 
 
+def test_a_job_prepares_while_ray_starts_and_a_failed_preparation_stops_that_ray():
+    """``ray_setup.init_ray_during``: the work runs in another thread while this one starts
+    a local Ray (the work sees Ray come up while it runs); the work's exception is raised
+    once Ray is up, and the local Ray started for it is stopped again."""
+    code = """
+import threading, time, ray
+from pipelines import ray_setup
+def work():
+    seen = [threading.current_thread() is threading.main_thread(), ray.is_initialized()]
+    deadline = time.monotonic() + 60
+    while not ray.is_initialized() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return seen + [ray.is_initialized()]
+print(*ray_setup.init_ray_during(work))
+ray_setup.release_local_ray()
+def failing():
+    time.sleep(0.5)
+    raise ValueError("no such model")
+try:
+    ray_setup.init_ray_during(failing)
+except ValueError as exc:
+    print("raised:", exc, "| ray still up:", ray.is_initialized())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # In the helper thread; Ray not up when the work began; up while it still ran.
+    assert proc.stdout.splitlines() == ["local [False, False, True]",
+                                        "raised: no such model | ray still up: False"], proc.stdout + proc.stderr
+
+
 def test_model_stages_run_batches_in_the_actors_own_thread():
     """Ray Data's default hands each batch to a second thread, where big-lama kept fewer
     cores busy (stage_utils.model_actor_pool); both model stages use this pool."""
