@@ -5,7 +5,7 @@
 (a) reference: fp32, one image per call, eval mode, the module exactly as built/loaded.
 (b) ours, same numerics: BatchNorm folded into convs, channels-last, inference_mode, and
     the CPU kernels (``Inpainter``'s CPU default): the ResNet blocks' 3x3 FFCs as Winograd
-    F(2x2,3x3) and the output conv in space-to-depth form; the row without them shows what
+    F(4x4,3x3) (F(2x2,3x3) in bf16) and the output conv in space-to-depth form; the row without them shows what
     folding + layout alone give. Max abs diff vs (a)
     checked <= 1e-4.
 The CPU run keeps freed buffers in the process (``lama_core.cpu_allocator``), as the

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ffc import FFC_BN_ACT, FFCResNetGenerator, FourierUnit, SpectralTransform
-from .winograd import winograd_input, winograd_output, winograd_products, winograd_weight
+from .winograd import F4X4, WinogradTile, tile_for, winograd_input, winograd_output, winograd_products, winograd_weight
 
 
 def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,33 +126,35 @@ def fold_batchnorm(generator: FFCResNetGenerator) -> FFCResNetGenerator:
 
 class WinogradFFC(nn.Module):
     """A folded 3×3 stride-1 ``FFC_BN_ACT`` (reflect padding, ReLU) computed with Winograd
-    F(2×2, 3×3) convolutions; same inputs and outputs as the layer it replaces.
+    F(m×m, 3×3) convolutions (``tile``: F(4×4) for fp32, F(2×2) for bf16, see
+    ``lama_core.winograd``); same inputs and outputs as the layer it replaces.
 
     ``(x_l, x_g)``: ``N x C_l x H x W`` and ``N x C_g x H x W`` float (fp32 or bf16),
     channels-last ->
     ``(relu(l2l(x_l) + g2l(x_g) + b_l), relu(l2g(x_l) + spectral(x_g) + b_g))``.
     Each input is transformed once and shared by the convs that read it; the local output's
     two convs are summed in the transformed domain, so one output transform serves both.
-    Odd H or W: one zero row/column is added before the transform and cropped after (it
-    only reaches the cropped output pixels). Maps under ``MIN_PIXELS`` (``N*H*W``) run the
-    folded layer's direct convolutions instead, which it keeps for them.
+    H or W not divisible by m: zero rows/columns are added before the transform and cropped
+    after (they only reach the cropped output pixels). Maps under ``MIN_PIXELS``
+    (``N*H*W``) run the folded layer's direct convolutions instead, which it keeps for them.
     """
 
     # Measured crossover (benchmarks/RESULTS.md): at a 16×16 bottleneck (128² images) the
     # transforms cost what the saved products gain; at 24×24 Winograd is 1.15x faster.
     MIN_PIXELS = 400
-    # Tiles per band (each tile is 2x2 output pixels): 1024 = a 64x64 map, where the batched
-    # products still run at full speed and a band's tiles (16 x 1024 x 384 fp32 = 25 MB at
-    # most) are reused from the allocator's free memory.
-    BAND_TILES = 1024
+    # Output pixels per band: 4096 = a 64x64 map, where the batched products still run at
+    # full speed and a band's tiles (36 x 256 x 384 fp32 = 14 MB at most) are reused from
+    # the allocator's free memory.
+    BAND_PIXELS = 4096
 
-    def __init__(self, layer: FFC_BN_ACT):
+    def __init__(self, layer: FFC_BN_ACT, tile: WinogradTile = F4X4):
         super().__init__()
         self.direct = layer
+        self.tile = tile
         ffc = layer.ffc
-        self.register_buffer("l2l", winograd_weight(ffc.convl2l.weight))
-        self.register_buffer("g2l", winograd_weight(ffc.convg2l.weight))
-        self.register_buffer("l2g", winograd_weight(ffc.convl2g.weight))
+        self.register_buffer("l2l", winograd_weight(ffc.convl2l.weight, tile))
+        self.register_buffer("g2l", winograd_weight(ffc.convg2l.weight, tile))
+        self.register_buffer("l2g", winograd_weight(ffc.convl2g.weight, tile))
         self.register_buffer("bias_l", _combined_bias(ffc.convl2l, ffc.convg2l))
         self.register_buffer("bias_g", None if ffc.convl2g.bias is None else ffc.convl2g.bias.detach().float().clone())
         self.spectral = ffc.convg2g  # shared with self.direct
@@ -177,24 +179,27 @@ class WinogradFFC(nn.Module):
         n, _, h, w = x_l.shape
         if n * h * w < self.MIN_PIXELS:
             return self.direct(x)
-        padded_l, padded_g = _padded_even(x_l), _padded_even(x_g)
+        m, tile = self.tile.m, self.tile
+        padded_l, padded_g = _padded_tiles(x_l, m), _padded_tiles(x_g, m)
         he, we = padded_l.shape[-2] - 2, padded_l.shape[-1] - 2
         out_l = _channels_last_empty(n, self.l2l.shape[-1], he, we, x_l)
         out_g = _channels_last_empty(n, self.l2g.shape[-1], he, we, x_g)
-        # A band of tile rows at a time: the transformed tiles (4x the input) stay in cache,
-        # and no buffer grows with the image, so none comes fresh from the OS (page faults
-        # on new large allocations cost as much as Winograd saves).
-        rows = max(1, self.BAND_TILES // (we // 2))
+        # A band of tile rows at a time: the transformed tiles (2.25-4x the input) stay in
+        # cache, and no buffer grows with the image, so none comes fresh from the OS (page
+        # faults on new large allocations cost as much as Winograd saves).
+        rows = max(1, self.BAND_PIXELS // (m * we))
         for i in range(n):
-            for top in range(0, he // 2, rows):
-                bottom = min(he // 2, top + rows)
-                band = (slice(i, i + 1), slice(None), slice(2 * top, 2 * bottom + 2))
-                tiles_l, tiles_g = winograd_input(padded_l[band]), winograd_input(padded_g[band])
+            for top in range(0, he // m, rows):
+                bottom = min(he // m, top + rows)
+                band = (slice(i, i + 1), slice(None), slice(m * top, m * bottom + 2))
+                tiles_l, tiles_g = winograd_input(padded_l[band], tile), winograd_input(padded_g[band], tile)
                 # Both local convs summed inside one GEMM pass (the second accumulates).
-                local = winograd_products(tiles_l, self.l2l, self.bias_l, out=winograd_products(tiles_g, self.g2l))
-                rows_out = (slice(i, i + 1), slice(None), slice(2 * top, 2 * bottom))
-                winograd_output(local, out=out_l[rows_out])
-                winograd_output(winograd_products(tiles_l, self.l2g, self.bias_g), out=out_g[rows_out])
+                local = winograd_products(tiles_l, self.l2l, self.bias_l,
+                                          out=winograd_products(tiles_g, self.g2l, tile=tile), tile=tile)
+                rows_out = (slice(i, i + 1), slice(None), slice(m * top, m * bottom))
+                winograd_output(local, tile, out=out_l[rows_out])
+                winograd_output(winograd_products(tiles_l, self.l2g, self.bias_g, tile=tile), tile,
+                                out=out_g[rows_out])
         out_l, out_g = out_l[..., :h, :w], out_g[..., :h, :w]
         out_g += self.spectral(x_g)
         return out_l.relu_(), out_g.relu_()
@@ -205,12 +210,12 @@ def _combined_bias(first: nn.Conv2d, second: nn.Conv2d) -> torch.Tensor | None:
     return sum(biases) if biases else None
 
 
-def _padded_even(x: torch.Tensor) -> torch.Tensor:
-    """Reflect-pad by 1, plus a zero row/column where H/W is odd (cropped from the output)."""
+def _padded_tiles(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Reflect-pad by 1, plus zero rows/columns up to a multiple of ``m`` (cropped from the output)."""
     padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
     h, w = x.shape[-2:]
-    if h % 2 or w % 2:
-        padded = F.pad(padded, (0, w % 2, 0, h % 2))
+    if h % m or w % m:
+        padded = F.pad(padded, (0, -w % m, 0, -h % m))
     return padded
 
 
@@ -278,31 +283,34 @@ def _space_to_depth_weight(weight: torch.Tensor) -> torch.Tensor:
     return out.reshape(4 * c_out, 4 * c_in, kk, kk).contiguous(memory_format=torch.channels_last)
 
 
-def use_cpu_kernels(generator: FFCResNetGenerator) -> FFCResNetGenerator:
+def use_cpu_kernels(generator: FFCResNetGenerator, dtype: torch.dtype = torch.float32) -> FFCResNetGenerator:
     """In place: every eligible folded FFC layer of the ResNet blocks becomes a
-    ``WinogradFFC`` and the output conv a ``SpaceToDepthConv``; returns ``generator``.
-    For CPU inference (fp32 or bf16) through oneDNN, whose convolutions here are direct
-    ones; cuDNN chooses Winograd itself, so GPUs gain nothing from this."""
+    ``WinogradFFC`` (its tile chosen for ``dtype``, the dtype the generator will run in:
+    ``winograd.tile_for``) and the output conv a ``SpaceToDepthConv``; returns
+    ``generator``. For CPU inference (fp32 or bf16) through oneDNN, whose convolutions here
+    are direct ones; cuDNN chooses Winograd itself, so GPUs gain nothing from this."""
+    tile = tile_for(dtype)
     for module in list(generator.modules()):
         for name, child in list(module.named_children()):
             if WinogradFFC.eligible(child):
-                setattr(module, name, WinogradFFC(child))
+                setattr(module, name, WinogradFFC(child, tile))
             elif SpaceToDepthConv.eligible(child):
                 setattr(module, name, SpaceToDepthConv(child))
     return generator
 
 
 def optimize_for_inference(generator: FFCResNetGenerator, channels_last: bool = True,
-                           cpu_kernels: bool = False) -> FFCResNetGenerator:
+                           cpu_kernels: bool = False, dtype: torch.dtype = torch.float32) -> FFCResNetGenerator:
     """``fold_batchnorm`` plus channels-last weights (oneDNN and cuDNN pick faster kernels
     for NHWC) and, with ``cpu_kernels=True``, ``use_cpu_kernels`` (CPU inference; implies
-    channels-last). Feed it ``x.contiguous(memory_format=torch.channels_last)`` for full
-    effect; the ``Inpainter`` does when built with ``channels_last=True``."""
+    channels-last; ``dtype``: what the caller will run it in, which picks the Winograd
+    tile). Feed it ``x.contiguous(memory_format=torch.channels_last)`` for full effect; the
+    ``Inpainter`` does when built with ``channels_last=True``."""
     fast = fold_batchnorm(generator)
     for p in fast.parameters():
         p.requires_grad_(False)
     if channels_last or cpu_kernels:
         fast = fast.to(memory_format=torch.channels_last)
     if cpu_kernels:
-        use_cpu_kernels(fast)
+        use_cpu_kernels(fast, dtype)
     return fast

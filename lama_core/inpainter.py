@@ -96,8 +96,8 @@ class Inpainter:
     (None = unlimited). ``mask_threshold``: see the module docstring. ``fold_batchnorm``:
     run ``lama_core.fast_inference.fold_batchnorm``'s copy of the generator (same function
     within float rounding, fewer memory passes); ``channels_last``: NHWC layout.
-    ``cpu_kernels``: ``lama_core.fast_inference.use_cpu_kernels`` (Winograd F(2×2, 3×3) for
-    the ResNet blocks' 3×3 FFCs, space-to-depth for the output conv; same numerics, ~1.2x
+    ``cpu_kernels``: ``lama_core.fast_inference.use_cpu_kernels`` (Winograd F(4×4, 3×3) in fp32,
+    F(2×2, 3×3) in bf16, for the ResNet blocks' 3×3 FFCs, space-to-depth for the output conv; same numerics, ~1.2x
     faster on CPU); None = on for CPU when folding, off elsewhere. It implies channels-last.
     On CPU it calls ``lama_core.cpu_allocator.keep_freed_memory`` (process-wide: freed
     buffers of up to 32 MiB are reused rather than returned to the OS).
@@ -132,13 +132,14 @@ class Inpainter:
             raise ValueError("cpu_kernels=True works on the folded generator: keep fold_batchnorm=True")
         self.channels_last = channels_last or cpu_kernels
         # Always a copy: eval mode, device, dtype and layout never change the caller's module.
+        self.dtype = PRECISION_DTYPES[precision]
         if fold_batchnorm:
-            generator = optimize_for_inference(generator, channels_last=self.channels_last, cpu_kernels=cpu_kernels)
+            generator = optimize_for_inference(generator, channels_last=self.channels_last, cpu_kernels=cpu_kernels,
+                                               dtype=self.dtype)
         else:
             generator = copy.deepcopy(generator)
             if self.channels_last:
                 generator = generator.to(memory_format=torch.channels_last)
-        self.dtype = PRECISION_DTYPES[precision]
         if precision == "bf16" and self.device.type == "cpu" and not native_bf16_cpu():
             warnings.warn("precision='bf16' on a CPU without AVX512-BF16 or AMX runs emulated, several times "
                           "slower than fp32 (10x measured with oneDNN held to AVX2): use precision='fp32' here",

@@ -1,110 +1,159 @@
-"""Winograd F(2×2, 3×3) convolution for CPU inference (fp32; bf16 works the same way).
+"""Winograd convolutions F(2×2, 3×3) and F(4×4, 3×3) for CPU inference.
 
 A 3×3, stride-1 convolution spends 9 multiply-adds per output pixel and channel pair.
-Winograd's minimal filtering algorithm computes each 2×2 output tile from a 4×4 input
-tile with 16 products instead of 36: 2.25× fewer multiplications. Here the 16 products per
-tile become one batched matrix product (16 tile positions, each ``tiles x C_in`` @
-``C_in x C_out``), which oneDNN runs near the machine's peak, and the two small transforms
-around it are additions and subtractions only (F(2×2, 3×3) uses the points 0, ±1, ∞), so
-fp32 results stay as accurate as a direct convolution (max abs error ~1e-6 on unit-scale
-activations).
+Winograd's minimal filtering algorithm computes each m×m output tile from a (m+2)×(m+2)
+input tile with (m+2)² products: F(2×2, 3×3) needs 16 per 4 outputs (2.25× fewer
+multiplications), F(4×4, 3×3) 36 per 16 (4× fewer). Here the products become one batched
+matrix product per tile position (each ``tiles x C_in`` @ ``C_in x C_out``), which oneDNN
+runs near the machine's peak, and both transforms around it are one matrix product each
+over all tile positions (``kron(B^T, B^T)`` on the gathered input tiles, ``kron(A^T, A^T)``
+on the products): a single pass over memory instead of one pass per addition.
+
+Accuracy: the transforms' coefficients grow with the tile, and so does rounding. F(4×4)
+uses the interpolation points 0, ±1, 2, -1/2 (3× less error than the textbook 0, ±1, ±2):
+fp32 results stay within ~4e-6 of the largest output, against ~2e-6 for F(2×2). In bf16
+F(4×4) loses ~15× more than F(2×2), so reduced precisions use F(2×2) (``tile_for``).
 
 Layouts: ``winograd_input`` takes the *padded* channels-last input ``N x C x (H+2) x (W+2)``
-and returns the transformed tiles position-major, ``16 x N x H/2 x W/2 x C`` (contiguous),
-so that each position's tiles are one plain row-major matrix for the product and each
-transform writes or reads whole contiguous slices; ``winograd_products`` keeps that layout
-(``C`` -> ``C'``), and ``winograd_output`` returns ``N x C' x H x W`` channels-last. H and W
-must be even. (A grouped 1×1 convolution over tiles interleaved by position measured 8%
-slower per big-lama block: its channel-strided reads and writes.)
+(H and W multiples of m) and returns the transformed tiles position-major,
+``t² x N x H/m x W/m x C`` (contiguous, t = m+2), so each position's tiles are one plain
+row-major matrix for the product; ``winograd_products`` keeps that layout (``C`` -> ``C'``),
+and ``winograd_output`` returns ``N x C' x H x W`` channels-last.
 
 Why hand-written: PyTorch's CPU convolutions ask oneDNN for its direct algorithm and offer
-no switch to a Winograd one; the transforms are 40 lines of tensor arithmetic.
+no switch to a Winograd one.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from fractions import Fraction
+
 import torch
 
-# Filter transform G (4×3) of F(2×2, 3×3) with interpolation points 0, 1, -1 and ∞.
-_FILTER_TRANSFORM = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
-                                 dtype=torch.float64)
-# Index of the tile position whose product carries the bias: A^T e_5 A is all ones on the
-# 2×2 output tile (row and column 1 of A^T are [1, 1]), so a bias added there reaches
-# every output pixel exactly once.
-BIAS_POSITION = 5
+
+@dataclass(frozen=True)
+class WinogradTile:
+    """The matrices of F(m×m, 3×3) (float64): ``input_matrix`` ``t² x t²`` = kron(B^T, B^T),
+    ``filter_matrix`` ``t² x 9`` = kron(G, G), ``output_matrix`` ``m² x t²`` = kron(A^T, A^T)
+    (t = m + 2); ``bias_position``: the tile position whose product reaches every output
+    pixel of the tile exactly once (``A^T e_p A`` all ones), where a bias is added."""
+
+    m: int
+    input_matrix: torch.Tensor
+    filter_matrix: torch.Tensor
+    output_matrix: torch.Tensor
+    bias_position: int
+
+    @property
+    def t(self) -> int:
+        return self.m + 2
 
 
-def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
+def toom_cook_tile(m: int, points: tuple[Fraction | int, ...]) -> WinogradTile:
+    """F(m×m, 3×3) from its m+1 finite interpolation points (plus the point at infinity),
+    by the Toom-Cook construction in exact fractions: ``A^T[i, j] = a_j^i``; ``G[j, k] =
+    a_j^k / prod_{l != j}(a_j - a_l)``; row j of ``B^T`` the coefficients of
+    ``prod_{l != j}(x - a_l)``, its last row those of ``prod_l (x - a_l)``. One of the
+    points must be 1 (its ``A^T`` column is all ones: the bias position)."""
+    a = [Fraction(p) for p in points]
+    n = m + 2
+    if len(a) != n - 1 or len(set(a)) != len(a) or 1 not in a:
+        raise ValueError(f"F({m}x{m},3x3) needs {n - 1} distinct points including 1, got {points}")
+
+    def poly(roots: list[Fraction]) -> list[Fraction]:  # ascending coefficients of prod (x - r)
+        coeffs = [Fraction(1)]
+        for r in roots:
+            coeffs = [Fraction(0)] + coeffs
+            for i in range(len(coeffs) - 1):
+                coeffs[i] -= r * coeffs[i + 1]
+        return coeffs + [Fraction(0)] * (n - len(coeffs))
+
+    at = [[a[j] ** i for j in range(n - 1)] + [Fraction(int(i == m - 1))] for i in range(m)]
+    g = []
+    for j in range(n - 1):
+        norm = Fraction(1)
+        for l in range(n - 1):
+            if l != j:
+                norm *= a[j] - a[l]
+        g.append([a[j] ** k / norm for k in range(3)])
+    g.append([Fraction(0), Fraction(0), Fraction(1)])
+    bt = [poly([a[l] for l in range(n - 1) if l != j]) for j in range(n - 1)] + [poly(a)]
+
+    def tensor(rows: list[list[Fraction]]) -> torch.Tensor:
+        return torch.tensor([[float(v) for v in row] for row in rows], dtype=torch.float64)
+
+    bt_t, g_t, at_t = tensor(bt), tensor(g), tensor(at)
+    one = a.index(1)
+    return WinogradTile(m, torch.kron(bt_t, bt_t), torch.kron(g_t, g_t), torch.kron(at_t, at_t), one * n + one)
+
+
+F2X2 = toom_cook_tile(2, (0, 1, -1))
+F4X4 = toom_cook_tile(4, (0, 1, -1, 2, Fraction(-1, 2)))
+
+
+def tile_for(dtype: torch.dtype) -> WinogradTile:
+    """The tile to run in ``dtype``: F(4×4) in fp32 (and fp64), F(2×2) in bf16/fp16,
+    where F(4×4)'s larger transform coefficients would amplify the rounding."""
+    return F4X4 if dtype in (torch.float32, torch.float64) else F2X2
+
+
+def winograd_weight(weight: torch.Tensor, tile: WinogradTile = F2X2) -> torch.Tensor:
     """Transform 3×3 conv weights for ``winograd_products``.
 
-    ``weight``: ``C_out x C_in x 3 x 3`` (any float dtype). Returns ``16 x C_in x C_out``
-    float32 (contiguous), matrix ``k = 4i + j`` holding ``(G g G^T)[i, j]`` for every
+    ``weight``: ``C_out x C_in x 3 x 3`` (any float dtype). Returns ``t² x C_in x C_out``
+    float32 (contiguous), matrix ``k = t i + j`` holding ``(G g G^T)[i, j]`` for every
     channel pair; computed in float64 so the transform adds no rounding of its own.
     """
     if weight.shape[-2:] != (3, 3):
-        raise ValueError(f"Winograd F(2x2,3x3) needs 3x3 weights, got {tuple(weight.shape)}")
+        raise ValueError(f"Winograd F(mxm,3x3) needs 3x3 weights, got {tuple(weight.shape)}")
     c_out, c_in = weight.shape[:2]
-    # vec(G g G^T) = (G kron G) vec(g): one (C_out*C_in x 9) @ (9 x 16) product; the same
-    # float64 sums as G g G^T per kernel, without einsum's slow batched 3x3 products
-    # (2 s of a big-lama actor's start-up).
-    g = _FILTER_TRANSFORM.to(weight.device)
-    u = weight.detach().double().reshape(c_out * c_in, 9) @ torch.kron(g, g).T
-    return u.reshape(c_out, c_in, 16).permute(2, 1, 0).float().contiguous()
+    # vec(G g G^T) = (G kron G) vec(g): one (t² x 9) @ (9 x C_in*C_out) product whose
+    # result is already in the output layout (a transposing copy of the t²-times larger
+    # result took most of a big-lama actor's start-up).
+    taps = weight.detach().permute(2, 3, 1, 0).reshape(9, c_in * c_out).double()
+    u = tile.filter_matrix.to(weight.device) @ taps
+    return u.view(tile.t ** 2, c_in, c_out).float()
 
 
-def winograd_input(padded: torch.Tensor) -> torch.Tensor:
-    """``B^T d B`` for every 4×4 tile (stride 2) of ``padded`` (``N x C x H+2 x W+2``,
-    float, channels-last for speed). Returns ``16 x N x H/2 x W/2 x C`` (contiguous)."""
+def winograd_input(padded: torch.Tensor, tile: WinogradTile = F2X2) -> torch.Tensor:
+    """``B^T d B`` for every t×t tile (stride m) of ``padded`` (``N x C x H+2 x W+2``, float,
+    channels-last for speed). Returns ``t² x N x H/m x W/m x C`` (contiguous)."""
     n, c, hp, wp = padded.shape
-    h, w = hp - 2, wp - 2
-    if h % 2 or w % 2:
-        raise ValueError(f"Winograd F(2x2,3x3) needs an even output size, got {h}x{w}")
-    xh = padded.permute(0, 2, 3, 1)  # N x H+2 x W+2 x C; a view when channels-last
-    rows = [xh[:, k:k + h:2] for k in range(4)]
-    # B^T applied along the tile rows, then along the tile columns.
-    by_row = (rows[0] - rows[2], rows[1] + rows[2], rows[2] - rows[1], rows[1] - rows[3])
-    out = torch.empty(16, n, h // 2, w // 2, c, dtype=padded.dtype, device=padded.device)
-    for i, d in enumerate(by_row):
-        cols = [d[:, :, k:k + w:2] for k in range(4)]
-        torch.sub(cols[0], cols[2], out=out[4 * i])
-        torch.add(cols[1], cols[2], out=out[4 * i + 1])
-        torch.sub(cols[2], cols[1], out=out[4 * i + 2])
-        torch.sub(cols[1], cols[3], out=out[4 * i + 3])
-    return out
+    h, w, m, t = hp - 2, wp - 2, tile.m, tile.t
+    if h % m or w % m:
+        raise ValueError(f"Winograd F({m}x{m},3x3) needs an output size divisible by {m}, got {h}x{w}")
+    x = padded.permute(0, 2, 3, 1)  # N x H+2 x W+2 x C; a view when channels-last
+    sn, sh, sw, sc = x.stride()
+    # Every tile, position-major: one gathering copy, then one product with kron(B^T, B^T).
+    tiles = x.as_strided((t, t, n, h // m, w // m, c), (sh, sw, sn, m * sh, m * sw, sc)).reshape(t * t, -1)
+    out = torch.mm(tile.input_matrix.to(padded.device, padded.dtype), tiles)
+    return out.view(t * t, n, h // m, w // m, c)
 
 
-def winograd_output(products: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``A^T m A`` for every tile: ``16 x N x H/2 x W/2 x C`` -> ``N x C x H x W`` (channels-last).
+def winograd_output(products: torch.Tensor, tile: WinogradTile = F2X2,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+    """``A^T M A`` for every tile: ``t² x N x H/m x W/m x C`` -> ``N x C x H x W`` (channels-last).
 
     ``out``: optional ``N x C x H x W`` destination whose ``permute(0, 2, 3, 1)`` has unit
     stride on channels (a channels-last tensor or a row slice of one); returned filled.
     """
-    _, n, h2, w2, c = products.shape
-    m = products  # m[4i + j]: row i, column j of every tile
-    # A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] along the tile rows ...
-    top = m[0:4] + m[4:8]
-    top += m[8:12]
-    bottom = m[4:8] - m[8:12]
-    bottom -= m[12:16]
+    positions, n, hm, wm, c = products.shape
+    m = tile.m
+    pixels = torch.mm(tile.output_matrix.to(products.device, products.dtype), products.reshape(positions, -1))
     if out is None:
-        out = torch.empty(n, 2 * h2, 2 * w2, c, dtype=products.dtype, device=products.device)
-    else:
-        out = out.permute(0, 2, 3, 1)
-    # ... then along the tile columns, written straight into the interleaved output pixels.
-    for a, s in enumerate((top, bottom)):
-        left, right = out[:, a::2, 0::2], out[:, a::2, 1::2]
-        torch.add(s[0], s[1], out=left)
-        left += s[2]
-        torch.sub(s[1], s[2], out=right)
-        right -= s[3]
-    return out.permute(0, 3, 1, 2)
+        out = torch.empty(n, m * hm, m * wm, c, dtype=products.dtype, device=products.device).permute(0, 3, 1, 2)
+    # (row in tile, column in tile, N, tile row, tile column, C) -> N x H x W x C.
+    target = out.permute(0, 2, 3, 1).unflatten(1, (hm, m)).unflatten(3, (wm, m))
+    target.copy_(pixels.view(m, m, n, hm, wm, c).permute(2, 3, 0, 4, 1, 5))
+    return out
 
 
 def winograd_products(tiles: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                      out: torch.Tensor | None = None) -> torch.Tensor:
-    """The 16 per-position matrix products: ``tiles`` ``16 x N x h x w x C`` (from
-    ``winograd_input``) -> ``16 x N x h x w x C'`` with ``weight`` from ``winograd_weight``
-    (``16 x C x C'``) and ``bias`` the conv's own (``C'``; added at ``BIAS_POSITION``).
-    ``out``: a contiguous ``16 x N x h x w x C'`` the products are added to (one GEMM pass,
+                      out: torch.Tensor | None = None, tile: WinogradTile = F2X2) -> torch.Tensor:
+    """The per-position matrix products: ``tiles`` ``t² x N x h x w x C`` (from
+    ``winograd_input``) -> ``t² x N x h x w x C'`` with ``weight`` from ``winograd_weight``
+    (``t² x C x C'``) and ``bias`` the conv's own (``C'``; added at the tile's bias position).
+    ``out``: a contiguous ``t² x N x h x w x C'`` the products are added to (one GEMM pass,
     no separate sum); returned."""
     positions, c = tiles.shape[0], tiles.shape[-1]
     a = tiles.reshape(positions, -1, c)
@@ -113,5 +162,5 @@ def winograd_products(tiles: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     else:
         out.view(positions, -1, weight.shape[-1]).baddbmm_(a, weight)
     if bias is not None:
-        out[BIAS_POSITION] += bias
+        out[tile.bias_position] += bias
     return out

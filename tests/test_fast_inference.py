@@ -19,7 +19,7 @@ from lama_core import Inpainter, build_generator, load_generator
 from lama_core.cpu_allocator import keep_freed_memory
 from lama_core.fast_inference import SpaceToDepthConv, WinogradFFC, fold_batchnorm, optimize_for_inference
 from lama_core.masks import generate_mask
-from lama_core.winograd import winograd_input, winograd_output, winograd_products, winograd_weight
+from lama_core.winograd import F2X2, F4X4, tile_for, winograd_input, winograd_output, winograd_products, winograd_weight
 
 from reference_vectors import CONFIGS, load_reference
 
@@ -83,18 +83,19 @@ def test_small_maps_take_the_direct_convolutions(monkeypatch):
     winograd = optimize_for_inference(reference, cpu_kernels=True)
     x = torch.rand(1, 4, 64, 64).contiguous(memory_format=torch.channels_last)  # 8x8 bottleneck
     calls = []
-    monkeypatch.setattr("lama_core.fast_inference.winograd_input", lambda t: calls.append(t) or winograd_input(t))
+    monkeypatch.setattr("lama_core.fast_inference.winograd_input", lambda *a: calls.append(a) or winograd_input(*a))
     with torch.inference_mode():
         assert (winograd(x) - folded(x)).abs().max().item() <= 1e-5 and not calls
         monkeypatch.setattr(WinogradFFC, "MIN_PIXELS", 64)
         assert (winograd(x) - folded(x)).abs().max().item() <= 1e-5 and calls
 
 
-@pytest.mark.parametrize("band_tiles", [3, 12])
-def test_winograd_bands_tile_the_whole_map(monkeypatch, winograd_always, band_tiles):
-    """Band by band (one tile row, then uneven bands of two) over a batch and an odd-height
-    map gives the direct convolutions' result."""
-    monkeypatch.setattr(WinogradFFC, "BAND_TILES", band_tiles)
+@pytest.mark.parametrize("band_pixels", [48, 96])
+def test_winograd_bands_tile_the_whole_map(monkeypatch, winograd_always, band_pixels):
+    """Band by band (one 4-pixel tile row of the 12-pixel-wide map, then uneven bands of two)
+    over a batch and a map whose height (9) is no multiple of the tile gives the direct
+    convolutions' result."""
+    monkeypatch.setattr(WinogradFFC, "BAND_PIXELS", band_pixels)
     reference = perturbed("small", seed=5)
     x = torch.rand(2, 4, 72, 96).contiguous(memory_format=torch.channels_last)  # 9x12 bottleneck
     with torch.inference_mode():
@@ -125,10 +126,11 @@ def test_space_to_depth_conv_equals_the_conv_it_replaces(k, size):
     assert not SpaceToDepthConv.eligible(torch.nn.Conv2d(6, 3, k, padding=1))
 
 
+@pytest.mark.parametrize("tile", [F2X2, F4X4], ids=["F2x2", "F4x4"])
 @pytest.mark.parametrize("size", [(8, 8), (12, 20), (7, 9), (1, 1)])
-def test_winograd_convolution_equals_direct_convolution(size):
+def test_winograd_convolution_equals_direct_convolution(size, tile):
     """Transforms, batched products, their accumulation and bias placement against F.conv2d
-    in float64 terms."""
+    in float64 terms, for both tiles."""
     torch.manual_seed(3)
     c_in, c_out = 5, 6
     x = torch.randn(2, c_in, *size, dtype=torch.float64)
@@ -136,20 +138,32 @@ def test_winograd_convolution_equals_direct_convolution(size):
     padded = F.pad(x, (1, 1, 1, 1))
     expected = F.conv2d(padded, weight, bias)
     h, w = size
-    even = F.pad(padded, (0, w % 2, 0, h % 2)).float().contiguous(memory_format=torch.channels_last)
-    products = winograd_products(winograd_input(even), winograd_weight(weight), bias.float())
-    out = winograd_output(products)[..., :h, :w]
+    m = tile.m
+    even = F.pad(padded, (0, -w % m, 0, -h % m)).float().contiguous(memory_format=torch.channels_last)
+    products = winograd_products(winograd_input(even, tile), winograd_weight(weight, tile), bias.float(), tile=tile)
+    out = winograd_output(products, tile)[..., :h, :w]
     assert out.shape == expected.shape
     assert (out.double() - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
     # Accumulating into earlier products is the sum of the two convolutions.
-    tiles, other = winograd_input(even), torch.randn(c_out, c_in, 3, 3, dtype=torch.float64)
-    summed = winograd_products(tiles, winograd_weight(weight), out=winograd_products(tiles, winograd_weight(other)))
-    both = winograd_output(summed)[..., :h, :w].double()
+    tiles, other = winograd_input(even, tile), torch.randn(c_out, c_in, 3, 3, dtype=torch.float64)
+    summed = winograd_products(tiles, winograd_weight(weight, tile),
+                               out=winograd_products(tiles, winograd_weight(other, tile), tile=tile), tile=tile)
+    both = winograd_output(summed, tile)[..., :h, :w].double()
     assert (both - F.conv2d(padded, weight + other)).abs().max().item() <= 1e-5 * expected.abs().max().item()
-    with pytest.raises(ValueError, match="even output size"):
-        winograd_input(torch.zeros(1, 1, 5, 6))
+    with pytest.raises(ValueError, match=f"divisible by {m}"):
+        winograd_input(torch.zeros(1, 1, m + 3, m + 4), tile)
     with pytest.raises(ValueError, match="3x3"):
-        winograd_weight(torch.zeros(2, 2, 5, 5))
+        winograd_weight(torch.zeros(2, 2, 5, 5), tile)
+
+
+def test_each_precision_gets_its_winograd_tile():
+    """F(4x4) in fp32; bf16 keeps F(2x2), whose smaller coefficients round less."""
+    assert tile_for(torch.float32) is F4X4 and tile_for(torch.bfloat16) is F2X2
+    generator = perturbed("small", seed=2)
+    for precision, tile in (("fp32", F4X4), ("bf16", F2X2)):
+        inpainter = Inpainter(generator, device="cpu", precision=precision)
+        tiles = {m.tile for m in inpainter.generator.modules() if isinstance(m, WinogradFFC)}
+        assert tiles == {tile}
 
 
 def test_inpainter_fast_and_plain_agree():
