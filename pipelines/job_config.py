@@ -149,7 +149,8 @@ def _similar(a: str, b: str) -> bool:
 def run_job(main: Callable[[T], Any], schema: type[T], defaults_yaml: str | Path | None = None) -> None:
     """Parse ``sys.argv`` into ``schema`` and call ``main(cfg)``; a ``JobError`` (or an
     unreachable-storage ``OSError``) becomes one line on stderr and exit code 1. A local
-    Ray the job started is stopped when ``main`` returns (``ray_setup.release_local_ray``)."""
+    Ray the job started is stopped when ``main`` returns (``ray_setup.release_local_ray``),
+    and the heap is frozen (``gc.freeze``) so that the interpreter's exit is quick."""
     cfg = parse_job_config(schema, sys.argv[1:], defaults_yaml)
     try:
         main(cfg)
