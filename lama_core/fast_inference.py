@@ -139,8 +139,9 @@ class WinogradFFC(nn.Module):
     (``N*H*W``) run the folded layer's direct convolutions instead, which it keeps for them.
     """
 
-    # Measured crossover (benchmarks/RESULTS.md): at a 16×16 bottleneck (128² images) the
-    # transforms cost what the saved products gain; at 24×24 Winograd is 1.15x faster.
+    # Measured crossover (benchmarks/RESULTS.md): with F(2×2) the transforms cost what the
+    # saved products gain at a 16×16 bottleneck (128² images), 1.15x faster at 24×24; F(4×4)
+    # measured 1.38-1.58x faster from 20×20 up, so the cut-off stayed.
     MIN_PIXELS = 400
     # Output pixels per band: 4096 = a 64x64 map, where the batched products still run at
     # full speed and a band's tiles (36 x 256 x 384 fp32 = 14 MB at most) are reused from

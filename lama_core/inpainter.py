@@ -96,9 +96,11 @@ class Inpainter:
     (None = unlimited). ``mask_threshold``: see the module docstring. ``fold_batchnorm``:
     run ``lama_core.fast_inference.fold_batchnorm``'s copy of the generator (same function
     within float rounding, fewer memory passes); ``channels_last``: NHWC layout.
-    ``cpu_kernels``: ``lama_core.fast_inference.use_cpu_kernels`` (Winograd F(4×4, 3×3) in fp32,
-    F(2×2, 3×3) in bf16, for the ResNet blocks' 3×3 FFCs, space-to-depth for the output conv; same numerics, ~1.2x
-    faster on CPU); None = on for CPU when folding, off elsewhere. It implies channels-last.
+    ``cpu_kernels``: ``lama_core.fast_inference.use_cpu_kernels`` (Winograd F(4×4, 3×3) in
+    fp32, F(2×2, 3×3) in bf16, for the ResNet blocks' 3×3 FFCs, space-to-depth for the
+    output conv; same numerics within 1e-4, big-lama fp32 at 512² 1.4x the folded path
+    alone, benchmarks/RESULTS.md); None = on for CPU when folding, off elsewhere. It
+    implies channels-last.
     On CPU it calls ``lama_core.cpu_allocator.keep_freed_memory`` (process-wide: freed
     buffers of up to 32 MiB are reused rather than returned to the OS).
     ``hd_strategy``: ``"windows"`` (default): images whose longer side is above

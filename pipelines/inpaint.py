@@ -303,15 +303,17 @@ def run_inpaint(cfg: Any) -> InpaintSummary:
     _check_config(cfg)
     endpoint = cfg.endpoint_url or None
     run_id = f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+    def prepare() -> tuple[_Storage, tuple[str, str, bool]]:
+        return _open_storage(cfg, endpoint), _check_model(cfg, endpoint)
+
     if cfg.dry_run:
-        st = _open_storage(cfg, endpoint)
-        _, model_id, random_weights = _check_model(cfg, endpoint)
+        st, (_, model_id, random_weights) = prepare()
         return _plan_only(cfg, st, model_id, run_id, random_weights)
     # Ray's start-up is mostly waiting on its processes: open the storage and load the
     # model (torch's import included) meanwhile. A bad input or model still fails before
     # the pipeline runs, once Ray is up (and the local Ray started for it is stopped).
-    _, (st, (model, model_id, random_weights)) = init_ray_during(
-        lambda: (_open_storage(cfg, endpoint), _check_model(cfg, endpoint)), verbose=cfg.verbose)
+    _, (st, (model, model_id, random_weights)) = init_ray_during(prepare, verbose=cfg.verbose)
     # One writer per output: nothing below touches it without the lease (output_lease.py).
     try:
         lease = acquire_lease(st.out_fs, st.out_root, st.output_uri, run_id, cfg.lease_seconds)

@@ -99,7 +99,8 @@ def init_ray_during(work: Callable[[], T], verbose: bool = False) -> tuple[str, 
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             outcome["error"] = exc
 
-    # daemon: Ctrl-C during ray.init ends the process without waiting for the model load.
+    # daemon: a second Ctrl-C, during the join below, ends the process without waiting for
+    # the model load (the first one still waits: the join runs on every way out).
     helper = threading.Thread(target=run, name="job-prepare", daemon=True)
     helper.start()
     try:
