@@ -33,7 +33,7 @@ class TimedModel:
     ``Inpainter.inpaint`` per batch; returns ``sec`` (wall) and ``cpu`` (process CPU)."""
 
     def __init__(self, model: str, threads: int):
-        from pipelines.inpaint_stage import InpaintStage
+        from pipelines.inpaint.model_stage import InpaintStage
 
         self.stage = InpaintStage(model=model, seed=0, device="cpu", precision="fp32", max_pixels=0, batch_size=4,
                                   num_threads=threads, endpoint_url=None)
@@ -86,7 +86,7 @@ def main() -> None:
 
     import ray
 
-    from pipelines.ray_setup import quiet_ray
+    from pipelines.cluster.ray_setup import quiet_ray
 
     ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     quiet_ray()

@@ -3,7 +3,7 @@
     python benchmarks/bench_default_quality.py [--model assets/lama-small-demo] [--size 256]
         [--masks-per-kind 2] [--out outputs/bench_default_quality]
 
-Held-out images (none is in the training set, ``pipelines.samples.TRAINING_PHOTOS``, nor in
+Held-out images (none is in the training set, ``pipelines.common.samples.TRAINING_PHOTOS``, nor in
 its validation photos): scikit-image's grayscale images (camera, coins, moon, brick, grass,
 gravel, text, page, clock) and scikit-learn's two colour photos (china, flower; CC BY 2.0,
 ``sklearn.datasets.load_sample_images``). Each is centre-cropped to ``--size``² (upscaled

@@ -3,7 +3,7 @@
     python benchmarks/bench_hd_margin.py [--model assets/lama-small-demo] [--images 8]
         [--margins 0.5 1 1.5 2] [--min-margins 64 128]
 
-Held-out photos (not in the demo model's training set, ``pipelines.samples.SAMPLE_PHOTOS``):
+Held-out photos (not in the demo model's training set, ``pipelines.common.samples.SAMPLE_PHOTOS``):
 matplotlib's ``grace_hopper.jpg`` and scikit-image's photos ``brick``, ``grass``,
 ``gravel``, ``moon``, ``coins``, ``page``, ``clock`` (grayscale ones replicated to RGB),
 each scaled (bicubic) so its short side is 1000 px and mirror-extended to 1500×1000.

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.machine import print_table  # noqa: E402
 from lama_core import Inpainter, build_generator, save_generator  # noqa: E402
 from lama_core.masks import generate_mask  # noqa: E402
-from pipelines.codecs import decode_image, decode_mask, encode_image  # noqa: E402
-from pipelines.samples import png_bytes, sample_photos  # noqa: E402
+from pipelines.records.codecs import decode_image, decode_mask, encode_image  # noqa: E402
+from pipelines.common.samples import png_bytes, sample_photos  # noqa: E402
 
 
 def make_dataset(folder: Path, n: int, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -79,8 +79,8 @@ def main() -> None:
 
     import ray
 
-    from pipelines.configs import InpaintConfig
-    from pipelines.inpaint import run_inpaint
+    from pipelines.common.configs import InpaintConfig
+    from pipelines.inpaint.job import run_inpaint
 
     work = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
     try:

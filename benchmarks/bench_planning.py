@@ -5,7 +5,7 @@
 For each size, writes synthetic input shards (``id``, a 1-byte ``image``) and records of
 an earlier run that did half of every shard (``records/shard=KEY/``, as the job writes
 them), then, in a fresh process with its own local Ray, runs the job's planning
-(``pipelines.shard_plan.plan_shards``: per-shard Ray tasks, skip lists, duplicate-id
+(``pipelines.records.shard_plan.plan_shards``: per-shard Ray tasks, skip lists, duplicate-id
 check) and prints its time and the driver's peak RSS above the idle driver (Ray started,
 modules imported). ``--baseline`` also times the former driver-side way (every id of
 every shard and of every records file in one process) for comparison.
@@ -57,7 +57,7 @@ class PeakRSS:
 
 def make_data(root: Path, records: int, shards: int) -> None:
     """``shards`` input shards of ``records / shards`` ids; half of each already done."""
-    from pipelines.shard_plan import PARTITION, shard_key
+    from pipelines.records.shard_plan import PARTITION, shard_key
 
     per = records // shards
     (root / "in").mkdir(parents=True, exist_ok=True)
@@ -78,8 +78,8 @@ def measure(root: Path, baseline: bool) -> dict:
     import fsspec
     import ray
 
-    from pipelines.shard_plan import plan_shards, remove_plan
-    from pipelines.storage_retry import RetryPolicy
+    from pipelines.records.shard_plan import plan_shards, remove_plan
+    from pipelines.common.retry import RetryPolicy
 
     for attempt in range(3):  # a loaded machine can time out Ray's node startup
         try:

@@ -25,7 +25,7 @@ from benchmarks.machine import print_table  # noqa: E402
 from lama_core import load_generator  # noqa: E402
 from lama_core.fast_inference import optimize_for_inference  # noqa: E402
 from lama_core.masks import generate_mask  # noqa: E402
-from pipelines.samples import sample_photos  # noqa: E402
+from pipelines.common.samples import sample_photos  # noqa: E402
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -39,8 +39,8 @@ def single_process(preset: str, crop: int, batch: int, steps: int, threads: int)
 
 def ray_train(preset: str, crop: int, batch: int, steps: int, workers: int, output: str) -> float:
     """Images per second reported by Ray Train workers over the run's last logging window."""
-    from pipelines.configs import TrainConfig
-    from pipelines.train import run_training
+    from pipelines.common.configs import TrainConfig
+    from pipelines.train.ray_job import run_training
 
     cfg = TrainConfig(model=preset, crop_size=crop, batch_size=batch, steps=steps, num_workers=workers,
                       cpus_per_worker=1.5 / workers, crops_per_image=16, log_every=steps // 2,

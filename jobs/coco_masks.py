@@ -11,12 +11,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a plain checkout
 
-from pipelines.configs import CocoMasksConfig  # noqa: E402  (light: parsing never waits for torch)
-from pipelines.job_config import run_job  # noqa: E402
+from pipelines.common.configs import CocoMasksConfig  # noqa: E402  (light: parsing never waits for torch)
+from pipelines.common.cli import run_job  # noqa: E402
 
 
 def main(cfg: CocoMasksConfig) -> None:
-    from pipelines.coco_masks import write_coco_masks
+    from pipelines.masks.coco import write_coco_masks
 
     images, shapes = write_coco_masks(cfg)
     print(f"coco_masks: {shapes} shapes on {images} images from {cfg.input} -> {cfg.output}/*.json")

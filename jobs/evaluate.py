@@ -44,12 +44,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a plain checkout
 
-from pipelines.configs import EvaluateConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
-from pipelines.job_config import run_job  # noqa: E402
+from pipelines.common.configs import EvaluateConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
+from pipelines.common.cli import run_job  # noqa: E402
 
 
 def main(cfg: EvaluateConfig) -> None:
-    from pipelines.evaluate import run_evaluation
+    from pipelines.evaluate.job import run_evaluation
 
     try:
         reports = run_evaluation(cfg)

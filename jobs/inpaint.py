@@ -11,12 +11,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a plain checkout
 
-from pipelines.configs import InpaintConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
-from pipelines.job_config import run_job  # noqa: E402
+from pipelines.common.configs import InpaintConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
+from pipelines.common.cli import run_job  # noqa: E402
 
 
 def main(cfg: InpaintConfig) -> None:
-    from pipelines.inpaint import run_inpaint
+    from pipelines.inpaint.job import run_inpaint
 
     summary = run_inpaint(cfg)
     if summary.records_files:

@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # let `python jobs/make_masks.py` work from a plain checkout
     sys.path.insert(0, str(REPO))
 
-from pipelines.configs import MakeMasksConfig  # noqa: E402  (light: parsing never waits for numpy/Pillow)
-from pipelines.job_config import run_job  # noqa: E402
+from pipelines.common.configs import MakeMasksConfig  # noqa: E402  (light: parsing never waits for numpy/Pillow)
+from pipelines.common.cli import run_job  # noqa: E402
 
 GRID_MASKS = 16
 # Writes to object storage are latency-bound; a few threads keep the PUTs overlapping.

@@ -17,13 +17,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python jobs/train.py` from a plain checkout
     sys.path.insert(0, str(REPO))
 
-from pipelines.configs import TrainConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
-from pipelines.job_config import JobError, run_job  # noqa: E402
+from pipelines.common.configs import TrainConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
+from pipelines.common.cli import JobError, run_job  # noqa: E402
 
 
 def main(cfg: TrainConfig) -> None:
-    from pipelines.ray_setup import init_ray
-    from pipelines.train import run_training
+    from pipelines.cluster.ray_setup import init_ray
+    from pipelines.train.ray_job import run_training
 
     try:
         init_ray(verbose=cfg.verbose)

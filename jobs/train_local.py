@@ -1,9 +1,9 @@
 """Train LaMa's FFC GAN in one CPU process, without Ray: ``python jobs/train_local.py [key=value ...]``.
 
 The keys, recipe, data, held-out validation and checkpoint format are those of
-``jobs/train.py`` (``pipelines/configs.py`` ``TrainConfig``); ``num_workers`` must be 1 and
+``jobs/train.py`` (``pipelines/common/configs.py`` ``TrainConfig``); ``num_workers`` must be 1 and
 outputs are local. Meant for small shared CPU machines, where Ray's own processes outweigh
-one training worker (``pipelines/train_local.py``). A rerun with the same ``output`` and
+one training worker (``pipelines/train/local.py``). A rerun with the same ``output`` and
 ``name`` resumes, with the learning rates given on its own command line.
 """
 from __future__ import annotations
@@ -15,12 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipelines.configs import TrainConfig  # noqa: E402
-from pipelines.job_config import JobError, run_job  # noqa: E402
+from pipelines.common.configs import TrainConfig  # noqa: E402
+from pipelines.common.cli import JobError, run_job  # noqa: E402
 
 
 def main(cfg: TrainConfig) -> None:
-    from pipelines.train_local import run_local_training
+    from pipelines.train.local import run_local_training
 
     try:
         outcome = run_local_training(cfg)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.codecs import RecordError, decode_image, decode_mask
+from pipelines.records.codecs import RecordError, decode_image, decode_mask
 
 
 def _jpeg_with_orientation(pixels: np.ndarray, orientation: int) -> bytes:

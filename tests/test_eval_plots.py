@@ -3,7 +3,7 @@ import io
 
 from PIL import Image
 
-from pipelines.eval_plots import METRIC_UNITS, metrics_plot_png, run_of
+from pipelines.evaluate.plots import METRIC_UNITS, metrics_plot_png, run_of
 
 
 def test_run_of_groups_checkpoints_by_their_folder():

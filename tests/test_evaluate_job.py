@@ -1,4 +1,4 @@
-"""Evaluation sweeps (``jobs/evaluate.py``, ``pipelines/evaluate.py``) on the session's local
+"""Evaluation sweeps (``jobs/evaluate.py``, ``pipelines/evaluate/job.py``) on the session's local
 Ray: small seeded checkpoints, 64-96 px images, generated metric weights (no downloads)."""
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from lama_core.masks import MaskGenerator, generate_mask, mask_png
 from lama_core.metrics import FIDInceptionV3, fid_from_features, hole_area_bin, load_inception, psnr
 from lama_core.metrics.lpips import LPIPS
 from lama_core.metrics.weights import STANDARD_WEIGHT_FILES
-from pipelines.configs import EvaluateConfig
+from pipelines.common.configs import EvaluateConfig
 from lama_core.training_checkpoint import checkpoint_step
-from pipelines.eval_checkpoints import expand_checkpoints
-from pipelines.evaluate import run_evaluation
-from pipelines.job_config import JobError
+from pipelines.evaluate.checkpoints import expand_checkpoints
+from pipelines.evaluate.job import run_evaluation
+from pipelines.common.cli import JobError
 from generated_weights import random_state
 
 REPO = Path(__file__).resolve().parents[1]

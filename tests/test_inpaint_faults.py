@@ -24,13 +24,13 @@ from PIL import Image
 
 from inpaint_fixtures import box_mask, encode, rng_image, write
 from lama_core import build_generator, save_generator
-from pipelines.codecs import RecordError, decode_image, decode_mask
-from pipelines.error_kinds import INPUT, STORAGE
-from pipelines.configs import InpaintConfig
-from pipelines.errors import JobError
-from pipelines.inpaint import run_inpaint
-from pipelines.output_lease import LEASE_FILE, acquire_lease
-from pipelines.storage_retry import RetryPolicy, call_with_retry, is_transient
+from pipelines.records.codecs import RecordError, decode_image, decode_mask
+from pipelines.common.error_kinds import INPUT, STORAGE
+from pipelines.common.configs import InpaintConfig
+from pipelines.common.errors import JobError
+from pipelines.inpaint.job import run_inpaint
+from pipelines.common.output_lease import LEASE_FILE, acquire_lease
+from pipelines.common.retry import RetryPolicy, call_with_retry, is_transient
 
 REPO = Path(__file__).resolve().parents[1]
 

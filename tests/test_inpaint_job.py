@@ -1,4 +1,4 @@
-"""End-to-end tests of the bulk inpainting job (``jobs/inpaint.py``, ``pipelines/inpaint.py``)
+"""End-to-end tests of the bulk inpainting job (``jobs/inpaint.py``, ``pipelines/inpaint/job.py``)
 on one local Ray for the whole session, a small seeded model and 32-96 px images."""
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from PIL import Image
 from inpaint_fixtures import box_mask, encode, lama_folder, parquet_shards, png16_rgb, rng_image, write
 from lama_core import build_generator, save_generator
 from lama_core.masks import generate_mask
-from pipelines.configs import InpaintConfig
-from pipelines.inpaint import run_inpaint
-from pipelines.record_decode import mask_index_for
-from pipelines.job_config import JobError
-from pipelines.records import list_folder, list_files
+from pipelines.common.configs import InpaintConfig
+from pipelines.inpaint.job import run_inpaint
+from pipelines.records.decode import mask_index_for
+from pipelines.common.cli import JobError
+from pipelines.records.listing import list_folder, list_files
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.configs import (MASK_KINDS, PRESETS, EvaluateConfig, InpaintConfig, MakeMasksConfig, TrainConfig,
+from pipelines.common.configs import (MASK_KINDS, PRESETS, EvaluateConfig, InpaintConfig, MakeMasksConfig, TrainConfig,
                                describe)
-from pipelines.errors import JobError
-from pipelines.stage_utils import FREE_CPUS, MIN_CODEC_CPUS, plan_actors
+from pipelines.common.errors import JobError
+from pipelines.cluster.actor_pool import FREE_CPUS, MIN_CODEC_CPUS, plan_actors
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = {"inpaint": InpaintConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "make_masks": MakeMasksConfig}
@@ -91,7 +91,7 @@ def test_bad_keys_and_values_fail_in_one_line_without_ray(job, arg, expect, tmp_
 
 
 def test_light_modules_import_neither_torch_nor_ray():
-    code = ("import sys; import pipelines.configs, pipelines.job_config; "
+    code = ("import sys; import pipelines.common.configs, pipelines.common.cli; "
             "print([m for m in ('torch', 'ray', 'numpy') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
@@ -100,15 +100,15 @@ def test_light_modules_import_neither_torch_nor_ray():
 def test_codec_stages_import_no_torch():
     """Ray runs reading/decoding and encoding/writing in CPU tasks beside the model actors;
     a worker that loaded torch for them would take ~2.4 s of CPU from the model."""
-    code = ("import sys; import pipelines.record_decode, pipelines.inpaint_records, pipelines.webdataset_output; "
-            "from pipelines.inpaint_records import record_table; "
+    code = ("import sys; import pipelines.records.decode, pipelines.inpaint.record_writer, pipelines.inpaint.webdataset_writer; "
+            "from pipelines.inpaint.record_writer import record_table; "
             "print([m for m in ('torch', 'torchvision', 'scipy') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
 def test_config_file_then_overrides(tmp_path):
-    from pipelines.job_config import parse_job_config
+    from pipelines.common.cli import parse_job_config
 
     path = tmp_path / "job.yaml"
     path.write_text("batch_size: 8\nmask_kind: thin_512\n")
@@ -120,7 +120,7 @@ def test_names_agree_with_lama_core():
     from lama_core import GENERATOR_PRESETS
     from lama_core.inpainter import PRECISION_DTYPES
     from lama_core.masks import MASK_SETS
-    from pipelines.configs import PRECISIONS
+    from pipelines.common.configs import PRECISIONS
 
     assert set(MASK_KINDS) == set(MASK_SETS)
     assert set(PRESETS) == set(GENERATOR_PRESETS)
@@ -170,9 +170,9 @@ def test_a_job_stops_the_local_ray_it_started_and_leaves_any_other(tmp_path):
     (which waits 0.5 s for log lines first); a Ray that was already there keeps running."""
     code = """
 import sys, ray
-from pipelines import ray_setup
-from pipelines.job_config import run_job
-from pipelines.configs import MakeMasksConfig
+from pipelines.cluster import ray_setup
+from pipelines.common.cli import run_job
+from pipelines.common.configs import MakeMasksConfig
 def started_here(cfg):
     assert ray_setup.init_ray() == "local"
     print(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
@@ -197,7 +197,7 @@ def test_a_job_prepares_while_ray_starts_and_a_failed_preparation_stops_that_ray
     once Ray is up, and the local Ray started for it is stopped again."""
     code = """
 import threading, time, ray
-from pipelines import ray_setup
+from pipelines.cluster import ray_setup
 def work():
     seen = [threading.current_thread() is threading.main_thread(), ray.is_initialized()]
     deadline = time.monotonic() + 60
@@ -224,10 +224,10 @@ except ValueError as exc:
 def test_model_stages_run_batches_in_the_actors_own_thread():
     """Ray Data's default hands each batch to a second thread, where big-lama kept fewer
     cores busy (stage_utils.model_actor_pool); both model stages use this pool."""
-    from pipelines.stage_utils import ActorPlan, model_actor_pool
+    from pipelines.cluster.actor_pool import ActorPlan, model_actor_pool
 
     pool = model_actor_pool(ActorPlan(actors=3, cpus=1.0, threads=2, gpus=0.0, device="cpu", codec_cpus=0.5))
     assert pool.enable_true_multi_threading is True and pool.min_size == pool.max_size == 3
-    for stage in ("inpaint.py", "eval_sweep.py"):
+    for stage in ("inpaint/job.py", "evaluate/sweep.py"):
         source = (REPO / "pipelines" / stage).read_text()
         assert "model_actor_pool(plan)" in source and "ActorPoolStrategy(" not in source

@@ -3,7 +3,7 @@ import io
 
 import ray
 
-from pipelines.progress import (JobProgress, ProgressCounter, ReportLog, follow_reports, progress_line,
+from pipelines.cluster.progress import (JobProgress, ProgressCounter, ReportLog, follow_reports, progress_line,
                                 training_report_line)
 
 
@@ -37,7 +37,7 @@ def test_model_stage_counts_every_batch_it_finishes(ray_local):
     # actor task's output on only when the task ends, so a count at the writer stood at 0/N.
     import numpy as np
 
-    from pipelines.inpaint_stage import InpaintStage
+    from pipelines.inpaint.model_stage import InpaintStage
 
     counter = ProgressCounter.remote()
     stage = InpaintStage(model="small", seed=0, device="cpu", precision="fp32", max_pixels=0, batch_size=2,

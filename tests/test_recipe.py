@@ -14,7 +14,7 @@ from lama_core.augment import Distortions, distorted_crop
 from lama_core.losses import LOSS_RECIPES, LossConfig, hole_reconstruction_loss, loss_config
 from lama_core.models import build_discriminator, build_generator
 from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch
-from pipelines.train import TrainConfig, training_config, split_held_out, validation_batch
+from pipelines.train.ray_job import TrainConfig, training_config, split_held_out, validation_batch
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -94,7 +94,7 @@ def test_no_perceptual_recipe_is_selected_by_its_name():
     with pytest.raises(ValueError, match="unknown loss recipe"):
         training_config(TrainConfig(recipe="no_perceptual"))
     assert any("unknown recipe" in p for p in TrainConfig(recipe="no_perceptual").problems())
-    from pipelines.configs import RECIPES
+    from pipelines.common.configs import RECIPES
 
     assert set(RECIPES) == set(LOSS_RECIPES)  # the light config module's list stays in step
 
@@ -162,7 +162,7 @@ def test_grayscale_probability_one_gives_grey_crops_and_zero_keeps_colour():
 # ---- training data and held-out validation ----------------------------------------------------
 
 def test_default_training_photos_are_colour_and_disjoint_from_validation():
-    from pipelines.samples import TRAINING_PHOTOS, VALIDATION_PHOTOS, sample_photos
+    from pipelines.common.samples import TRAINING_PHOTOS, VALIDATION_PHOTOS, sample_photos
 
     assert not set(TRAINING_PHOTOS) & set(VALIDATION_PHOTOS)
     for name, photo in sample_photos(TRAINING_PHOTOS).items():
@@ -202,8 +202,8 @@ def test_local_training_checkpoints_and_resumes(tmp_path):
     from PIL import Image
 
     from lama_core import load_generator
-    from pipelines.train import state_digest
-    from pipelines.train_local import run_local_training
+    from pipelines.train.ray_job import state_digest
+    from pipelines.train.local import run_local_training
 
     data = tmp_path / "data"
     data.mkdir()

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from lama_core import load_generator
-from pipelines.configs import TrainConfig
-from pipelines.train import run_training, state_digest
+from pipelines.common.configs import TrainConfig
+from pipelines.train.ray_job import run_training, state_digest
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def small_photos(n: int = 6, size: int = 80) -> list[bytes]:
-    from pipelines.samples import sample_photos
+    from pipelines.common.samples import sample_photos
 
     photos = list(sample_photos().values())[:n]
     return [_png(np.asarray(Image.fromarray(p).resize((size, size)))) for p in photos]
@@ -176,7 +176,7 @@ def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path):
 
     from lama_core import build_discriminator, build_generator
     from lama_core.presets import generator_config
-    from pipelines.train import build_models
+    from pipelines.train.ray_job import build_models
 
     torch.manual_seed(1)
     generator, discriminator = build_generator("small"), build_discriminator("small")
@@ -274,7 +274,7 @@ def test_resume_after_sigkill_of_driver_then_of_all_ray_processes_and_past_a_tru
     import shutil
 
     from lama_core.training_checkpoint import COMPLETE_FILE, checkpoint_name, latest_checkpoint, list_checkpoints
-    from pipelines.eval_checkpoints import expand_checkpoints
+    from pipelines.evaluate.checkpoints import expand_checkpoints
 
     run = str(tmp_path / "runs" / "crash")
     args = ["model=small", "batch_size=2", "crop_size=32", "validation_images=2", "log_every=1",

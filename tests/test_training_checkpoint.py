@@ -15,9 +15,9 @@ from lama_core.training import GANTrainingStep, TrainingConfig
 from lama_core.training_checkpoint import (COMPLETE_FILE, checkpoint_name, checkpoint_problem, latest_checkpoint,
                                            list_checkpoints, prune_checkpoints, remove_incomplete, resume_latest,
                                            step_of, verify_checkpoint, write_checkpoint)
-from pipelines.eval_checkpoints import expand_checkpoints
-from pipelines.configs import TrainConfig
-from pipelines.train import resume_from_run, restore_checkpoint, save_training_checkpoint, state_digest
+from pipelines.evaluate.checkpoints import expand_checkpoints
+from pipelines.common.configs import TrainConfig
+from pipelines.train.ray_job import resume_from_run, restore_checkpoint, save_training_checkpoint, state_digest
 
 
 def files(step: int) -> dict[str, bytes]:
@@ -152,7 +152,7 @@ def test_evaluate_listing_ignores_incomplete_and_damaged_checkpoints(tmp_path):
     assert found == [good]
     assert [s.split(" ")[0] for s in skipped] == [damaged, half]
     assert "training_state.pt is 10 bytes" in skipped[0] and COMPLETE_FILE in skipped[1]
-    from pipelines.job_config import JobError
+    from pipelines.common.cli import JobError
 
     with pytest.raises(JobError, match="incomplete"):
         expand_checkpoints(half)

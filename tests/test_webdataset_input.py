@@ -19,13 +19,13 @@ from PIL import Image
 from inpaint_fixtures import box_mask, encode, rng_image, write
 from lama_core import build_generator, save_generator
 from lama_core.mask_geometry import dilate_mask
-from pipelines.configs import InpaintConfig
-from pipelines.inpaint import run_inpaint
-from pipelines.job_config import JobError
-from pipelines.webdataset_input import (expand_braces, is_webdataset_input, list_webdataset, sample_columns,
+from pipelines.common.configs import InpaintConfig
+from pipelines.inpaint.job import run_inpaint
+from pipelines.common.cli import JobError
+from pipelines.records.webdataset import (expand_braces, is_webdataset_input, list_webdataset, sample_columns,
                                         split_member)
-from pipelines.parquet_geometry import split_by_geometry
-from pipelines.webdataset_output import reconcile_shards
+from pipelines.records.parquet_geometry import split_by_geometry
+from pipelines.inpaint.webdataset_writer import reconcile_shards
 
 
 def rect(height: int, width: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:

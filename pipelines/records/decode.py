@@ -1,0 +1,191 @@
+"""Decoding records: encoded image and mask bytes -> arrays, one row per record.
+
+Every job decodes with ``decode_record_image`` and reports a failure with ``failure``: a
+record whose bytes are missing or broken becomes an error row whose ``error`` names the
+file (``RecordError`` messages as raised; anything unforeseen as ``cannot decode NAME:
+Type: message``) and whose arrays are empty (``stage_utils.EMPTY_IMAGE``/``EMPTY_MASK``).
+
+The bulk inpainting job's rows (``decode_record``: the one decoder of its folder, Parquet
+and WebDataset input) carry ``DECODED_COLUMNS`` + ``image`` (uint8 H x W x 3) + ``mask``
+(uint8 H x W in {0, 1}, 1 = hole); missing numbers travel as -1 / NaN.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any
+
+import fsspec
+import numpy as np
+
+from lama_core.mask_geometry import dilate_mask
+from lama_core.masks import generate_mask
+
+from pipelines.records.codecs import RecordError, decode_geometry, decode_image, decode_mask, image_size, scale_mask
+from pipelines.common.error_kinds import kind_of_exception
+from pipelines.records.shard_plan import done_ids
+from pipelines.records.batches import EMPTY_IMAGE, EMPTY_MASK, blob, column_batch, read_many
+from pipelines.common.retry import RetryPolicy
+
+
+def failure(exc: BaseException, doing: str, name: str) -> tuple[str, str]:
+    """``(error message, error kind)`` of ``exc``, raised while ``doing`` (e.g. ``"decode"``)
+    the file ``name``: a ``RecordError``'s own message and kind; anything unforeseen as
+    ``cannot DOING NAME: Type: message`` with ``error_kinds.kind_of_exception``."""
+    if isinstance(exc, RecordError):
+        return str(exc), exc.kind
+    return f"cannot {doing} {name}: {type(exc).__name__}: {exc}", kind_of_exception(exc)
+
+
+def decode_record_image(data: Any, name: str, max_pixels: int = 0) -> tuple[np.ndarray, bool]:
+    """A record's image: encoded bytes (or None: ``RecordError`` "no image bytes for NAME")
+    -> ``(uint8 H x W x 3, converted)`` via ``codecs.decode_image`` (``max_pixels`` > 0
+    bounds the decoded size)."""
+    if data is None:
+        raise RecordError(f"no image bytes for {name}")
+    return decode_image(bytes(data), name, max_pixels)
+
+
+#: Columns of a decoded row of the bulk job and their values when unknown (``column_batch``
+#: defaults; the row also carries ``image`` and ``mask``).
+DECODED_COLUMNS = {
+    "id": "", "source": "", "mask_source": "", "status": "ok", "error": "", "error_kind": "", "width": -1, "height": -1,
+    "hole_fraction": math.nan, "mask_binarized": False, "mask_clipped": False, "converted": False,
+    "mask_generated": False, "mask_index": -1, "seconds": 0.0, "reduced": False,
+}
+
+
+def mask_index_for(record_id: str) -> int:
+    """Index of the generated mask of a record: the first 4 bytes of ``sha256(id)`` as a
+    big-endian integer, so a record gets the same mask in any run, order or shard layout
+    (``lama_core.masks.generate_mask(kind, seed, index, h, w)`` redraws it)."""
+    return int.from_bytes(hashlib.sha256(record_id.encode("utf-8")).digest()[:4], "big")
+
+
+def _unsafe_id(record_id: str) -> bool:
+    """Ids become output paths (``images/ID.png``): refuse ones that would leave the folder."""
+    return (not record_id or record_id.startswith("/") or "\\" in record_id or "\x00" in record_id
+            or any(part in ("", ".", "..") for part in record_id.split("/")))
+
+
+def decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask_source: str,
+                   mask_kind: str | None, mask_seed: int, label: str = "", max_input_pixels: int = 0,
+                   geometry: Any = None, mask_dilate: int = 0) -> dict[str, Any]:
+    """One decoded row (``DECODED_COLUMNS`` columns + ``image``, ``mask``), or an error row.
+
+    ``source`` / ``mask_source``: URIs of the files (``mask_source`` empty when the mask is
+    drawn); ``label`` (e.g. ``(id 'x')`` for rows of a Parquet shard) follows them in error
+    messages. ``geometry``: JSON text of mask geometry (``lama_core.mask_geometry``), whose
+    holes are added to the mask file's. With neither, the mask is drawn from ``mask_kind``
+    (ground truth known). Given masks (not drawn ones) grow by ``mask_dilate`` pixels.
+    ``max_input_pixels`` (0: none) bounds the decoded image (``codecs.decode_image``: a
+    JPEG over it is decoded reduced, flag ``resized``; its mask file, up to 3x the limit
+    as it takes 1 byte per pixel, is scaled to match) and the mask.
+    """
+    row: dict[str, Any] = {**DECODED_COLUMNS, "id": rid, "source": source, "mask_source": mask_source,
+                           "image": EMPTY_IMAGE, "mask": EMPTY_MASK}
+    image_name, mask_name = f"{source}{label}", f"{mask_source}{label}"
+    start = time.perf_counter()
+    try:
+        if _unsafe_id(rid):
+            raise RecordError(f"id {rid!r} of {source} cannot be used as an output file name")
+        image, row["converted"] = decode_record_image(image_bytes, image_name, max_input_pixels)
+        row["height"], row["width"] = image.shape[:2]
+        full_size = image_size(bytes(image_bytes))
+        row["reduced"] = full_size != (image.shape[1], image.shape[0])
+        hole = None
+        if mask_bytes is not None:
+            hole, row["mask_binarized"] = decode_mask(bytes(mask_bytes), mask_name, 3 * max_input_pixels)
+            if row["reduced"] and hole.shape == full_size[::-1]:
+                hole = scale_mask(hole, image.shape[1], image.shape[0])
+            if hole.shape != image.shape[:2]:
+                raise RecordError(f"size mismatch: mask {mask_name} is {hole.shape[1]}x{hole.shape[0]} but image "
+                                  f"{image_name} is {image.shape[1]}x{image.shape[0]} (WxH)")
+        # --- masks as geometry + mask_dilate (issue 17; lama_core/mask_geometry.py) ---
+        if geometry is not None:
+            drawn, row["mask_clipped"] = decode_geometry(geometry, *image.shape[:2], mask_name)
+            if drawn is not None:
+                hole = drawn if hole is None else hole | drawn
+        if hole is not None and mask_dilate > 0:
+            hole = dilate_mask(hole, mask_dilate)
+        # --- end of issue 17 hook ---
+        if hole is None:
+            if mask_kind is None:
+                raise RecordError(f"no mask for {image_name}" + (f" (no shapes in {mask_name})" if geometry else ""))
+            row["mask_index"] = mask_index_for(rid)
+            row["mask_source"] = ""  # e.g. a WebDataset JSON member without geometry: the mask is drawn
+            hole = generate_mask(mask_kind, mask_seed, row["mask_index"], *image.shape[:2]).astype(np.uint8)
+            row["mask_generated"] = True
+        row["hole_fraction"] = float(hole.mean())
+        row["image"], row["mask"] = image, hole
+    except Exception as exc:  # RecordError, or anything unforeseen: still one row
+        message, kind = failure(exc, "decode", image_name)
+        row.update(status="error", error=message, error_kind=kind, image=EMPTY_IMAGE, mask=EMPTY_MASK)
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractFileSystem,
+                        mask_fs: fsspec.AbstractFileSystem, retry: RetryPolicy | None = None,
+                        max_input_pixels: int = 0, mask_kind: str | None = None, mask_seed: int = 0,
+                        mask_dilate: int = 0) -> dict[str, Any]:
+    """Ray Data stage for folder records (``pipelines.records.listing`` columns): read the image and
+    mask files of the batch and decode them. Returns the decoded columns: ``DECODED_COLUMNS`` +
+    ``image`` (uint8 H x W x 3) + ``mask`` (uint8 H x W in {0, 1}); error rows carry 0x0
+    arrays. Listing errors (e.g. an image without a mask) pass through as error rows;
+    reads are retried per ``retry``; images over ``max_input_pixels`` (0: no limit) are
+    refused from their header. Records without a mask file (listed so when ``mask_kind``
+    is set) get a drawn mask; a ``.json`` mask file is mask geometry."""
+    n = len(batch["id"])
+    start = time.perf_counter()
+    images = read_many(image_fs, [p for p, e in zip(batch["image_path"], batch["error"]) if p and not e], retry)
+    masks = read_many(mask_fs, [p for p, e in zip(batch["mask_path"], batch["error"]) if p and not e], retry)
+    read_share = (time.perf_counter() - start) / max(1, n)
+    rows = []
+    for i in range(n):
+        rid, source, mask_uri, listing_error = (str(batch[k][i]) for k in ("id", "source", "mask_source", "error"))
+        try:
+            if listing_error:
+                raise RecordError(listing_error)
+            image_bytes = blob(images, batch["image_path"][i], source)
+            mask_bytes = blob(masks, batch["mask_path"][i], mask_uri) if batch["mask_path"][i] else None
+        except RecordError as exc:
+            rows.append({**DECODED_COLUMNS, "id": rid, "source": source, "mask_source": mask_uri, "status": "error",
+                         "error": str(exc), "error_kind": exc.kind, "image": EMPTY_IMAGE, "mask": EMPTY_MASK})
+            continue
+        geometry = None
+        if mask_uri.lower().endswith(".json"):  # issue 17: mask_dir holds geometry (jobs/coco_masks.py)
+            geometry, mask_bytes = mask_bytes, None
+        row = decode_record(rid, source, image_bytes, mask_bytes, mask_uri, mask_kind, mask_seed,
+                             max_input_pixels=max_input_pixels, geometry=geometry, mask_dilate=mask_dilate)
+        row["seconds"] += read_share
+        rows.append(row)
+    return column_batch(rows, {**DECODED_COLUMNS, "image": None, "mask": None})
+
+
+def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str], skip_lists: dict[str, str],
+                         out_fs: fsspec.AbstractFileSystem, mask_kind: str, mask_seed: int,
+                         max_input_pixels: int = 0, mask_dilate: int = 0) -> dict[str, Any]:
+    """Ray Data stage for rows read from Parquet shards (``id``, ``image`` bytes, optional
+    ``mask`` bytes, optional ``geometry`` JSON text, ``path`` of the shard): drop ids in the
+    shard's skip list (``skip_lists``: shard path -> file on ``out_fs`` of ids done by an
+    earlier run), decode the rest; a row with neither mask nor geometry gets a mask drawn
+    from ``mask_kind``/``mask_seed``.
+    Returns the same columns as ``decode_folder_batch``; ``source`` (and ``mask_source``
+    when the mask comes from the shard) is the shard's URI."""
+    rows = []
+    masks, geometries = batch.get("mask"), batch.get("geometry")
+    for i in range(len(batch["id"])):
+        rid = str(batch["id"][i])
+        skip = skip_lists.get(str(batch["path"][i]))
+        if skip and rid in done_ids(out_fs, skip):
+            continue
+        shard = shard_uris.get(str(batch["path"][i]), str(batch["path"][i]))
+        mask_bytes = masks[i] if masks is not None else None
+        geometry = geometries[i] if geometries is not None else None
+        given = mask_bytes is not None or geometry is not None
+        rows.append(decode_record(rid, shard, batch["image"][i], mask_bytes, shard if given else "",
+                                   mask_kind, mask_seed, label=f" (id {rid!r})", max_input_pixels=max_input_pixels,
+                                   geometry=geometry, mask_dilate=mask_dilate))
+    return column_batch(rows, {**DECODED_COLUMNS, "image": None, "mask": None})

@@ -1,0 +1,151 @@
+"""What earlier runs left in ``OUTPUT/records/``: which ids are final, which are to be
+retried, and making the retried ones disappear before they are redone.
+
+Every id appears at most once under ``records/``; after a run that finished, exactly once.
+A rerun redoes ids that are absent (never done, or lost with a killed run's unwritten
+files) and ids whose error row is retryable (``pipelines.common.error_kinds.retried``). A
+retried row is *replaced*, not shadowed: before the run starts, each records file that
+holds retryable rows is rewritten without them, atomically (a local file is written
+beside it and renamed over it; an object store replaces a key in one PUT), so at every
+moment, even if the run is killed, each id is in one file or in none. Readers need no
+"latest row wins" rule: ``pq.read_table(OUTPUT/records)`` is the answer.
+
+Records files are listed literally (``ls``), never with a glob: an output path holding
+``*``, ``?`` or ``[...]`` names only itself.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lama_core.storage import write_atomic
+
+from pipelines.common.error_kinds import retried
+from pipelines.common.retry import RetryPolicy, call_with_retry
+
+
+def records_files(fs: fsspec.AbstractFileSystem, records_root: str, prefix: str = "",
+                  recursive: bool = False) -> list[str]:
+    """Sorted paths of ``RECORDS/<prefix>*.parquet`` (literal listing, no glob); with
+    ``recursive``, also those in partition folders (``RECORDS/shard=KEY/``)."""
+    root = records_root.rstrip("/")
+    try:
+        if recursive:
+            entries = [{"name": p, "type": "file"} for p in fs.find(root, withdirs=False)]
+        else:
+            entries = fs.ls(root, detail=True)
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in entries:
+        path = entry["name"].rstrip("/")
+        name = path.rsplit("/", 1)[-1]
+        if entry.get("type") == "file" and name.endswith(".parquet") and name.startswith(prefix) \
+                and (path == root or path.startswith(root + "/")):
+            out.append(path)
+    return sorted(out)
+
+
+def write_table_atomically(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
+    """Replace ``path`` with ``table`` (Parquet) so that a reader (or a crash) sees the old
+    file or the new one, never a partial one (``lama_core.storage.write_atomic``)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_atomic(fs, path, sink.getvalue().to_pybytes())
+
+
+@dataclass
+class FileState:
+    """One records file: ids whose rows stay (final), and counts by outcome."""
+
+    final_ids: list[str] = field(default_factory=list)
+    ok: int = 0
+    failed_final: int = 0
+    retryable: int = 0
+    unreadable: bool = False
+
+
+def scan_records_file(fs: fsspec.AbstractFileSystem, path: str, retry_errors: bool, drop_retryable: bool,
+                      policy: RetryPolicy = RetryPolicy()) -> FileState:
+    """Read ``id``/``status``/``error_kind`` of one records file. With ``drop_retryable``,
+    rewrite it without its retryable rows (atomically; a file left empty is deleted). A
+    file that cannot be parsed (a run killed while writing it locally) is renamed
+    ``*.corrupt`` with a warning and its ids count as not done. Transient storage errors
+    are retried per ``policy`` and then raised."""
+    state = FileState()
+
+    def read(columns):
+        with fs.open(path, "rb") as f:
+            return pq.read_table(f, columns=columns)
+
+    try:
+        names = call_with_retry(lambda: pq.read_schema(fs.open(path, "rb")).names, policy)
+        table = call_with_retry(lambda: read([c for c in ("id", "status", "error_kind") if c in names]), policy)
+    except Exception as exc:
+        from pipelines.common.retry import is_transient
+        if is_transient(exc):
+            raise
+        print(f"warning: cannot read earlier records file {path} ({type(exc).__name__}); renaming it to "
+              f"{path}.corrupt and redoing its records", file=sys.stderr)
+        fs.mv(path, path + ".corrupt")
+        state.unreadable = True
+        return state
+    ids = table.column("id").cast(pa.string()).to_pylist()
+    status = table.column("status").to_pylist()
+    kinds = table.column("error_kind").to_pylist() if "error_kind" in names else [None] * len(ids)
+    keep = [s == "ok" or not retried(k, retry_errors) for s, k in zip(status, kinds)]
+    for rid, s, k in zip(ids, status, keep):
+        if k:
+            state.final_ids.append(rid)
+            if s == "ok":
+                state.ok += 1
+            else:
+                state.failed_final += 1
+        else:
+            state.retryable += 1
+    if drop_retryable and state.retryable:
+        full = call_with_retry(lambda: read(None), policy)
+        kept = full.filter(pa.array(keep))
+        if kept.num_rows:
+            call_with_retry(lambda: write_table_atomically(fs, path, kept), policy)
+        else:
+            call_with_retry(lambda: fs.rm_file(path), policy)
+    return state
+
+
+@dataclass
+class ResumeState:
+    """What earlier runs did: ids final under ``records/`` and counts."""
+
+    done: set[str] = field(default_factory=set)
+    ok: int = 0
+    failed_final: int = 0
+    retryable: int = 0
+    files: int = 0
+
+
+def read_resume_state(fs: fsspec.AbstractFileSystem, records_root: str, retry_errors: bool, drop_retryable: bool,
+                      policy: RetryPolicy = RetryPolicy()) -> ResumeState:
+    """Scan every records file (``scan_records_file``) and gather the final ids."""
+    state = ResumeState()
+    for path in records_files(fs, records_root):
+        got = scan_records_file(fs, path, retry_errors, drop_retryable, policy)
+        state.done.update(got.final_ids)
+        state.ok += got.ok
+        state.failed_final += got.failed_final
+        state.retryable += got.retryable
+        state.files += 1
+    return state
+
+
+def remove_records(fs: fsspec.AbstractFileSystem, records_root: str) -> int:
+    """Delete ``RECORDS/**.parquet`` (for ``overwrite=true``; partitions too), listed
+    literally. Returns how many."""
+    files = records_files(fs, records_root, recursive=True)
+    for path in files:
+        fs.rm_file(path)
+    return len(files)
