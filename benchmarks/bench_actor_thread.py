@@ -33,10 +33,12 @@ class TimedModel:
     ``Inpainter.inpaint`` per batch; returns ``sec`` (wall) and ``cpu`` (process CPU)."""
 
     def __init__(self, model: str, threads: int):
-        from pipelines.inpaint.model_stage import InpaintStage
+        from pipelines.cluster.actor_pool import ActorPlan
+        from pipelines.inpaint.model_stage import InpaintStage, ModelStage
 
-        self.stage = InpaintStage(model=model, seed=0, device="cpu", precision="fp32", max_pixels=0, batch_size=4,
-                                  num_threads=threads, endpoint_url=None)
+        plan = ActorPlan(actors=1, cpus=float(threads), threads=threads, gpus=0.0, device="cpu", codec_cpus=0.5)
+        self.stage = InpaintStage(ModelStage(model=model, seed=0, precision="fp32", max_pixels=0, hd_strategy="windows",
+                                             batch_size=4, endpoint_url=None, keep_masks=False, actors=plan))
 
     def __call__(self, batch: dict) -> dict:
         start, cpu = time.perf_counter(), time.process_time()

@@ -79,7 +79,7 @@ def main() -> None:
 
     import ray
 
-    from pipelines.common.configs import InpaintConfig
+    from pipelines.inpaint.config import InpaintConfig
     from pipelines.inpaint.job import run_inpaint
 
     work = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))

@@ -78,7 +78,7 @@ def measure(root: Path, baseline: bool) -> dict:
     import fsspec
     import ray
 
-    from pipelines.records.shard_plan import plan_shards, remove_plan
+    from pipelines.records.shard_plan import PlanRequest, plan_shards, remove_plan
     from pipelines.common.retry import RetryPolicy
 
     for attempt in range(3):  # a loaded machine can time out Ray's node startup
@@ -93,18 +93,19 @@ def measure(root: Path, baseline: bool) -> dict:
     fs = fsspec.filesystem("file")
     shards = sorted(str(p) for p in (root / "in").iterdir())
     # Warm up the task path (worker start, imports) so it does not count as planning.
-    plan_shards(fs, shards[:2] and [(p, p) for p in shards[:2]], fs, str(root / "out" / "records"),
-                str(root / "out" / "_plan" / "warm"), False, False, RetryPolicy())
+    def request(plan_root: str) -> PlanRequest:
+        return PlanRequest(fs, fs, str(root / "out" / "records"), plan_root, False, False, RetryPolicy())
+
+    plan_shards(request(str(root / "out" / "_plan" / "warm")), [(p, p) for p in shards[:2]])
     remove_plan(fs, str(root / "out" / "_plan" / "warm"))
     time.sleep(1.0)
     idle = rss_bytes()
     start = time.perf_counter()
     with PeakRSS() as peak:
-        listing = plan_shards(fs, [(p, p) for p in shards], fs, str(root / "out" / "records"),
-                              str(root / "out" / "_plan" / "bench"), False, False, RetryPolicy())
+        listing = plan_shards(request(str(root / "out" / "_plan" / "bench")), [(p, p) for p in shards])
     seconds = time.perf_counter() - start
     remove_plan(fs, str(root / "out" / "_plan" / "bench"))
-    out = {"records": listing.total, "done": listing.done_ok, "to_do": listing.total - listing.done_ok,
+    out = {"records": listing.total, "done": listing.counts.ok, "to_do": listing.total - listing.counts.ok,
            "shards": listing.shard_count, "seconds": round(seconds, 2),
            "driver_peak_above_idle_mib": round((peak.peak - idle) / 2**20, 1), "idle_mib": round(idle / 2**20, 1)}
     ray.shutdown()

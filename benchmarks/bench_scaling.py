@@ -44,7 +44,7 @@ def batch_sweep(generator, cases, batches: list[int]) -> list[list]:
 def layout_sweep(data: Path, model_uri: str, work: Path, layouts: list[tuple[int, int]]) -> list[list]:
     import ray
 
-    from pipelines.common.configs import InpaintConfig
+    from pipelines.inpaint.config import InpaintConfig
     from pipelines.inpaint.job import run_inpaint
 
     cores = os.cpu_count() or 1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a plain checkout
 
-from pipelines.common.configs import CocoMasksConfig  # noqa: E402  (light: parsing never waits for torch)
+from pipelines.masks.config import CocoMasksConfig  # noqa: E402  (light: parsing never waits for torch)
 from pipelines.common.cli import run_job  # noqa: E402
 
 

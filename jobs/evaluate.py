@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a plain checkout
 
-from pipelines.common.configs import EvaluateConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
+from pipelines.evaluate.config import EvaluateConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
 from pipelines.common.cli import run_job  # noqa: E402
 
 

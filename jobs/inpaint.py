@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a plain checkout
 
-from pipelines.common.configs import InpaintConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
+from pipelines.inpaint.config import InpaintConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
 from pipelines.common.cli import run_job  # noqa: E402
 
 
@@ -20,7 +20,7 @@ def main(cfg: InpaintConfig) -> None:
 
     summary = run_inpaint(cfg)
     if summary.records_files:
-        where = "shards" if cfg.output_format == "webdataset" else "images"  # issue 17: WebDataset output
+        where = "shards" if cfg.output_format == "webdataset" else "images"
         print(f"run {summary.run_id}: {where} under {summary.output}/{where}/, records under "
               f"{summary.output}/records/ ({len(summary.records_files)} files named {summary.run_id}_*.parquet)")
     print(summary.line())

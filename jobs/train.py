@@ -13,34 +13,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `python jobs/train.py` from a plain checkout
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a plain checkout
 
-from pipelines.common.configs import TrainConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
-from pipelines.common.cli import JobError, run_job  # noqa: E402
+from pipelines.common.cli import run_job  # noqa: E402
+from pipelines.train.config import TrainConfig  # noqa: E402  (light: parsing never waits for torch/Ray)
 
 
 def main(cfg: TrainConfig) -> None:
     from pipelines.cluster.ray_setup import init_ray
     from pipelines.train.ray_job import run_training
 
-    try:
-        init_ray(verbose=cfg.verbose)
-        outcome = run_training(cfg)
-    except (FileNotFoundError, ValueError, PermissionError) as exc:
-        raise JobError(str(exc)) from exc
-    except RuntimeError as exc:
-        raise JobError(str(exc).splitlines()[0]) from exc
-    metrics = outcome.metrics
+    init_ray(verbose=cfg.verbose)
+    outcome = run_training(cfg)
     # Checkpoints skipped on resume (damaged: the file is named); the workers' own log
     # lines stay in Ray's logs unless verbose=true.
-    for warning in metrics.get("resume_warnings") or []:
+    for warning in outcome.metrics.get("resume_warnings") or []:
         print(warning, file=sys.stderr)
-    start = f"from {metrics['resumed_from']}" if metrics.get("resumed_from") else "from scratch"
-    print(f"trained {start} (step {metrics.get('start_step', '?')}) to step {metrics.get('step', '?')}; "
-          f"validation L1 {metrics.get('validation_l1', float('nan')):.4f}")
-    print(f"latest checkpoint: {outcome.checkpoint}")
+    print(outcome.summary())
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -183,6 +184,18 @@ def _shift_hsv(crop: np.ndarray, hue: float, saturation: float, value: float) ->
     hsv[..., 1] = np.clip(hsv[..., 1] + saturation / 255.0, 0, 1)
     hsv[..., 2] = np.clip(hsv[..., 2] + value / 255.0, 0, 1)
     return np.clip(hsv2rgb(hsv) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def crop_function(augmentation: str, size: int, rng: np.random.Generator,
+                  grayscale_probability: float = 0.0) -> Callable[[np.ndarray], np.ndarray]:
+    """The training crop of ``augmentation`` (``lama_core.choices.AUGMENTATIONS``):
+    ``"distortions"`` (``distorted_crop``, with ``grayscale_probability``) or ``"crop"``
+    (``random_crop``), as a function of one uint8 ``H x W x 3`` image returning a uint8
+    ``size x size x 3`` crop drawn with ``rng``. Raises ``KeyError`` for another name (the
+    job configs accept only these)."""
+    params = Distortions(grayscale_probability=grayscale_probability)
+    return {"distortions": lambda image: distorted_crop(image, size, rng, params),
+            "crop": lambda image: random_crop(image, size, rng)}[augmentation]
 
 
 def distorted_crop(image: np.ndarray, size: int, rng: np.random.Generator,

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: ``hd_strategy`` names the Inpainter accepts.
-HD_STRATEGIES = ("full", "windows")
+from .choices import HD_STRATEGIES  # noqa: F401 - the names, re-exported where the strategies live
 #: Most regions planned one by one (merging compares every pair); more are joined on a coarser grid.
 MAX_REGIONS = 256
 
@@ -96,13 +95,12 @@ class WindowPlan:
 def plan_windows(hole: np.ndarray, strategy: str, options: WindowOptions = WindowOptions()) -> WindowPlan:
     """Plan where the generator runs for one image.
 
-    ``hole``: bool ``H x W`` (True = hole). ``strategy``: ``"full"`` or ``"windows"``.
+    ``hole``: bool ``H x W`` (True = hole). ``strategy``: ``"full"`` or ``"windows"`` (one of
+    ``HD_STRATEGIES``, as the caller checked: the ``Inpainter`` or a job's config).
     Returns a ``WindowPlan``: no window when there is no hole; one whole-image window for
     ``full``, for images not larger than ``options.trigger``, or when windows would cover
     most of the image; otherwise one window per (merged) hole region.
     """
-    if strategy not in HD_STRATEGIES:
-        raise ValueError(f"hd_strategy must be one of {HD_STRATEGIES}, got {strategy!r}")
     h, w = hole.shape
     full = WindowPlan("full", (Window(0, 0, h, w),))
     if strategy == "full" or max(h, w) <= options.trigger:

@@ -36,12 +36,13 @@ import torch
 from .cpu_allocator import keep_freed_memory
 from .fast_inference import optimize_for_inference
 from .ffc import FFCResNetGenerator
-from .hd_strategy import HD_STRATEGIES, Window, WindowOptions, own_holes, plan_windows
+from .choices import DEFAULT_HD_STRATEGY, HD_STRATEGIES, PRECISIONS, choice_problem
+from .hd_strategy import Window, WindowOptions, own_holes, plan_windows
 from .image_arrays import DEFAULT_MASK_THRESHOLD, InpaintInputError, image_to_float, mask_to_float, to_uint8
 from .resample import area_downscale, bicubic_strips, to_float_chw
 
 #: ``precision`` names the Inpainter (and every job that runs one) accepts, and their dtypes.
-PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16, torch.float16)))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 0) -> torch.Tensor:
@@ -116,13 +117,13 @@ class Inpainter:
     def __init__(self, generator: FFCResNetGenerator, device: str | torch.device = "cpu", batch_size: int = 4,
                  precision: str = "fp32", mask_threshold: float = DEFAULT_MASK_THRESHOLD,
                  max_pixels: int | None = None, channels_last: bool = False, fold_batchnorm: bool = True,
-                 cpu_kernels: bool | None = None, hd_strategy: str = "windows",
+                 cpu_kernels: bool | None = None, hd_strategy: str = DEFAULT_HD_STRATEGY,
                  window_options: WindowOptions | None = None, keep_grey: bool = True):
-        if hd_strategy not in HD_STRATEGIES:
-            raise ValueError(f"hd_strategy must be one of {', '.join(HD_STRATEGIES)}, got {hd_strategy!r}")
+        for problem in (choice_problem("hd_strategy", hd_strategy, HD_STRATEGIES),
+                        choice_problem("precision", precision, PRECISIONS)):
+            if problem:
+                raise ValueError(problem)
         self.keep_grey = keep_grey
-        if precision not in PRECISION_DTYPES:
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)

@@ -55,7 +55,7 @@ from .losses import (LossConfig, NonSaturatingWithR1, feature_matching_loss, hol
 from .masks import generate_mask
 from .perceptual import HRFPerceptualLoss
 
-PRECISIONS = ("fp32", "bf16")
+from .choices import TRAINING_PRECISIONS, choice_problem
 
 
 @dataclass
@@ -89,8 +89,8 @@ class TrainingConfig:
     gradient_clip_norm: float | None = 1.0
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if problem := choice_problem("precision", self.precision, TRAINING_PRECISIONS):
+            raise ValueError(problem)
         if int(self.accum_steps) < 1:
             raise ValueError(f"accum_steps must be >= 1, got {self.accum_steps}")
 

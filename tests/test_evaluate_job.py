@@ -22,7 +22,7 @@ from lama_core.masks import MaskGenerator, generate_mask, mask_png
 from lama_core.metrics import FIDInceptionV3, fid_from_features, hole_area_bin, load_inception, psnr
 from lama_core.metrics.lpips import LPIPS
 from lama_core.metrics.weights import STANDARD_WEIGHT_FILES
-from pipelines.common.configs import EvaluateConfig
+from pipelines.evaluate.config import EvaluateConfig
 from lama_core.training_checkpoint import checkpoint_step
 from pipelines.evaluate.checkpoints import expand_checkpoints
 from pipelines.evaluate.job import run_evaluation

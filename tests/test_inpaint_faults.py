@@ -26,7 +26,7 @@ from inpaint_fixtures import box_mask, encode, rng_image, write
 from lama_core import build_generator, save_generator
 from pipelines.records.codecs import RecordError, decode_image, decode_mask
 from pipelines.common.error_kinds import INPUT, STORAGE
-from pipelines.common.configs import InpaintConfig
+from pipelines.inpaint.config import InpaintConfig
 from pipelines.common.errors import JobError
 from pipelines.inpaint.job import run_inpaint
 from pipelines.common.output_lease import LEASE_FILE, acquire_lease

@@ -18,7 +18,7 @@ from PIL import Image
 from inpaint_fixtures import box_mask, encode, lama_folder, parquet_shards, png16_rgb, rng_image, write
 from lama_core import build_generator, save_generator
 from lama_core.masks import generate_mask
-from pipelines.common.configs import InpaintConfig
+from pipelines.inpaint.config import InpaintConfig
 from pipelines.inpaint.job import run_inpaint
 from pipelines.records.decode import mask_index_for
 from pipelines.common.cli import JobError

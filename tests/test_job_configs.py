@@ -10,13 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.common.configs import (MASK_KINDS, PRESETS, EvaluateConfig, InpaintConfig, MakeMasksConfig, TrainConfig,
-                               describe)
-from pipelines.common.errors import JobError
 from pipelines.cluster.actor_pool import FREE_CPUS, MIN_CODEC_CPUS, plan_actors
+from pipelines.common.config_kit import describe
+from pipelines.common.errors import JobError
+from pipelines.evaluate.config import EvaluateConfig
+from pipelines.inpaint.config import InpaintConfig
+from pipelines.masks.config import MakeMasksConfig
+from pipelines.train.config import LocalTrainConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
-JOBS = {"inpaint": InpaintConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "make_masks": MakeMasksConfig}
+JOBS = {"inpaint": InpaintConfig, "train": TrainConfig, "train_local": LocalTrainConfig, "evaluate": EvaluateConfig,
+        "make_masks": MakeMasksConfig}
 #: DESIGN.md "Job interfaces": the key each job uses for a shared concept.
 CONTRACT = {
     "inpaint": {"input", "output", "model", "mask_dir", "mask_kind", "mask_seed", "num_workers", "cpus_per_worker",
@@ -25,7 +29,8 @@ CONTRACT = {
               "endpoint_url", "weights_dir", "steps"},
     "evaluate": {"input", "output", "model", "mask_kind", "mask_seed", "metrics", "watch", "num_workers",
                  "cpus_per_worker", "gpus_per_worker", "endpoint_url", "overwrite", "dry_run", "weights_dir"},
-    "make_masks": {"mask_kind", "n", "mask_seed", "output"},
+    "train_local": {"input", "output", "model", "mask_kind", "cpus_per_worker", "weights_dir", "steps"},
+    "make_masks": {"mask_kind", "n", "mask_seed", "output", "preview"},
 }
 OLD_NAMES = {"data", "checkpoints", "masks", "kind", "preset", "init_from", "num_actors", "num_cpus_per_actor",
              "num_gpus", "use_gpu", "device"}
@@ -42,6 +47,8 @@ def test_contract_keys_and_no_old_names(job):
     keys = {f.name for f in fields(JOBS[job])}
     assert CONTRACT[job] <= keys, CONTRACT[job] - keys
     assert not keys & OLD_NAMES
+    if job == "train_local":
+        return  # local files only: no object store, so no endpoint
     endpoint = [f for f in fields(JOBS[job]) if f.name == "endpoint_url"]
     assert endpoint and endpoint[0].default is None  # null everywhere: AWS_ENDPOINT_URL, else AWS
 
@@ -91,7 +98,8 @@ def test_bad_keys_and_values_fail_in_one_line_without_ray(job, arg, expect, tmp_
 
 
 def test_light_modules_import_neither_torch_nor_ray():
-    code = ("import sys; import pipelines.common.configs, pipelines.common.cli; "
+    code = ("import sys; import pipelines.common.cli, pipelines.inpaint.config, pipelines.evaluate.config, "
+            "pipelines.train.config, pipelines.masks.config; "
             "print([m for m in ('torch', 'ray', 'numpy') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
@@ -117,14 +125,48 @@ def test_config_file_then_overrides(tmp_path):
 
 
 def test_names_agree_with_lama_core():
-    from lama_core import GENERATOR_PRESETS
+    """Each enumeration is defined once (lama_core.choices): the library's tables are keyed by
+    exactly its names, and every config accepts exactly them (each other value is refused)."""
+    from lama_core import choices
+    from lama_core.hd_strategy import HD_STRATEGIES
     from lama_core.inpainter import PRECISION_DTYPES
+    from lama_core.losses import LOSS_RECIPES
     from lama_core.masks import MASK_SETS
-    from pipelines.common.configs import PRECISIONS
+    from lama_core.presets import GENERATOR_PRESETS
+    from lama_core.training import TRAINING_PRECISIONS
+    from lama_core.metrics.lpips import BACKBONES
 
-    assert set(MASK_KINDS) == set(MASK_SETS)
-    assert set(PRESETS) == set(GENERATOR_PRESETS)
-    assert set(PRECISIONS) == set(PRECISION_DTYPES)
+    assert set(MASK_SETS) == set(choices.MASK_KINDS) and len(MASK_SETS) == len(choices.MASK_KINDS)
+    assert set(GENERATOR_PRESETS) == set(choices.PRESETS) and set(LOSS_RECIPES) == set(choices.RECIPES)
+    assert tuple(PRECISION_DTYPES) == choices.PRECISIONS
+    assert HD_STRATEGIES is choices.HD_STRATEGIES and TRAINING_PRECISIONS is choices.TRAINING_PRECISIONS
+    assert set(BACKBONES) == set(choices.LPIPS_NETS)
+    accepted = {  # config, key -> the names it must accept
+        (InpaintConfig, "hd_strategy"): choices.HD_STRATEGIES, (InpaintConfig, "precision"): choices.PRECISIONS,
+        (InpaintConfig, "mask_kind"): choices.MASK_KINDS, (EvaluateConfig, "precision"): choices.PRECISIONS,
+        (EvaluateConfig, "lpips_net"): choices.LPIPS_NETS, (TrainConfig, "recipe"): choices.RECIPES,
+        (TrainConfig, "augmentation"): choices.AUGMENTATIONS, (TrainConfig, "precision"): choices.TRAINING_PRECISIONS,
+        (TrainConfig, "mask_kind"): choices.MASK_KINDS, (LocalTrainConfig, "augmentation"): choices.AUGMENTATIONS,
+        (MakeMasksConfig, "mask_kind"): choices.MASK_KINDS,
+    }
+    for (schema, key), names in accepted.items():
+        for name in names:
+            assert schema(**{key: name}).problems() == [], (schema.__name__, key, name)
+        for wrong in ("nope", names[0].upper()):
+            assert any(key in p for p in schema(**{key: wrong}).problems()), (schema.__name__, key, wrong)
+
+
+def test_local_trainer_lists_only_its_own_keys(tmp_path):
+    """train_local runs one process without Ray: its --help has no Ray keys, and a Ray key is
+    refused like any unknown key (one line, exit 2)."""
+    keys = {f.name for f in fields(LocalTrainConfig)}
+    assert not keys & {"num_workers", "gpus_per_worker", "max_failures", "sync_batchnorm", "verbose",
+                       "fail_at_step", "endpoint_url", "crops_per_image"}
+    proc = _run("train_local", "--help")
+    assert proc.returncode == 0 and "num_workers" not in proc.stdout and "max_failures" not in proc.stdout
+    proc = _run("train_local", "num_workers=2", f"output={tmp_path / 'out'}")
+    assert proc.returncode == 2 and "unknown key 'num_workers'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------ actor plans
@@ -172,7 +214,7 @@ def test_a_job_stops_the_local_ray_it_started_and_leaves_any_other(tmp_path):
 import sys, ray
 from pipelines.cluster import ray_setup
 from pipelines.common.cli import run_job
-from pipelines.common.configs import MakeMasksConfig
+from pipelines.masks.config import MakeMasksConfig
 def started_here(cfg):
     assert ray_setup.init_ray() == "local"
     print(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
@@ -228,6 +270,20 @@ def test_model_stages_run_batches_in_the_actors_own_thread():
 
     pool = model_actor_pool(ActorPlan(actors=3, cpus=1.0, threads=2, gpus=0.0, device="cpu", codec_cpus=0.5))
     assert pool.enable_true_multi_threading is True and pool.min_size == pool.max_size == 3
-    for stage in ("inpaint/job.py", "evaluate/sweep.py"):
-        source = (REPO / "pipelines" / stage).read_text()
-        assert "model_actor_pool(plan)" in source and "ActorPoolStrategy(" not in source
+    from pipelines.evaluate.stage import EvalModelStage, EvaluateStage
+    from pipelines.inpaint.model_stage import InpaintStage, ModelStage
+
+    class MapRecorder:  # what a stage asks of Ray Data's map_batches
+        def map_batches(self, fn, **kwargs):
+            self.fn, self.kwargs = fn, kwargs
+            return self
+
+    plan = ActorPlan(actors=3, cpus=1.0, threads=2, gpus=0.0, device="cpu", codec_cpus=0.5)
+    stages = {InpaintStage: ModelStage("small", 0, "fp32", 0, "windows", 4, None, False, plan),
+              EvaluateStage: EvalModelStage("ckpt", ("psnr",), "fp32", 4, "", {}, "vgg", 0, frozenset(), None, plan)}
+    for actor, stage in stages.items():
+        asked = stage.apply(MapRecorder())
+        assert asked.fn is actor and asked.kwargs["batch_size"] == 4 and asked.kwargs["num_cpus"] == 1.0
+        assert asked.kwargs["compute"].enable_true_multi_threading is True
+        assert asked.kwargs["compute"].min_size == asked.kwargs["compute"].max_size == 3
+        assert asked.kwargs["fn_constructor_kwargs"]["stage"] is stage

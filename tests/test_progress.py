@@ -37,11 +37,13 @@ def test_model_stage_counts_every_batch_it_finishes(ray_local):
     # actor task's output on only when the task ends, so a count at the writer stood at 0/N.
     import numpy as np
 
-    from pipelines.inpaint.model_stage import InpaintStage
+    from pipelines.cluster.actor_pool import ActorPlan
+    from pipelines.inpaint.model_stage import InpaintStage, ModelStage
 
     counter = ProgressCounter.remote()
-    stage = InpaintStage(model="small", seed=0, device="cpu", precision="fp32", max_pixels=0, batch_size=2,
-                         num_threads=1, endpoint_url=None, counter=counter)
+    plan = ActorPlan(actors=1, cpus=1.0, threads=1, gpus=0.0, device="cpu", codec_cpus=0.5)
+    stage = InpaintStage(ModelStage(model="small", seed=0, precision="fp32", max_pixels=0, hd_strategy="windows",
+                                    batch_size=2, endpoint_url=None, keep_masks=False, actors=plan), counter)
     image, mask = np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8)
     mask[16:32, 16:32] = 255
     batch = {"id": np.array(["a", "b"], dtype=object), "status": np.array(["ok", "error"], dtype=object),

@@ -19,8 +19,9 @@ import pytest
 from PIL import Image
 
 from lama_core import load_generator
-from pipelines.common.configs import TrainConfig
-from pipelines.train.ray_job import run_training, state_digest
+from pipelines.train.config import TrainConfig
+from pipelines.train.checkpoints import state_digest
+from pipelines.train.ray_job import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -176,7 +177,7 @@ def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path):
 
     from lama_core import build_discriminator, build_generator
     from lama_core.presets import generator_config
-    from pipelines.train.ray_job import build_models
+    from pipelines.train.loop import build_models
 
     torch.manual_seed(1)
     generator, discriminator = build_generator("small"), build_discriminator("small")
@@ -188,7 +189,7 @@ def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path):
     torch.save({"state_dict": state, "global_step": 7}, tmp_path / "models" / "best.ckpt")
     config = {"kind": "ffc_resnet", **dataclasses.asdict(generator_config("small"))}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"generator": config}))
-    g, d = build_models(TrainConfig(model=str(tmp_path)))
+    g, d = build_models(str(tmp_path))
     assert state_digest(g) == state_digest(generator)
     assert state_digest(d) == state_digest(discriminator)
 

@@ -16,8 +16,8 @@ from lama_core.training_checkpoint import (COMPLETE_FILE, checkpoint_name, check
                                            list_checkpoints, prune_checkpoints, remove_incomplete, resume_latest,
                                            step_of, verify_checkpoint, write_checkpoint)
 from pipelines.evaluate.checkpoints import expand_checkpoints
-from pipelines.common.configs import TrainConfig
-from pipelines.train.ray_job import resume_from_run, restore_checkpoint, save_training_checkpoint, state_digest
+from pipelines.train.config import TrainConfig
+from pipelines.train.checkpoints import resume_from_run, restore_checkpoint, save_training_checkpoint, state_digest
 
 
 def files(step: int) -> dict[str, bytes]:

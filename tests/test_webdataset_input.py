@@ -19,7 +19,7 @@ from PIL import Image
 from inpaint_fixtures import box_mask, encode, rng_image, write
 from lama_core import build_generator, save_generator
 from lama_core.mask_geometry import dilate_mask
-from pipelines.common.configs import InpaintConfig
+from pipelines.inpaint.config import InpaintConfig
 from pipelines.inpaint.job import run_inpaint
 from pipelines.common.cli import JobError
 from pipelines.records.webdataset import (expand_braces, is_webdataset_input, list_webdataset, sample_columns,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.common.config_kit import WorkerOptions, device_problem
 from pipelines.common.errors import JobError
 
 
@@ -37,25 +38,46 @@ FREE_CPUS = 1.0
 MAX_THREADS_PER_CPU_ACTOR = 8
 
 
-def plan_actors(cfg: Any, cluster_cpus: float, cluster_gpus: float, fixed_cluster: bool,
+def resolve_gpus(gpus_per_worker: float | None, cluster_gpus: float) -> float:
+    """GPUs per worker (model actor or training worker): as given, or for ``null`` (auto) 1
+    when the cluster has GPUs, else 0. The one resolver of ``gpus_per_worker=null``."""
+    if gpus_per_worker is not None:
+        return gpus_per_worker
+    return 1.0 if cluster_gpus else 0.0
+
+
+def check_cpu_headroom(workers: int, cpus_per_worker: float, cluster_cpus: float, fixed_cluster: bool) -> None:
+    """Raise ``JobError`` (one line) when ``workers`` x ``cpus_per_worker`` leave Ray Data less
+    than ``FREE_CPUS`` of the cluster's ``cluster_cpus`` for its read, decode and encode
+    tasks: the job would wait forever. Where the workers do not fit yet and the cluster can
+    grow (not ``fixed_cluster``), nodes added for them bring CPUs too: no refusal."""
+    used = workers * cpus_per_worker
+    left = cluster_cpus - used
+    if left < FREE_CPUS and (fixed_cluster or cluster_cpus >= used):
+        raise JobError(f"num_workers x cpus_per_worker = {workers} x {cpus_per_worker:g} CPUs leaves {max(left, 0):g} "
+                       f"of the cluster's {cluster_cpus:g} CPUs for reading, decoding and encoding, which need at "
+                       f"least {FREE_CPUS:g}: lower them, or leave them at their defaults")
+
+
+def plan_actors(cfg: WorkerOptions, cluster_cpus: float, cluster_gpus: float, fixed_cluster: bool,
                 work_batches: int | None = None) -> ActorPlan:
-    """The actor plan for ``cfg`` (a ``WorkerOptions``) on a cluster of ``cluster_cpus``
-    CPUs and ``cluster_gpus`` GPUs. ``fixed_cluster``: a local instance that cannot grow, so
-    a plan that does not fit is refused instead of waiting for nodes. ``work_batches`` caps
-    the actor count (no idle actors). Raises ``JobError`` (one line) for a plan that cannot
-    run: GPUs asked of a machine without any, or actors that leave Ray Data less than
-    ``FREE_CPUS`` (it would wait forever).
+    """The actor plan for ``cfg`` on a cluster of ``cluster_cpus`` CPUs and ``cluster_gpus``
+    GPUs. ``fixed_cluster``: a local instance that cannot grow, so a plan that does not fit
+    is refused instead of waiting for nodes. ``work_batches`` caps the actor count (no idle
+    actors). Raises ``JobError`` (one line) for a plan that cannot run: GPUs asked of a
+    machine without any, fp16 without a GPU (``device_problem``), or actors that leave Ray
+    Data less than ``FREE_CPUS`` (``check_cpu_headroom``).
 
     Auto (``num_workers=0``, ``cpus_per_worker=0``, ``gpus_per_worker=null``): one actor
     per GPU when the cluster has GPUs. On CPU: actors of up to 8 torch threads that
     together run one thread per core, while reserving all CPUs but ``FREE_CPUS`` in Ray's
     accounting; the codec tasks run in the CPU left free (on 2 cores: one actor, 1 CPU
     reserved, 2 threads; codec tasks of 0.5 CPU)."""
-    gpus = cfg.gpus_per_worker if cfg.gpus_per_worker is not None else (1.0 if cluster_gpus else 0.0)
+    gpus = resolve_gpus(cfg.gpus_per_worker, cluster_gpus)
     if gpus > 0 and not cluster_gpus and fixed_cluster:
         raise JobError(f"gpus_per_worker={gpus:g} but this machine has no GPU visible to Ray: use gpus_per_worker=0")
-    if gpus <= 0 and cfg.precision == "fp16":
-        raise JobError("precision=fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+    if problem := device_problem(cfg.precision, gpus):
+        raise JobError(problem)
     if gpus > 0:
         actors = cfg.num_workers or max(1, int(cluster_gpus // gpus))
         cpus = cfg.cpus_per_worker or 1.0
@@ -70,12 +92,8 @@ def plan_actors(cfg: Any, cluster_cpus: float, cluster_gpus: float, fixed_cluste
         threads = max(1, round(cluster_cpus / actors))
     if work_batches is not None and not cfg.num_workers:
         actors = max(1, min(actors, work_batches))
-    left = cluster_cpus - actors * cpus
-    if left < FREE_CPUS and (fixed_cluster or cluster_cpus >= actors * cpus):
-        raise JobError(f"num_workers x cpus_per_worker = {actors} x {cpus:g} CPUs leaves {max(left, 0):g} of the "
-                       f"cluster's {cluster_cpus:g} CPUs for reading, decoding and encoding, which need at least "
-                       f"{FREE_CPUS:g}: lower them, or leave both at 0 (auto)")
-    codec = min(1.0, max(MIN_CODEC_CPUS, left / 2))
+    check_cpu_headroom(actors, cpus, cluster_cpus, fixed_cluster)
+    codec = min(1.0, max(MIN_CODEC_CPUS, (cluster_cpus - actors * cpus) / 2))
     return ActorPlan(actors, cpus, threads, gpus, "cuda" if gpus > 0 else "cpu", codec)
 
 
@@ -91,7 +109,7 @@ def model_actor_pool(plan: ActorPlan) -> Any:
     return ray.data.ActorPoolStrategy(size=plan.actors, enable_true_multi_threading=True)
 
 
-def cluster_plan(cfg: Any, local: bool, work_batches: int | None = None) -> ActorPlan:
+def cluster_plan(cfg: WorkerOptions, local: bool, work_batches: int | None = None) -> ActorPlan:
     """``plan_actors`` for the Ray cluster this process is connected to."""
     import ray
 

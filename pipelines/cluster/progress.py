@@ -137,13 +137,16 @@ _QUIET_METRICS = {"step", "start_step", "start_generator_digest", "generator_lr"
 
 def training_report_line(metrics: dict[str, Any], total_steps: int) -> str:
     """``step 10/40  loss_a 0.123  loss_b 4.56  validation_l1 0.150  22.5 images/s`` from
-    one worker's report."""
+    one worker's report, ``  (checkpoint)`` added when it wrote one: the line both trainers
+    print (the Ray job through ``report_printer``, the local one itself)."""
     parts = [f"step {metrics.get('step', '?')}/{total_steps}"]
     for name, value in metrics.items():
         if name not in _QUIET_METRICS and isinstance(value, (int, float)):
             parts.append(f"{name} {value:.4g}")
     if "images_per_s" in metrics:
         parts.append(f"{metrics['images_per_s']:.1f} images/s")
+    if metrics.get("checkpoint"):
+        parts.append("(checkpoint)")
     return "  ".join(parts)
 
 
@@ -156,10 +159,8 @@ def report_printer(log: Any, total_steps: int) -> Any:
     class _ReportPrinter(UserCallback):
         def after_report(self, run_context: Any, metrics: list, checkpoint: Any) -> None:
             if metrics:
-                # pipelines/train/ray_job.py writes its own checkpoints and reports their URI.
-                written = checkpoint is not None or metrics[0].get("checkpoint")
-                log.push.remote(training_report_line(metrics[0], total_steps)
-                                + ("  (checkpoint)" if written else ""))
+                # Our checkpoints are not Ray's: their URI is in the metrics, never ``checkpoint``.
+                log.push.remote(training_report_line(metrics[0], total_steps))
 
     return _ReportPrinter()
 

@@ -1,5 +1,5 @@
 """Command-line parsing shared by every job: a typed dataclass schema
-(``pipelines/common/configs.py``), an optional YAML file, and OmegaConf ``key=value`` overrides.
+(``pipelines/*/config.py``, built with ``pipelines/common/config_kit.py``), an optional YAML file, and OmegaConf ``key=value`` overrides.
 
     cfg = parse_job_config(InpaintConfig, sys.argv[1:])
 
@@ -51,7 +51,7 @@ def _format_default(value: Any) -> str:
 def help_text(schema: type, prog: str) -> str:
     """The ``--help`` page of a config dataclass: usage, the schema's docstring, and one
     line per key: ``key (type, default DEFAULT): description``."""
-    from pipelines.common.configs import describe
+    from pipelines.common.config_kit import describe
 
     lines = [f"usage: python {prog} [key=value ...] [--config FILE.yaml] [--help] [--version]", ""]
     doc = (schema.__doc__ or "").strip().splitlines()
@@ -116,7 +116,7 @@ def parse_job_config(schema: type[T], argv: list[str], defaults_yaml: str | Path
         msg = str(exc).splitlines()[0]
         if "Key '" in msg and "not in" in msg:
             key = msg.split("Key '", 1)[1].split("'", 1)[0]
-            from pipelines.common.configs import RENAMED_KEYS
+            from pipelines.common.config_kit import RENAMED_KEYS
 
             close = [n for n in _keys(schema) if _similar(n, key)]
             if RENAMED_KEYS.get(key) in _keys(schema):

@@ -24,7 +24,8 @@ from lama_core import CheckpointError
 from lama_core.metrics import METRICS, load_inception, load_lpips, reference_columns
 from lama_core.storage import is_local, join_uri
 
-from pipelines.common.configs import EvaluateConfig
+from pipelines.evaluate.config import EvaluateConfig
+from pipelines.common.config_kit import check_config
 from pipelines.common.errors import JobError
 from pipelines.evaluate.checkpoints import expand_checkpoints
 from pipelines.evaluate.data import list_eval_data, resolve_mask_sets
@@ -38,13 +39,11 @@ from pipelines.common.samples import write_sample_shard
 def _check_config(cfg: EvaluateConfig) -> list[str]:
     """The config's checks (``run_evaluation`` may be called without the parser) and the
     metric names; returns the requested metrics, de-duplicated."""
+    check_config(cfg)
     metrics = [str(m) for m in cfg.metrics]
-    problems = cfg.problems()
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
-        problems.append(f"unknown or no metrics {unknown}; registered: {', '.join(sorted(METRICS))}")
-    if problems:
-        raise JobError("bad config: " + "; ".join(problems))
+        raise JobError(f"bad config: unknown or no metrics {unknown}; registered: {', '.join(sorted(METRICS))}")
     return list(dict.fromkeys(metrics))
 
 
@@ -100,12 +99,12 @@ EVAL_RESULT_KEYS = ("metrics", "mask_seed", "lpips_net", "precision")
 _SETTINGS_WAY_ON = "write to another output, or pass overwrite=true to score every pair again with these"
 
 
-def eval_settings(cfg: Any, data_uri: str) -> dict[str, Any]:
+def eval_settings(cfg: EvaluateConfig, data_uri: str) -> dict[str, Any]:
     """The settings an evaluation output remembers: ``EVAL_RESULT_KEYS`` and the input URI."""
     return settings_of(cfg, EVAL_RESULT_KEYS, input=data_uri)
 
 
-def prepare(cfg: Any) -> Sweep:
+def prepare(cfg: EvaluateConfig) -> Sweep:
     """Check the config, the metric weights, the storage and the mask sets (in that order);
     every failure is a ``JobError`` with one line, before any work is done. Returns the
     checked ``Sweep``."""
@@ -213,8 +212,8 @@ def sweep_once(sweep: Sweep, clear_tables: bool = False) -> SweepReport:
     return report
 
 
-def run_evaluation(cfg: Any, sleep: Callable[[float], None] = time.sleep) -> list[SweepReport]:
-    """Run the sweep ``cfg`` describes (an ``EvaluateConfig`` or its OmegaConf form): once,
+def run_evaluation(cfg: EvaluateConfig, sleep: Callable[[float], None] = time.sleep) -> list[SweepReport]:
+    """Run the sweep ``cfg`` describes: once,
     or with ``watch=true`` every ``poll_seconds`` until ``max_polls`` sweeps (0 = forever,
     until interrupted). ``sleep`` waits between polls (tests pass their own). Returns one
     report per sweep. Raises ``JobError`` when the job cannot run."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import fsspec
@@ -27,6 +28,7 @@ from pipelines.records.codecs import RecordError, decode_mask
 from pipelines.evaluate.data import MaskSet
 from pipelines.evaluate.plots import sample_strip
 from pipelines.records.decode import decode_record_image, failure
+from pipelines.cluster.actor_pool import ActorPlan, model_actor_pool
 from pipelines.cluster.model_actor import resolve_device, run_per_record, start_model_actor
 from pipelines.records.batches import EMPTY_IMAGE, EMPTY_MASK, blob, column_batch, read_many
 
@@ -65,17 +67,37 @@ def _mask_for(ms: MaskSet, index: int, height: int, width: int, blobs: dict[str,
     return fit_mask(hole, height, width)
 
 
-def decode_batch(batch: dict[str, Any], image_fs: fsspec.AbstractFileSystem, mask_sets: Sequence[MaskSet],
-                 mask_fs: dict[str, fsspec.AbstractFileSystem], mask_seed: int,
-                 index_of: dict[str, int] | None = None, shard_uris: dict[str, str] | None = None) -> dict[str, Any]:
-    """Ray Data stage: read and decode ground-truth images, then attach a mask from each of
-    ``mask_sets`` (one output row per image × mask set).
+@dataclass(frozen=True)
+class EvalDecodeStage:
+    """The read + decode (+ masks) stage of an evaluation pass, as CPU tasks of ``num_cpus``
+    over batches of ``batch_size`` images: reads and decodes ground-truth images (``image_fs``)
+    and attaches a mask from each of ``mask_sets`` (frozen sets read from ``mask_fs[name]``,
+    drawn ones from ``mask_seed``): one output row per image x mask set. Parquet input:
+    ``index_of`` maps ids to image indices, ``shard_uris`` shard paths to URIs."""
+
+    image_fs: fsspec.AbstractFileSystem
+    mask_sets: tuple[MaskSet, ...]
+    mask_fs: dict[str, fsspec.AbstractFileSystem]
+    mask_seed: int
+    batch_size: int
+    num_cpus: float
+    index_of: dict[str, int] | None = None
+    shard_uris: dict[str, str] | None = None
+
+    def apply(self, ds: Any) -> Any:
+        return ds.map_batches(decode_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
+                              num_cpus=self.num_cpus)
+
+
+def decode_batch(batch: dict[str, Any], stage: EvalDecodeStage) -> dict[str, Any]:
+    """One batch of ``EvalDecodeStage``.
 
     Input: folder records (``id``, ``source``, ``image_path``, ``index``) or Parquet rows
-    (``id``, ``image`` bytes, ``path`` of the shard; ``index_of`` maps ids to indices).
-    Output: the ``ROW_COLUMNS`` + ``image`` (uint8 H x W x 3) + ``mask`` (uint8 H x W in
-    {0, 1}); a row that failed carries ``status='error'``, an ``error`` naming the file,
-    and 0 x 0 arrays."""
+    (``id``, ``image`` bytes, ``path`` of the shard). Output: the ``ROW_COLUMNS`` + ``image``
+    (uint8 H x W x 3) + ``mask`` (uint8 H x W in {0, 1}); a row that failed carries
+    ``status='error'``, an ``error`` naming the file, and 0 x 0 arrays."""
+    image_fs, mask_sets, mask_fs, mask_seed = stage.image_fs, stage.mask_sets, stage.mask_fs, stage.mask_seed
+    index_of, shard_uris = stage.index_of, stage.shard_uris
     n = len(batch["id"])
     start = time.perf_counter()
     parquet = "image" in batch
@@ -147,6 +169,33 @@ def feature_columns(metrics: Sequence[str]) -> list[str]:
     return [c for m in metrics if METRICS[m].reduce is not None for c in METRICS[m].columns if c not in references]
 
 
+@dataclass(frozen=True)
+class EvalModelStage:
+    """The model stage of an evaluation pass and its ``map_batches`` specification: the
+    ``actors`` (``ActorPlan``) run ``EvaluateStage`` over batches of ``batch_size`` rows, each
+    loading ``checkpoint`` once (with ``precision``) and the ``metrics`` networks lazily
+    from ``weights_dir`` / ``weight_paths`` (LPIPS backbone ``lpips_net``). ``grid_images``:
+    images whose sample strip is returned; ``reference_missing``: ids whose ground-truth
+    reference features the sweep's cache lacks."""
+
+    checkpoint: str
+    metrics: tuple[str, ...]
+    precision: str
+    batch_size: int
+    weights_dir: str
+    weight_paths: dict[str, str]
+    lpips_net: str
+    grid_images: int
+    reference_missing: frozenset[str]
+    endpoint_url: str | None
+    actors: ActorPlan
+
+    def apply(self, ds: Any) -> Any:
+        return ds.map_batches(EvaluateStage, compute=model_actor_pool(self.actors), batch_size=self.batch_size,
+                              num_gpus=self.actors.gpus, num_cpus=self.actors.cpus,
+                              fn_constructor_kwargs={"stage": self})
+
+
 class EvaluateStage:
     """Ray Data actor: loads one checkpoint once, inpaints batches of ``decode_batch`` rows
     and scores them against the ground truth with the registered ``metrics``
@@ -162,22 +211,20 @@ class EvaluateStage:
     through; an image the model or a metric fails on becomes an error row. The metric
     networks load lazily from ``weights_dir`` / ``weight_paths`` (``MetricContext``)."""
 
-    def __init__(self, checkpoint: str, metrics: Sequence[str], device: str, precision: str, batch_size: int,
-                 num_threads: int, weights_dir: str, weight_paths: dict[str, str], lpips_net: str,
-                 grid_images: int, reference_missing: frozenset[str], endpoint_url: str | None):
-        start_model_actor(num_threads)
-        self.ctx = MetricContext(device=resolve_device(device), weights_dir=weights_dir or None,
-                                 weight_paths=dict(weight_paths), lpips_net=lpips_net)
-        generator = load_generator(checkpoint, endpoint_url=endpoint_url)
+    def __init__(self, stage: EvalModelStage):
+        start_model_actor(stage.actors.threads)
+        self.ctx = MetricContext(device=resolve_device(stage.actors.device), weights_dir=stage.weights_dir or None,
+                                 weight_paths=dict(stage.weight_paths), lpips_net=stage.lpips_net)
+        generator = load_generator(stage.checkpoint, endpoint_url=stage.endpoint_url)
         # The protocol scores whole frames (docs/DESIGN.md): no context windows here.
-        self.inpainter = Inpainter(generator, device=self.ctx.device, batch_size=batch_size, precision=precision,
-                                   channels_last=True, hd_strategy="full")
-        self.checkpoint = checkpoint
-        self.metrics = list(metrics)
-        self.scalars = scalar_columns(metrics)
-        self.rows = feature_columns(metrics) + reference_columns(metrics)
-        self.grid_images = grid_images
-        self.reference_missing = reference_missing
+        self.inpainter = Inpainter(generator, device=self.ctx.device, batch_size=stage.batch_size,
+                                   precision=stage.precision, channels_last=True, hd_strategy="full")
+        self.checkpoint = stage.checkpoint
+        self.metrics = list(stage.metrics)
+        self.scalars = scalar_columns(stage.metrics)
+        self.rows = feature_columns(stage.metrics) + reference_columns(stage.metrics)
+        self.grid_images = stage.grid_images
+        self.reference_missing = stage.reference_missing
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         n = len(batch["id"])

@@ -30,14 +30,15 @@ from lama_core.metrics import (ALL, METRICS, content_hash, hole_area_bin, load_c
                                store_cached_arrays, summarize_by_hole_area)
 from lama_core.training_checkpoint import checkpoint_step
 
+from pipelines.evaluate.config import EvaluateConfig
 from pipelines.evaluate.data import EvalData, MaskSet
 from pipelines.evaluate.layout import EvalLayout, pair_key, per_image_metric_columns, per_image_schema, rows_table, summary_schema
 from pipelines.evaluate.layout import summary_metric_columns
 from pipelines.evaluate.plots import metrics_plot_png, sample_grid_png
-from pipelines.evaluate.stage import ROW_COLUMNS, EvaluateStage, decode_batch, feature_columns, scalar_columns
+from pipelines.evaluate.stage import ROW_COLUMNS, EvalDecodeStage, EvalModelStage, feature_columns, scalar_columns
 from pipelines.common.storage import first_line
 from pipelines.records.timestamps import utc_now
-from pipelines.cluster.actor_pool import cluster_plan, model_actor_pool
+from pipelines.cluster.actor_pool import cluster_plan
 
 #: Ground-truth reference columns by image id: ``{id: {column: float32 row}}``.
 References = dict[str, dict[str, np.ndarray]]
@@ -50,7 +51,7 @@ class Sweep:
     sets (and the filesystems of the frozen ones, by name), the metrics that can run and
     the Inception weights' id (part of the reference cache key)."""
 
-    cfg: Any
+    cfg: EvaluateConfig
     endpoint: str | None
     layout: EvalLayout
     data_uri: str
@@ -234,24 +235,25 @@ def write_plots(sweep: Sweep, mask_set_names: Sequence[str]) -> list[str]:
 
 # ----------------------------------------------------------------------------- one pass per checkpoint
 
-def _decoded_dataset(sweep: Sweep, data: EvalData, mask_sets: Sequence[MaskSet],
-                     codec_cpus: float) -> "ray.data.Dataset":
+def _decoded_dataset(sweep: Sweep, data: EvalData, mask_sets: Sequence[MaskSet], codec_cpus: float) -> Any:
     """Read + decode (+ masks) as CPU tasks of ``codec_cpus`` CPUs each (fewer than the
     model actors', so Ray Data never fuses them into the actors)."""
     import ray
 
     cfg = sweep.cfg
-    kwargs = dict(image_fs=data.fs, mask_sets=list(mask_sets), mask_fs=sweep.mask_fs, mask_seed=cfg.mask_seed)
     if data.kind == "folder":
         blocks = max(1, min(math.ceil(len(data.records) / cfg.codec_batch_size), 10_000))
         ds = ray.data.from_items(data.records, override_num_blocks=blocks)
+        stage = EvalDecodeStage(data.fs, tuple(mask_sets), sweep.mask_fs, cfg.mask_seed, cfg.codec_batch_size,
+                                codec_cpus)
     else:
         ds = ray.data.read_parquet(data.shards, filesystem=data.fs, include_paths=True,
                                    num_cpus=codec_cpus).select_columns(["id", "image", "path"],
                                                                         num_cpus=codec_cpus)
-        kwargs.update(index_of=data.index_of, shard_uris=data.shard_uris)
+        stage = EvalDecodeStage(data.fs, tuple(mask_sets), sweep.mask_fs, cfg.mask_seed, cfg.codec_batch_size,
+                                codec_cpus, data.index_of, data.shard_uris)
     # No repartition: a 1-CPU repartition task starves beside the actors (see pipelines/inpaint/job.py).
-    return ds.map_batches(decode_batch, batch_size=cfg.codec_batch_size, num_cpus=codec_cpus, fn_kwargs=kwargs)
+    return stage.apply(ds)
 
 
 def _collect(ds: "ray.data.Dataset", columns: Sequence[str]) -> list[dict]:
@@ -284,15 +286,9 @@ def evaluate_checkpoint(sweep: Sweep, run_id: str, local: bool, data: EvalData, 
           f" on {len(data.ids)} images × {', '.join(ms.name for ms in mask_sets)}", flush=True)
     plan = cluster_plan(cfg, local=local, work_batches=math.ceil(len(data.ids) * len(mask_sets) / cfg.batch_size))
     missing = frozenset(i for i in data.ids if i not in references) if reference_columns(sweep.metrics) else frozenset()
-    ds = _decoded_dataset(sweep, data, mask_sets, plan.codec_cpus).map_batches(
-        EvaluateStage, compute=model_actor_pool(plan), batch_size=cfg.batch_size,
-        num_gpus=plan.gpus, num_cpus=plan.cpus,
-        fn_constructor_kwargs=dict(checkpoint=checkpoint, metrics=sweep.metrics, device=plan.device,
-                                   precision=cfg.precision, batch_size=cfg.batch_size,
-                                   num_threads=plan.threads, weights_dir=cfg.weights_dir or "",
-                                   weight_paths=dict(cfg.weight_paths or {}), lpips_net=cfg.lpips_net,
-                                   grid_images=cfg.grid_images, reference_missing=missing,
-                                   endpoint_url=sweep.endpoint))
+    model = EvalModelStage(checkpoint, tuple(sweep.metrics), cfg.precision, cfg.batch_size, cfg.weights_dir or "",
+                           dict(cfg.weight_paths or {}), cfg.lpips_net, cfg.grid_images, missing, sweep.endpoint, plan)
+    ds = model.apply(_decoded_dataset(sweep, data, mask_sets, plan.codec_cpus))
     reference_names = reference_columns(sweep.metrics)
     columns = (list(ROW_COLUMNS) + scalar_columns(sweep.metrics) + feature_columns(sweep.metrics)
                + reference_names + ["sample"])

@@ -25,6 +25,7 @@ from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
 
 from pipelines.common.error_kinds import MODEL
 from pipelines.inpaint.record_writer import METRIC_COLUMNS
+from pipelines.cluster.actor_pool import ActorPlan, model_actor_pool
 from pipelines.cluster.model_actor import resolve_device, run_per_record, start_model_actor
 from pipelines.records.batches import EMPTY_IMAGE
 
@@ -70,6 +71,33 @@ def load_model(model: str, seed: int = 0, endpoint_url: str | None = None) -> Lo
 
 # ----------------------------------------------------------------------------- stage 2: inpaint
 
+@dataclass(frozen=True)
+class ModelStage:
+    """The model stage's options and its ``map_batches`` specification: ``actors`` (the
+    ``ActorPlan``) run ``InpaintStage`` over batches of ``batch_size`` decoded rows, each
+    actor loading ``model`` (a checkpoint URI or a preset drawn with ``seed``) once, with
+    ``precision``, ``max_pixels`` (0: no budget) and ``hd_strategy``. ``keep_masks``: pass
+    the ``mask`` column on for the writer. Small values only: the actors are built from
+    them (a restarted actor on another node rebuilds itself)."""
+
+    model: str
+    seed: int
+    precision: str
+    max_pixels: int
+    hd_strategy: str
+    batch_size: int
+    endpoint_url: str | None
+    keep_masks: bool
+    actors: ActorPlan
+
+    def apply(self, ds: Any, counter: Any = None) -> Any:
+        """``ds.map_batches`` over the actor pool; ``counter``: a ``ProgressCounter`` handle
+        told the rows of every batch done."""
+        return ds.map_batches(InpaintStage, compute=model_actor_pool(self.actors), batch_size=self.batch_size,
+                              num_gpus=self.actors.gpus, num_cpus=self.actors.cpus,
+                              fn_constructor_kwargs={"stage": self, "counter": counter})
+
+
 class InpaintStage:
     """Ray Data actor: loads the model once, then inpaints batches of decoded rows.
 
@@ -83,17 +111,15 @@ class InpaintStage:
     one block when the task ends, so on a small job the writer saw no row until the last.
     """
 
-    def __init__(self, model: str, seed: int, device: str, precision: str, max_pixels: int, batch_size: int,
-                 num_threads: int, endpoint_url: str | None, keep_masks: bool = False, hd_strategy: str = "windows",
-                 counter: Any = None):
-        self.keep_masks = keep_masks  # pass ``mask`` on, for the encode stage to write
+    def __init__(self, stage: ModelStage, counter: Any = None):
+        self.keep_masks = stage.keep_masks  # pass ``mask`` on, for the encode stage to write
         self.counter = counter
-        start_model_actor(num_threads)
-        generator = model_generator(model, seed, endpoint_url)
+        start_model_actor(stage.actors.threads)
+        generator = model_generator(stage.model, stage.seed, stage.endpoint_url)
         # channels_last: oneDNN and cuDNN pick faster NHWC kernels (benchmarks/RESULTS.md).
-        self.inpainter = Inpainter(generator, device=resolve_device(device), batch_size=batch_size,
-                                   precision=precision, max_pixels=max_pixels or None, channels_last=True,
-                                   hd_strategy=hd_strategy)
+        self.inpainter = Inpainter(generator, device=resolve_device(stage.actors.device), batch_size=stage.batch_size,
+                                   precision=stage.precision, max_pixels=stage.max_pixels or None, channels_last=True,
+                                   hd_strategy=stage.hd_strategy)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = self._inpaint_rows(batch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -53,18 +54,42 @@ def split_model_id(model_id: str) -> tuple[str, str | None]:
 METRIC_COLUMNS = ("psnr", "ssim", "psnr_hole", "ssim_hole")
 
 
-def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, images_root: str, images_uri: str,
-                 output_format: str, png_compress_level: int, jpeg_quality: int, model_id: str,
-                 run_id: str, retry: RetryPolicy | None = None, partitioned: bool = False,
-                 masks_root: str | None = None, masks_uri: str | None = None) -> pa.Table:
-    """Ray Data stage: encode each ``result`` and write it to ``images_root/ID.png`` (or
-    ``.jpg``), then return the final rows as a ``RECORD_SCHEMA`` table. Writes are retried
-    per ``retry``; one that still fails makes a ``storage`` error row naming the output
-    file (retried by the next run). ``partitioned``: add the ``shard`` column (the key of
-    the row's input shard) that the records are partitioned by. ``masks_root``/``masks_uri``:
-    also write each ok record's mask (0/255 PNG, from the ``mask`` column) there."""
+@dataclass(frozen=True)
+class ImageWriteStage:
+    """The writer stage of ``output_format=png|jpg``, as CPU tasks of ``num_cpus`` over
+    batches of ``batch_size`` rows: encodes each ``result`` (``output_format``,
+    ``png_compress_level``, ``jpeg_quality``) and writes it to ``images_root/ID.png`` on
+    ``out_fs`` (its URI under ``images_uri``), and with ``masks_root`` each ok record's mask
+    (0/255 PNG) under ``masks_root`` (``masks_uri``); writes retried per ``retry``. Rows
+    carry ``model_id`` and ``run_id``; ``partitioned``: add the records' ``shard`` partition
+    column (Parquet input)."""
+
+    out_fs: fsspec.AbstractFileSystem
+    images_root: str
+    images_uri: str
+    masks_root: str | None
+    masks_uri: str
+    output_format: str
+    png_compress_level: int
+    jpeg_quality: int
+    model_id: str
+    run_id: str
+    retry: RetryPolicy
+    partitioned: bool
+    batch_size: int
+    num_cpus: float
+
+    def apply(self, ds: Any) -> Any:
+        return ds.map_batches(encode_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
+                              num_cpus=self.num_cpus)
+
+
+def encode_batch(batch: dict[str, Any], stage: ImageWriteStage) -> pa.Table:
+    """One batch of ``ImageWriteStage``: the final rows as a ``RECORD_SCHEMA`` table. A write
+    that still fails after its retries makes a ``storage`` error row naming the output file
+    (retried by the next run)."""
     n = len(batch["id"])
-    ext = output_extension(output_format)
+    ext = output_extension(stage.output_format)
     status, error, kind, seconds = writer_columns(batch)
     output: list[str | None] = [None] * n
     mask_output: list[str | None] = [None] * n
@@ -72,26 +97,28 @@ def encode_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, image
         if status[i] != "ok":
             continue
         rid = str(batch["id"][i])
-        uri = join_uri(images_uri, rid + ext)
+        uri = join_uri(stage.images_uri, rid + ext)
         start = time.perf_counter()
         try:
-            data = encode_image(batch["result"][i], output_format, png_compress_level, jpeg_quality)
+            data = encode_image(batch["result"][i], stage.output_format, stage.png_compress_level,
+                                stage.jpeg_quality)
         except Exception as exc:
             status[i], kind[i] = "error", MODEL
             error[i] = f"cannot encode output {uri} for {batch['source'][i]}: {type(exc).__name__}: {exc}"
             continue
         try:
-            write_file(out_fs, f"{images_root}/{rid}{ext}", data, retry or RetryPolicy())
+            write_file(stage.out_fs, f"{stage.images_root}/{rid}{ext}", data, stage.retry)
             output[i] = uri
-            if masks_root and "mask" in batch:
-                mask_uri = join_uri(masks_uri, rid + ".png")
-                write_file(out_fs, f"{masks_root}/{rid}.png", mask_png(batch["mask"][i]), retry or RetryPolicy())
+            if stage.masks_root and "mask" in batch:
+                mask_uri = join_uri(stage.masks_uri, rid + ".png")
+                write_file(stage.out_fs, f"{stage.masks_root}/{rid}.png", mask_png(batch["mask"][i]), stage.retry)
                 mask_output[i] = mask_uri
         except Exception as exc:
             status[i], kind[i] = "error", STORAGE
             error[i] = f"cannot write output {uri} for {batch['source'][i]}: {type(exc).__name__}: {message_line(exc)}"
         seconds[i] += time.perf_counter() - start
-    return record_table(batch, status, error, kind, output, seconds, model_id, run_id, partitioned, mask_output)
+    return record_table(batch, status, error, kind, output, seconds, stage.model_id, stage.run_id,
+                        stage.partitioned, mask_output)
 
 
 def writer_columns(batch: dict[str, Any]) -> tuple[list[str], list[str | None], list[str | None], np.ndarray]:

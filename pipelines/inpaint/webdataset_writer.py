@@ -25,6 +25,7 @@ import sys
 import tarfile
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -60,13 +61,36 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def write_shard_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, shards_root: str, shards_uri: str,
-                      png_compress_level: int, model_id: str, run_id: str,
-                      retry: RetryPolicy | None = None) -> pa.Table:
-    """Ray Data stage (replaces ``encode_batch``): encode each ``result`` as PNG, write the
-    batch's ok rows as one shard (``ID.png`` + ``ID.json``; the write retried per
-    ``retry``), return the ``RECORD_SCHEMA`` rows. When the shard cannot be written, its
-    rows become ``storage`` error rows naming it (redone by the next run)."""
+@dataclass(frozen=True)
+class ShardWriteStage:
+    """The writer stage of ``output_format=webdataset`` (instead of
+    ``record_writer.ImageWriteStage``), as CPU tasks of ``num_cpus``: each batch of
+    ``records_per_shard`` rows becomes one shard under ``shards_root`` (``shards_uri``) on
+    ``out_fs``, its PNGs at ``png_compress_level``; writes retried per ``retry``. Rows carry
+    ``model_id`` and ``run_id``; ``partitioned``: add the records' ``shard`` partition column
+    (Parquet input)."""
+
+    out_fs: fsspec.AbstractFileSystem
+    shards_root: str
+    shards_uri: str
+    png_compress_level: int
+    model_id: str
+    run_id: str
+    retry: RetryPolicy
+    partitioned: bool
+    records_per_shard: int
+    num_cpus: float
+
+    def apply(self, ds: Any) -> Any:
+        return ds.map_batches(write_shard_batch, fn_kwargs={"stage": self}, batch_size=self.records_per_shard,
+                              num_cpus=self.num_cpus)
+
+
+def write_shard_batch(batch: dict[str, Any], stage: ShardWriteStage) -> pa.Table:
+    """One batch of ``ShardWriteStage``: encode each ``result`` as PNG, write the batch's ok
+    rows as one shard (``ID.png`` + ``ID.json``), return the ``RECORD_SCHEMA`` rows. When the
+    shard cannot be written, its rows become ``storage`` error rows naming it (redone by
+    the next run)."""
     n = len(batch["id"])
     status, error, kind, seconds = writer_columns(batch)
     pngs: dict[int, bytes] = {}
@@ -75,16 +99,17 @@ def write_shard_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, 
             continue
         start = time.perf_counter()
         try:
-            pngs[i] = encode_image(batch["result"][i], "png", png_compress_level)
+            pngs[i] = encode_image(batch["result"][i], "png", stage.png_compress_level)
         except Exception as exc:
             status[i], kind[i] = "error", MODEL
             error[i] = f"cannot encode output for {batch['source'][i]}: {type(exc).__name__}: {exc}"
         seconds[i] += time.perf_counter() - start
     ok = sorted(pngs)
-    name = f"{run_id}_{uuid.uuid4().hex[:12]}_n{len(ok)}.tar"
-    uri = join_uri(shards_uri, name)
+    name = f"{stage.run_id}_{uuid.uuid4().hex[:12]}_n{len(ok)}.tar"
+    uri = join_uri(stage.shards_uri, name)
     output: list[str | None] = [f"{uri}#{batch['id'][i]}" if i in pngs else None for i in range(n)]
-    table = record_table(batch, status, error, kind, output, seconds, model_id, run_id)
+    table = record_table(batch, status, error, kind, output, seconds, stage.model_id, stage.run_id,
+                         stage.partitioned)
     if not ok:
         return table
     start = time.perf_counter()
@@ -96,13 +121,14 @@ def write_shard_batch(batch: dict[str, Any], out_fs: fsspec.AbstractFileSystem, 
                 rid = str(batch["id"][i])
                 _add(tar, f"{rid}.png", pngs[i])
                 _add(tar, f"{rid}.json", json.dumps(rows[i], default=_json_value).encode())
-        write_file(out_fs, f"{shards_root}/{name}", buf.getvalue(), retry or RetryPolicy())
+        write_file(stage.out_fs, f"{stage.shards_root}/{name}", buf.getvalue(), stage.retry)
     except Exception as exc:
         for i in ok:
             status[i], output[i], kind[i] = "error", None, STORAGE
             error[i] = (f"cannot write output shard {uri} for {batch['source'][i]}: {type(exc).__name__}: "
                         f"{message_line(exc)}")
-        return record_table(batch, status, error, kind, output, seconds, model_id, run_id)
+        return record_table(batch, status, error, kind, output, seconds, stage.model_id, stage.run_id,
+                            stage.partitioned)
     share = (time.perf_counter() - start) / len(ok)
     return table.set_column(table.schema.get_field_index("seconds"), "seconds",
                             pa.array([s + (share if i in pngs else 0.0) for i, s in enumerate(seconds)],

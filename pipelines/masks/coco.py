@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from lama_core.mask_geometry import GeometryError, geometry_from_coco
 from lama_core.storage import join_uri, read_bytes, write_bytes
 
-from pipelines.common.configs import CocoMasksConfig
+from pipelines.masks.config import CocoMasksConfig
 from pipelines.common.errors import JobError
 
 # Writes to object storage are latency-bound; a few threads keep the PUTs overlapping.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -27,6 +28,29 @@ from pipelines.common.error_kinds import kind_of_exception
 from pipelines.records.shard_plan import done_ids
 from pipelines.records.batches import EMPTY_IMAGE, EMPTY_MASK, blob, column_batch, read_many
 from pipelines.common.retry import RetryPolicy
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """The limits and mask rules every record of every input form is decoded with (folder,
+    Parquet, WebDataset): built once from the job's config, passed whole to each decode
+    stage, never re-defaulted on the way.
+
+    ``max_input_pixels``: an image over it (read from the header, before decoding) is an
+    input error, a JPEG is decoded reduced to fit (flag ``resized``); 0 = no limit. Its
+    mask file may hold up to 3x as many pixels (1 byte each). ``mask_kind``: the mask set
+    drawn for a record without a mask (``None``: such a record is an error row);
+    ``mask_seed``: its seed. ``mask_dilate``: pixels every given hole grows by (drawn
+    masks do not)."""
+
+    max_input_pixels: int
+    mask_kind: str | None
+    mask_seed: int
+    mask_dilate: int
+
+    @property
+    def max_mask_pixels(self) -> int:
+        return 3 * self.max_input_pixels
 
 
 def failure(exc: BaseException, doing: str, name: str) -> tuple[str, str]:
@@ -70,18 +94,15 @@ def _unsafe_id(record_id: str) -> bool:
 
 
 def decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask_source: str,
-                   mask_kind: str | None, mask_seed: int, label: str = "", max_input_pixels: int = 0,
-                   geometry: Any = None, mask_dilate: int = 0) -> dict[str, Any]:
+                  options: DecodeOptions, label: str = "", geometry: Any = None) -> dict[str, Any]:
     """One decoded row (``DECODED_COLUMNS`` columns + ``image``, ``mask``), or an error row.
 
     ``source`` / ``mask_source``: URIs of the files (``mask_source`` empty when the mask is
     drawn); ``label`` (e.g. ``(id 'x')`` for rows of a Parquet shard) follows them in error
     messages. ``geometry``: JSON text of mask geometry (``lama_core.mask_geometry``), whose
-    holes are added to the mask file's. With neither, the mask is drawn from ``mask_kind``
-    (ground truth known). Given masks (not drawn ones) grow by ``mask_dilate`` pixels.
-    ``max_input_pixels`` (0: none) bounds the decoded image (``codecs.decode_image``: a
-    JPEG over it is decoded reduced, flag ``resized``; its mask file, up to 3x the limit
-    as it takes 1 byte per pixel, is scaled to match) and the mask.
+    holes are added to the mask file's. With neither, the mask is drawn from
+    ``options.mask_kind`` (ground truth known). ``options``: the limits (``DecodeOptions``;
+    a JPEG reduced to fit has its full-size mask file scaled to match).
     """
     row: dict[str, Any] = {**DECODED_COLUMNS, "id": rid, "source": source, "mask_source": mask_source,
                            "image": EMPTY_IMAGE, "mask": EMPTY_MASK}
@@ -90,32 +111,31 @@ def decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask
     try:
         if _unsafe_id(rid):
             raise RecordError(f"id {rid!r} of {source} cannot be used as an output file name")
-        image, row["converted"] = decode_record_image(image_bytes, image_name, max_input_pixels)
+        image, row["converted"] = decode_record_image(image_bytes, image_name, options.max_input_pixels)
         row["height"], row["width"] = image.shape[:2]
         full_size = image_size(bytes(image_bytes))
         row["reduced"] = full_size != (image.shape[1], image.shape[0])
         hole = None
         if mask_bytes is not None:
-            hole, row["mask_binarized"] = decode_mask(bytes(mask_bytes), mask_name, 3 * max_input_pixels)
+            hole, row["mask_binarized"] = decode_mask(bytes(mask_bytes), mask_name, options.max_mask_pixels)
             if row["reduced"] and hole.shape == full_size[::-1]:
                 hole = scale_mask(hole, image.shape[1], image.shape[0])
             if hole.shape != image.shape[:2]:
                 raise RecordError(f"size mismatch: mask {mask_name} is {hole.shape[1]}x{hole.shape[0]} but image "
                                   f"{image_name} is {image.shape[1]}x{image.shape[0]} (WxH)")
-        # --- masks as geometry + mask_dilate (issue 17; lama_core/mask_geometry.py) ---
         if geometry is not None:
             drawn, row["mask_clipped"] = decode_geometry(geometry, *image.shape[:2], mask_name)
             if drawn is not None:
                 hole = drawn if hole is None else hole | drawn
-        if hole is not None and mask_dilate > 0:
-            hole = dilate_mask(hole, mask_dilate)
-        # --- end of issue 17 hook ---
+        if hole is not None and options.mask_dilate > 0:
+            hole = dilate_mask(hole, options.mask_dilate)
         if hole is None:
-            if mask_kind is None:
+            if options.mask_kind is None:
                 raise RecordError(f"no mask for {image_name}" + (f" (no shapes in {mask_name})" if geometry else ""))
             row["mask_index"] = mask_index_for(rid)
             row["mask_source"] = ""  # e.g. a WebDataset JSON member without geometry: the mask is drawn
-            hole = generate_mask(mask_kind, mask_seed, row["mask_index"], *image.shape[:2]).astype(np.uint8)
+            hole = generate_mask(options.mask_kind, options.mask_seed, row["mask_index"],
+                                 *image.shape[:2]).astype(np.uint8)
             row["mask_generated"] = True
         row["hole_fraction"] = float(hole.mean())
         row["image"], row["mask"] = image, hole
@@ -126,21 +146,38 @@ def decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask
     return row
 
 
-def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractFileSystem,
-                        mask_fs: fsspec.AbstractFileSystem, retry: RetryPolicy | None = None,
-                        max_input_pixels: int = 0, mask_kind: str | None = None, mask_seed: int = 0,
-                        mask_dilate: int = 0) -> dict[str, Any]:
-    """Ray Data stage for folder records (``pipelines.records.listing`` columns): read the image and
-    mask files of the batch and decode them. Returns the decoded columns: ``DECODED_COLUMNS`` +
+@dataclass(frozen=True)
+class FolderDecodeStage:
+    """The read + decode stage of folder records (``pipelines.records.listing`` columns), as
+    CPU tasks of ``num_cpus`` over batches of ``batch_size`` records: reads the image and
+    mask files (``image_fs``/``mask_fs``; transient faults retried per ``retry``) and
+    decodes them with ``options``. ``apply`` maps it over a dataset of records."""
+
+    image_fs: fsspec.AbstractFileSystem
+    mask_fs: fsspec.AbstractFileSystem
+    retry: RetryPolicy
+    options: DecodeOptions
+    batch_size: int
+    num_cpus: float
+
+    def apply(self, ds: Any) -> Any:
+        return ds.map_batches(decode_folder_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
+                              num_cpus=self.num_cpus)
+
+
+def decode_folder_batch(batch: dict[str, np.ndarray], stage: FolderDecodeStage) -> dict[str, Any]:
+    """One batch of ``FolderDecodeStage``. Returns the decoded columns: ``DECODED_COLUMNS`` +
     ``image`` (uint8 H x W x 3) + ``mask`` (uint8 H x W in {0, 1}); error rows carry 0x0
     arrays. Listing errors (e.g. an image without a mask) pass through as error rows;
-    reads are retried per ``retry``; images over ``max_input_pixels`` (0: no limit) are
-    refused from their header. Records without a mask file (listed so when ``mask_kind``
-    is set) get a drawn mask; a ``.json`` mask file is mask geometry."""
+    images over the pixel limit are refused from their header. Records without a mask
+    file (listed so when ``mask_kind`` is set) get a drawn mask; a ``.json`` mask file is
+    mask geometry."""
     n = len(batch["id"])
     start = time.perf_counter()
-    images = read_many(image_fs, [p for p, e in zip(batch["image_path"], batch["error"]) if p and not e], retry)
-    masks = read_many(mask_fs, [p for p, e in zip(batch["mask_path"], batch["error"]) if p and not e], retry)
+    images = read_many(stage.image_fs, [p for p, e in zip(batch["image_path"], batch["error"]) if p and not e],
+                       stage.retry)
+    masks = read_many(stage.mask_fs, [p for p, e in zip(batch["mask_path"], batch["error"]) if p and not e],
+                      stage.retry)
     read_share = (time.perf_counter() - start) / max(1, n)
     rows = []
     for i in range(n):
@@ -155,37 +192,50 @@ def decode_folder_batch(batch: dict[str, np.ndarray], image_fs: fsspec.AbstractF
                          "error": str(exc), "error_kind": exc.kind, "image": EMPTY_IMAGE, "mask": EMPTY_MASK})
             continue
         geometry = None
-        if mask_uri.lower().endswith(".json"):  # issue 17: mask_dir holds geometry (jobs/coco_masks.py)
+        if mask_uri.lower().endswith(".json"):  # mask_dir holds geometry (jobs/coco_masks.py)
             geometry, mask_bytes = mask_bytes, None
-        row = decode_record(rid, source, image_bytes, mask_bytes, mask_uri, mask_kind, mask_seed,
-                             max_input_pixels=max_input_pixels, geometry=geometry, mask_dilate=mask_dilate)
+        row = decode_record(rid, source, image_bytes, mask_bytes, mask_uri, stage.options, geometry=geometry)
         row["seconds"] += read_share
         rows.append(row)
     return column_batch(rows, {**DECODED_COLUMNS, "image": None, "mask": None})
 
 
-def decode_parquet_batch(batch: dict[str, np.ndarray], shard_uris: dict[str, str], skip_lists: dict[str, str],
-                         out_fs: fsspec.AbstractFileSystem, mask_kind: str, mask_seed: int,
-                         max_input_pixels: int = 0, mask_dilate: int = 0) -> dict[str, Any]:
-    """Ray Data stage for rows read from Parquet shards (``id``, ``image`` bytes, optional
-    ``mask`` bytes, optional ``geometry`` JSON text, ``path`` of the shard): drop ids in the
-    shard's skip list (``skip_lists``: shard path -> file on ``out_fs`` of ids done by an
-    earlier run), decode the rest; a row with neither mask nor geometry gets a mask drawn
-    from ``mask_kind``/``mask_seed``.
-    Returns the same columns as ``decode_folder_batch``; ``source`` (and ``mask_source``
-    when the mask comes from the shard) is the shard's URI."""
+@dataclass(frozen=True)
+class ParquetDecodeStage:
+    """The decode stage of rows read from Parquet shards (``id``, ``image`` bytes, optional
+    ``mask`` bytes, optional ``geometry`` JSON text, ``path`` of the shard), as CPU tasks of
+    ``num_cpus`` over batches of ``batch_size`` rows: drops ids in the shard's skip list
+    (``skip_lists``: shard path -> file on ``out_fs`` of ids done by an earlier run,
+    ``pipelines.records.shard_plan``) and decodes the rest with ``options``.
+    ``shard_uris``: shard path -> URI, for ``source``."""
+
+    shard_uris: dict[str, str]
+    skip_lists: dict[str, str]
+    out_fs: fsspec.AbstractFileSystem
+    options: DecodeOptions
+    batch_size: int
+    num_cpus: float
+
+    def apply(self, ds: Any) -> Any:
+        return ds.map_batches(decode_parquet_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
+                              num_cpus=self.num_cpus)
+
+
+def decode_parquet_batch(batch: dict[str, np.ndarray], stage: ParquetDecodeStage) -> dict[str, Any]:
+    """One batch of ``ParquetDecodeStage``: the same columns as ``decode_folder_batch``;
+    ``source`` (and ``mask_source`` when the mask comes from the shard) is the shard's URI;
+    a row with neither mask nor geometry gets a drawn mask."""
     rows = []
     masks, geometries = batch.get("mask"), batch.get("geometry")
     for i in range(len(batch["id"])):
         rid = str(batch["id"][i])
-        skip = skip_lists.get(str(batch["path"][i]))
-        if skip and rid in done_ids(out_fs, skip):
+        skip = stage.skip_lists.get(str(batch["path"][i]))
+        if skip and rid in done_ids(stage.out_fs, skip):
             continue
-        shard = shard_uris.get(str(batch["path"][i]), str(batch["path"][i]))
+        shard = stage.shard_uris.get(str(batch["path"][i]), str(batch["path"][i]))
         mask_bytes = masks[i] if masks is not None else None
         geometry = geometries[i] if geometries is not None else None
         given = mask_bytes is not None or geometry is not None
-        rows.append(decode_record(rid, shard, batch["image"][i], mask_bytes, shard if given else "",
-                                   mask_kind, mask_seed, label=f" (id {rid!r})", max_input_pixels=max_input_pixels,
-                                   geometry=geometry, mask_dilate=mask_dilate))
+        rows.append(decode_record(rid, shard, batch["image"][i], mask_bytes, shard if given else "", stage.options,
+                                  label=f" (id {rid!r})", geometry=geometry))
     return column_batch(rows, {**DECODED_COLUMNS, "image": None, "mask": None})

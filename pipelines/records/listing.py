@@ -25,8 +25,9 @@ import pyarrow.parquet as pq
 from lama_core.mask_sets import mask_image_stem
 from lama_core.storage import join_uri
 
-from pipelines.records.codecs import IMAGE_EXTENSIONS
-from pipelines.common.cli import JobError
+from pipelines.common.retry import RetryPolicy, call_with_retry
+from pipelines.records.formats import IMAGE_EXTENSIONS
+from pipelines.common.errors import JobError
 
 
 
@@ -217,7 +218,7 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
         return _one_per_id(records), ignored
     # mask_dir mode: masks under the image's relative name, any image extension.
     mask_rel_files = mask_rel_files or []
-    # A mask may also be mask geometry, MASK_DIR/sub/x.json (lama_core.mask_geometry; issue 17).
+    # A mask may also be mask geometry, MASK_DIR/sub/x.json (lama_core.mask_geometry).
     is_mask = lambda rel: is_image_file(rel) or _ext(rel) == ".json"  # noqa: E731
     ignored += sum(1 for f in mask_rel_files if not is_mask(f))
     by_stem: dict[str, list[str]] = {}
@@ -247,12 +248,42 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
     return records, ignored
 
 
+class ShardProblem(Exception):
+    """A Parquet input shard that cannot be used; the message names the shard and why."""
+
+
+def read_shard_ids(fs: fsspec.AbstractFileSystem, path: str, uri: str,
+                   policy: RetryPolicy | None = None) -> tuple[list[str], pa.Array]:
+    """``(column names, ids as one string array)`` of the Parquet input shard at ``path``
+    (``uri`` in messages): the one check of every job's Parquet input. Transient storage
+    faults are retried per ``policy``. Raises ``ShardProblem``: unreadable, lacking the
+    ``id`` or ``image`` column, or holding null ids."""
+    def read() -> tuple[list[str], pa.ChunkedArray | None]:
+        with fs.open(path, "rb") as f:
+            shard = pq.ParquetFile(f)
+            names = shard.schema_arrow.names
+            if "id" not in names or "image" not in names:
+                return names, None
+            return names, shard.read(columns=["id"]).column("id")
+
+    try:
+        names, ids = call_with_retry(read, policy or RetryPolicy())
+    except Exception as exc:  # noqa: BLE001 - any failure to read is the shard's problem, named
+        raise ShardProblem(f"cannot read Parquet shard {uri}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    if ids is None:
+        raise ShardProblem(f"Parquet shard {uri} lacks the required columns id and image (has {names})")
+    if ids.null_count:
+        raise ShardProblem(f"Parquet shard {uri} has {ids.null_count} rows with a null id")
+    return names, ids.combine_chunks().cast(pa.string())
+
+
 def list_parquet(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_files: list[str],
                  done: set[str]) -> Listing:
-    """Scan Parquet shards: check their schema and read their ``id`` column only (ids are
-    cast to strings). Shards whose rows are all in ``done`` are dropped. Raises ``JobError``
-    for a shard without ``id``/``image`` columns, unreadable shards, and null or duplicate
-    ids (each id must name exactly one output row)."""
+    """Scan Parquet shards in this process (the evaluation's ground truth; the bulk job
+    plans its shards in Ray tasks, ``pipelines.records.shard_plan``): check each
+    (``read_shard_ids``) and read its ids. Shards whose rows are all in ``done`` are
+    dropped. Raises ``JobError`` for an unusable shard and for duplicate ids (each id must
+    name exactly one output row)."""
     single_file = len(rel_files) == 1 and fs.isfile(root)
     listing = Listing(kind="parquet")
     counts: Counter[str] = Counter()
@@ -263,19 +294,10 @@ def list_parquet(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fi
         path = _abs(root, rel, single_file)
         uri = root_uri if single_file else join_uri(root_uri, rel)
         try:
-            with fs.open(path, "rb") as f:
-                shard = pq.ParquetFile(f)
-                names = shard.schema_arrow.names
-                if "id" not in names or "image" not in names:
-                    raise JobError(f"Parquet shard {uri} lacks the required columns id and image (has {names})")
-                ids = shard.read(columns=["id"]).column("id")
-        except JobError:
-            raise
-        except Exception as exc:
-            raise JobError(f"cannot read Parquet shard {uri}: {type(exc).__name__}: {exc}") from exc
-        if ids.null_count:
-            raise JobError(f"Parquet shard {uri} has {ids.null_count} rows with a null id")
-        ids = ids.cast(pa.string()).to_pylist()
+            names, id_array = read_shard_ids(fs, path, uri)
+        except ShardProblem as exc:
+            raise JobError(str(exc)) from exc
+        ids = id_array.to_pylist()
         counts.update(ids)
         if listing.count_shard(path, uri, ids, done):
             (listing.shards_with_mask if "mask" in names else listing.shards_without_mask).append(path)

@@ -59,13 +59,32 @@ def write_table_atomically(fs: fsspec.AbstractFileSystem, path: str, table: pa.T
 
 
 @dataclass
+class RecordCounts:
+    """Rows earlier runs left in ``records/``, by what a rerun does with them: ``ok`` and
+    ``failed`` (error rows that stay: input errors without ``retry_errors``) are done;
+    ``retryable`` error rows are redone."""
+
+    ok: int = 0
+    failed: int = 0
+    retryable: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed
+
+    def add(self, other: RecordCounts) -> None:
+        """Add ``other``'s counts to these."""
+        self.ok += other.ok
+        self.failed += other.failed
+        self.retryable += other.retryable
+
+
+@dataclass
 class FileState:
     """One records file: ids whose rows stay (final), and counts by outcome."""
 
     final_ids: list[str] = field(default_factory=list)
-    ok: int = 0
-    failed_final: int = 0
-    retryable: int = 0
+    counts: RecordCounts = field(default_factory=RecordCounts)
     unreadable: bool = False
 
 
@@ -98,16 +117,17 @@ def scan_records_file(fs: fsspec.AbstractFileSystem, path: str, retry_errors: bo
     status = table.column("status").to_pylist()
     kinds = table.column("error_kind").to_pylist() if "error_kind" in names else [None] * len(ids)
     keep = [s == "ok" or not retried(k, retry_errors) for s, k in zip(status, kinds)]
+    counts = state.counts
     for rid, s, k in zip(ids, status, keep):
         if k:
             state.final_ids.append(rid)
             if s == "ok":
-                state.ok += 1
+                counts.ok += 1
             else:
-                state.failed_final += 1
+                counts.failed += 1
         else:
-            state.retryable += 1
-    if drop_retryable and state.retryable:
+            counts.retryable += 1
+    if drop_retryable and counts.retryable:
         full = call_with_retry(lambda: read(None), policy)
         kept = full.filter(pa.array(keep))
         if kept.num_rows:
@@ -122,9 +142,7 @@ class ResumeState:
     """What earlier runs did: ids final under ``records/`` and counts."""
 
     done: set[str] = field(default_factory=set)
-    ok: int = 0
-    failed_final: int = 0
-    retryable: int = 0
+    counts: RecordCounts = field(default_factory=RecordCounts)
     files: int = 0
 
 
@@ -135,9 +153,7 @@ def read_resume_state(fs: fsspec.AbstractFileSystem, records_root: str, retry_er
     for path in records_files(fs, records_root):
         got = scan_records_file(fs, path, retry_errors, drop_retryable, policy)
         state.done.update(got.final_ids)
-        state.ok += got.ok
-        state.failed_final += got.failed_final
-        state.retryable += got.retryable
+        state.counts.add(got.counts)
         state.files += 1
     return state
 

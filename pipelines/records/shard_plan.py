@@ -33,7 +33,8 @@ import pyarrow.parquet as pq
 from lama_core.storage import is_local
 
 from pipelines.common.errors import JobError
-from pipelines.records.resume import records_files, scan_records_file, write_table_atomically
+from pipelines.records.listing import ShardProblem, read_shard_ids
+from pipelines.records.resume import RecordCounts, records_files, scan_records_file, write_table_atomically
 from pipelines.common.retry import RetryPolicy, call_with_retry
 
 #: Name of the records partition column (``records/shard=<key>/``).
@@ -63,19 +64,13 @@ class ShardPlan:
     uri: str
     has_mask: bool = False
     total: int = 0
-    done_ok: int = 0
-    done_failed: int = 0
-    retryable: int = 0
+    counts: RecordCounts = field(default_factory=RecordCounts)
     skip_list: str = ""  # path of the done ids to drop while decoding ("" when none are done)
     problem: str = ""  # why the shard cannot be used (missing columns, null or repeated ids, unreadable)
 
     @property
-    def done(self) -> int:
-        return self.done_ok + self.done_failed
-
-    @property
     def todo(self) -> int:
-        return self.total - self.done
+        return self.total - self.counts.done
 
 
 class HashBucket:
@@ -102,48 +97,48 @@ class HashBucket:
         return [(h, [indices[k] for k in owners]) for h, owners in hits]
 
 
-def plan_shard(index: int, in_fs: fsspec.AbstractFileSystem, path: str, uri: str, out_fs: fsspec.AbstractFileSystem,
-               records_root: str, plan_root: str, retry_errors: bool, drop_retryable: bool,
-               policy: RetryPolicy, buckets: list[Any] | None = None) -> ShardPlan:
-    """Plan one shard (see the module docstring) and send its id hashes, split by ``hash
-    % len(buckets)``, to the ``buckets`` actors (none when the shard has a problem)."""
+@dataclass(frozen=True)
+class PlanRequest:
+    """What planning a run's Parquet shards needs besides the shards: the input and output
+    filesystems, the records folder (``OUTPUT/records``), the folder of this run's skip
+    lists, which error rows count as done (``retry_errors``), whether retryable rows leave
+    their records files now (``drop_retryable``; not in a dry run), and the storage retry
+    ``policy``."""
+
+    in_fs: fsspec.AbstractFileSystem
+    out_fs: fsspec.AbstractFileSystem
+    records_root: str
+    plan_root: str
+    retry_errors: bool
+    drop_retryable: bool
+    policy: RetryPolicy
+
+
+def plan_shard(request: PlanRequest, index: int, path: str, uri: str, buckets: list[Any] | None = None) -> ShardPlan:
+    """Plan the shard ``index`` at ``path`` (``uri``; see the module docstring) and send its
+    id hashes, split by ``hash % len(buckets)``, to the ``buckets`` actors (none when the
+    shard has a problem: ``ShardPlan.problem`` says which)."""
     plan = ShardPlan(path, uri)
-    empty = plan
     try:
-        def read_ids():
-            with in_fs.open(path, "rb") as f:
-                shard = pq.ParquetFile(f)
-                names = shard.schema_arrow.names
-                if "id" not in names or "image" not in names:
-                    return names, None
-                return names, shard.read(columns=["id"]).column("id")
-        names, ids = call_with_retry(read_ids, policy)
-    except Exception as exc:  # noqa: BLE001 - reported by the driver, with the shard's name
-        plan.problem = f"cannot read Parquet shard {uri}: {type(exc).__name__}: {str(exc)[:200]}"
-        return empty
-    if ids is None:
-        plan.problem = f"Parquet shard {uri} lacks the required columns id and image (has {names})"
-        return empty
-    if ids.null_count:
-        plan.problem = f"Parquet shard {uri} has {ids.null_count} rows with a null id"
-        return empty
-    ids = ids.combine_chunks().cast(pa.string())
+        names, ids = read_shard_ids(request.in_fs, path, uri, request.policy)
+    except ShardProblem as exc:  # reported by the driver, with the shard's name
+        plan.problem = str(exc)
+        return plan
     plan.has_mask, plan.total = "mask" in names, len(ids)
     hashes = id_hashes(ids)
-    partition = f"{records_root.rstrip('/')}/{PARTITION}={shard_key(uri)}"
+    out_fs, plan_root = request.out_fs, request.plan_root
+    partition = f"{request.records_root.rstrip('/')}/{PARTITION}={shard_key(uri)}"
     done: list[str] = []
     for records_file in records_files(out_fs, partition):
-        got = scan_records_file(out_fs, records_file, retry_errors, drop_retryable, policy)
+        got = scan_records_file(out_fs, records_file, request.retry_errors, request.drop_retryable, request.policy)
         done.extend(got.final_ids)
-        plan.done_ok += got.ok
-        plan.done_failed += got.failed_final
-        plan.retryable += got.retryable
+        plan.counts.add(got.counts)
     if done and plan.todo > 0:
         plan.skip_list = f"{plan_root.rstrip('/')}/{shard_key(uri)}.parquet"
         if is_local(out_fs):
             os.makedirs(plan_root, exist_ok=True)
         table = pa.table({"id": pa.array(done, pa.string())})
-        call_with_retry(lambda: write_table_atomically(out_fs, plan.skip_list, table), policy)
+        call_with_retry(lambda: write_table_atomically(out_fs, plan.skip_list, table), request.policy)
     if buckets:
         import ray
 
@@ -183,15 +178,11 @@ class ShardListing:
 
     shards: list[ShardPlan] = field(default_factory=list)
     total: int = 0
-    done_ok: int = 0
-    done_failed: int = 0
-    retryable: int = 0
+    counts: RecordCounts = field(default_factory=RecordCounts)
     shard_count: int = 0
 
 
-def plan_shards(in_fs: fsspec.AbstractFileSystem, shards: list[tuple[str, str]], out_fs: fsspec.AbstractFileSystem,
-                records_root: str, plan_root: str, retry_errors: bool, drop_retryable: bool,
-                policy: RetryPolicy) -> ShardListing:
+def plan_shards(request: PlanRequest, shards: list[tuple[str, str]]) -> ShardListing:
     """Plan every ``(path, uri)`` shard in parallel Ray tasks (Ray must be initialised).
     Raises ``JobError`` for unusable shards and for ids repeated within or across shards."""
     import ray
@@ -200,21 +191,17 @@ def plan_shards(in_fs: fsspec.AbstractFileSystem, shards: list[tuple[str, str]],
     # 16 actors of ~50 MB of hashes each; a small job starts one.
     buckets = [ray.remote(num_cpus=0)(HashBucket).remote() for _ in range(min(DUP_BUCKETS, 1 + len(shards) // 256))]
     try:
-        return _plan_with_buckets(in_fs, shards, out_fs, records_root, plan_root, retry_errors, drop_retryable,
-                                  policy, buckets)
+        return _plan_with_buckets(request, shards, buckets)
     finally:
         for bucket in buckets:
             ray.kill(bucket)
 
 
-def _plan_with_buckets(in_fs, shards, out_fs, records_root, plan_root, retry_errors, drop_retryable, policy,
-                       buckets) -> ShardListing:
+def _plan_with_buckets(request: PlanRequest, shards: list[tuple[str, str]], buckets: list[Any]) -> ShardListing:
     import ray
 
     task = ray.remote(num_cpus=0.5)(plan_shard)
-    refs = [task.remote(i, in_fs, path, uri, out_fs, records_root, plan_root, retry_errors, drop_retryable, policy,
-                        buckets)
-            for i, (path, uri) in enumerate(shards)]
+    refs = [task.remote(request, i, path, uri, buckets) for i, (path, uri) in enumerate(shards)]
     listing = ShardListing(shard_count=len(shards))
     problems = []
     for plan in ray.get(refs):
@@ -222,9 +209,7 @@ def _plan_with_buckets(in_fs, shards, out_fs, records_root, plan_root, retry_err
             problems.append(plan.problem)
             continue
         listing.total += plan.total
-        listing.done_ok += plan.done_ok
-        listing.done_failed += plan.done_failed
-        listing.retryable += plan.retryable
+        listing.counts.add(plan.counts)
         if plan.todo > 0:
             listing.shards.append(plan)
     if problems:
@@ -239,7 +224,7 @@ def _plan_with_buckets(in_fs, shards, out_fs, records_root, plan_root, retry_err
                 by_shard.setdefault(i, []).append(h)
         seen: dict[str, int] = {}
         for i, wanted in by_shard.items():
-            for rid in ids_with_hashes(in_fs, shards[i][0], wanted):
+            for rid in ids_with_hashes(request.in_fs, shards[i][0], wanted):
                 seen[rid] = seen.get(rid, 0) + 1
         duplicates = sorted(rid for rid, n in seen.items() if n > 1)
         if duplicates:

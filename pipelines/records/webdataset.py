@@ -36,6 +36,8 @@ import fsspec
 from lama_core.storage import join_uri
 
 from pipelines.common.errors import JobError
+from pipelines.records.batches import column_batch
+from pipelines.records.decode import DECODED_COLUMNS, DecodeOptions, decode_record
 from pipelines.records.listing import Listing
 
 #: Suffixes read as the sample's image, and as its mask image.
@@ -200,32 +202,46 @@ def sample_columns(sample: dict[str, Any]) -> dict[str, Any]:
             "geometry": sample.get(members.get(GEOMETRY_SUFFIX, ""))}
 
 
-def decode_webdataset_batch(batch: dict[str, Any], shard_uris: dict[str, str], skip_ids: frozenset[str],
-                            mask_kind: str, mask_seed: int, mask_dilate: int) -> dict[str, Any]:
-    """Ray Data stage: ``sample_columns`` rows -> the decoded columns of
-    ``pipelines.inpaint.job`` (``image`` uint8 H x W x 3, ``mask`` uint8 H x W in {0, 1}, flags),
-    one per sample not in ``skip_ids``. ``source`` is ``SHARD_URI/KEY.SUFFIX`` of the image
-    member (``mask_source`` likewise, or the JSON member for geometry-only masks), so an
-    error names the shard, the sample and the member."""
-    from pipelines.records.decode import DECODED_COLUMNS, decode_record  # the one decoder of every input form
-    from pipelines.records.batches import column_batch
+@dataclass(frozen=True)
+class WebDatasetDecodeStage:
+    """The decode stage of WebDataset samples (``sample_columns`` rows), as CPU tasks of
+    ``num_cpus`` over batches of ``batch_size`` samples: skips keys in ``skip_ids`` (done by
+    earlier runs) and decodes the rest with ``options`` (the decode options of every input
+    form). ``shard_uris``: shard path -> URI, for ``source``."""
 
+    shard_uris: dict[str, str]
+    skip_ids: frozenset[str]
+    options: DecodeOptions
+    batch_size: int
+    num_cpus: float
+
+    def apply(self, ds: Any) -> Any:
+        return ds.map_batches(decode_webdataset_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
+                              batch_format="numpy", num_cpus=self.num_cpus)
+
+
+def decode_webdataset_batch(batch: dict[str, Any], stage: WebDatasetDecodeStage) -> dict[str, Any]:
+    """One batch of ``WebDatasetDecodeStage``: ``sample_columns`` rows -> the decoded columns
+    of every input form (``pipelines.records.decode``: ``image`` uint8 H x W x 3, ``mask``
+    uint8 H x W in {0, 1}, flags). ``source`` is ``SHARD_URI/KEY.SUFFIX`` of the image member
+    (``mask_source`` likewise, or the JSON member for geometry-only masks), so an error names
+    the shard, the sample and the member."""
     rows = []
     for i in range(len(batch["key"])):
         key = str(batch["key"][i])
-        if key in skip_ids:
+        if key in stage.skip_ids:
             continue
-        shard = shard_uris.get(str(batch["shard"][i]), str(batch["shard"][i]))
+        shard = stage.shard_uris.get(str(batch["shard"][i]), str(batch["shard"][i]))
         source = f"{shard}/{batch['image_name'][i]}" if batch["image_name"][i] else f"{shard} (sample {key!r})"
         mask_bytes, geometry = _value(batch["mask"][i]), _value(batch["geometry"][i])
         mask_source = (f"{shard}/{batch['mask_name'][i]}" if mask_bytes is not None
                        else f"{shard}/{key}.{GEOMETRY_SUFFIX}" if geometry is not None else "")
         if batch["problem"][i]:
-            rows.append({**decode_record(key, source, None, None, "", None, 0), "source": shard,
+            rows.append({**decode_record(key, source, None, None, "", stage.options), "source": shard,
                          "error": f"{batch['problem'][i]} in WebDataset shard {shard}"})
             continue
-        rows.append(decode_record(key, source, _value(batch["image"][i]), mask_bytes, mask_source,
-                                   mask_kind, mask_seed, geometry=geometry, mask_dilate=mask_dilate))
+        rows.append(decode_record(key, source, _value(batch["image"][i]), mask_bytes, mask_source, stage.options,
+                                  geometry=geometry))
     return column_batch(rows, {**DECODED_COLUMNS, "image": None, "mask": None})
 
 
@@ -236,19 +252,15 @@ def _value(v: Any) -> Any:
     return bytes(v)
 
 
-def read_webdataset_records(listing: WebDatasetListing, fs: fsspec.AbstractFileSystem, codec_batch_size: int,
-                            codec_cpus: float, mask_kind: str, mask_seed: int,
-                            mask_dilate: int) -> "ray.data.Dataset":
+def read_webdataset_records(listing: WebDatasetListing, fs: fsspec.AbstractFileSystem,
+                            stage: WebDatasetDecodeStage) -> Any:
     """The read + decode part of the pipeline for WebDataset input: Ray Data's
     ``read_webdataset`` streams the shards (raw bytes: its own decoder would turn images
     into arrays, and a corrupt image would fail the whole read task instead of one row),
-    ``sample_columns`` gives every sample one schema, then the decode stage. Both run as
-    tasks of ``codec_cpus`` CPUs (the actor plan's share; a 1-CPU default would wait forever
-    beside actors that hold all but a fraction of a CPU)."""
+    ``sample_columns`` gives every sample one schema, then ``stage``. The read tasks take the
+    stage's ``num_cpus`` (the actor plan's share; a 1-CPU default would wait forever beside
+    actors that hold all but a fraction of a CPU)."""
     import ray
 
-    ds = ray.data.read_webdataset(listing.shards, filesystem=fs, decoder=sample_columns, num_cpus=codec_cpus)
-    return ds.map_batches(decode_webdataset_batch, batch_size=codec_batch_size, batch_format="numpy",
-                          num_cpus=codec_cpus,
-                          fn_kwargs=dict(shard_uris=listing.shard_uris, skip_ids=frozenset(listing.skip_ids),
-                                         mask_kind=mask_kind, mask_seed=mask_seed, mask_dilate=mask_dilate))
+    ds = ray.data.read_webdataset(listing.shards, filesystem=fs, decoder=sample_columns, num_cpus=stage.num_cpus)
+    return stage.apply(ds)
