@@ -17,9 +17,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from lama_core.image_arrays import binarize_mask, image_to_float, mask_to_float, to_uint8
 from lama_core.mask_geometry import GeometryError, has_shapes, parse_geometry, rasterize_geometry
 
-#: File extensions read as images or masks (lower case); others are ignored by listings.
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-
 # Pillow modes that hold more than 8 bits per sample (16-bit PNG grayscale and 32-bit int).
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
