@@ -19,6 +19,8 @@ def main(cfg: InpaintConfig) -> None:
     from pipelines.inpaint.job import run_inpaint
 
     summary = run_inpaint(cfg)
+    if cfg.dry_run:
+        return  # the plan is printed; there is no run to sum up
     if summary.records_files:
         where = "shards" if cfg.output_format == "webdataset" else "images"
         print(f"run {summary.run_id}: {where} under {summary.output}/{where}/, records under "

@@ -30,6 +30,9 @@ RECIPES = ("official", "no-perceptual")
 #: LPIPS backbones (``lama_core.metrics.lpips.BACKBONES``): vgg is the paper's protocol.
 LPIPS_NETS = ("vgg", "alex")
 
+#: Registered quality metrics (``lama_core.metrics.METRICS``).
+METRIC_NAMES = ("psnr", "ssim", "l1", "lpips", "fid")
+
 #: Training crop augmentations (``lama_core.augment.crop_function``).
 AUGMENTATIONS = ("distortions", "crop")
 

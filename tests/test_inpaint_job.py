@@ -65,7 +65,7 @@ def test_listing_pairs_masks_and_names_ids_by_contract(tmp_path):
     recs, ignored = list_folder(fs, str(tmp_path), str(tmp_path), list_files(fs, str(tmp_path)))
     by_id = {r["id"]: r for r in recs}
     assert set(by_id) == {"a_mask000", "a_mask001", "sub/b_mask000", "sub/deeper/c_mask000", "lonely", "gone_mask000"}
-    assert ignored == 1
+    assert ignored == ["README.txt"]  # the one non-image file, by name
     assert by_id["sub/b_mask000"]["source"] == f"{tmp_path}/sub/b.png"
     assert "no mask for image" in by_id["lonely"]["error"] and "lonely.webp" in by_id["lonely"]["error"]
     assert "no image for mask" in by_id["gone_mask000"]["error"]
@@ -308,3 +308,32 @@ def test_cli_fails_with_one_line_on_stderr(tmp_path, model_uri):
     assert failed.returncode == 1
     lines = failed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0] == "error: input not found: /definitely/not/here", failed.stderr
+
+
+def test_ctrl_c_is_one_line_and_status_130_and_a_rerun_finishes(model_uri, tmp_path):
+    """SIGINT while the job runs: one line on stderr (no traceback), exit status 130, and the
+    output stays valid: the same command again ends with every record exactly once."""
+    import signal
+    import threading
+    import time
+
+    lama_folder(tmp_path / "in")
+    command = [sys.executable, "-u", str(REPO / "jobs" / "inpaint.py"), f"input={tmp_path / 'in'}",
+               f"output={tmp_path / 'out'}", f"model={model_uri}", "batch_size=1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+    for line in proc.stdout:  # interrupt once the pipeline runs
+        if "model actor(s)" in line:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=180)
+    reader.join(10)
+    assert proc.returncode == 130, "".join(err)
+    ours = [line for line in err if "core_worker.cc" not in line and not line.startswith("inpaint: ")]
+    assert ours == ["interrupted: rerun the same command to continue\n"], "".join(err)
+    again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert set(records(tmp_path / "out")) == {"a_mask000", "a_mask001", "sub/b_mask000", "sub/deeper/c_mask000"}

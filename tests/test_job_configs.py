@@ -86,6 +86,8 @@ def test_version(job):
     ("train", "model=", "model: "),
     ("train", "steps=0", "steps must be >= 1"),
     ("make_masks", "mask_kind=huge_1024", "unknown mask_kind"),
+    ("evaluate", "metrics=[psnr,foo]", "unknown or no metrics ['foo']"),
+    ("inpaint", "model=/no/such/model", "/no/such/model does not exist"),
 ])
 def test_bad_keys_and_values_fail_in_one_line_without_ray(job, arg, expect, tmp_path):
     start = time.perf_counter()
@@ -115,6 +117,23 @@ def test_codec_stages_import_no_torch():
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
+def test_a_bare_value_of_a_list_key_is_a_one_item_list():
+    from pipelines.common.cli import parse_job_config
+
+    assert parse_job_config(EvaluateConfig, ["mask_kind=thick_512"]).mask_kind == ["thick_512"]
+    assert parse_job_config(EvaluateConfig, ["mask_kind=[thick_512,thin_512]"]).mask_kind == ["thick_512", "thin_512"]
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    bad_key, not_yaml = tmp_path / "typo.yaml", tmp_path / "broken.yaml"
+    bad_key.write_text("batchsize: 3\n")
+    not_yaml.write_text("batch_size: [1\n")
+    for path, expect in ((bad_key, "unknown key 'batchsize' in"), (not_yaml, "cannot read config file")):
+        proc = _run("inpaint", "--config", str(path), f"output={tmp_path / 'out'}")
+        assert proc.returncode == 2 and expect in proc.stderr and str(path) in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_config_file_then_overrides(tmp_path):
     from pipelines.common.cli import parse_job_config
 
@@ -141,6 +160,8 @@ def test_names_agree_with_lama_core():
     assert tuple(PRECISION_DTYPES) == choices.PRECISIONS
     assert HD_STRATEGIES is choices.HD_STRATEGIES and TRAINING_PRECISIONS is choices.TRAINING_PRECISIONS
     assert set(BACKBONES) == set(choices.LPIPS_NETS)
+    from lama_core.metrics import METRICS
+    assert set(METRICS) == set(choices.METRIC_NAMES)
     accepted = {  # config, key -> the names it must accept
         (InpaintConfig, "hd_strategy"): choices.HD_STRATEGIES, (InpaintConfig, "precision"): choices.PRECISIONS,
         (InpaintConfig, "mask_kind"): choices.MASK_KINDS, (EvaluateConfig, "precision"): choices.PRECISIONS,

@@ -1,5 +1,6 @@
 """The job's own console: image counts with rate and ETA, one line per training report."""
 import io
+import time
 
 import ray
 
@@ -25,6 +26,14 @@ def test_job_progress_and_report_follower_print_what_the_stages_send(ray_local):
         ray.get([counter.add.remote(2), counter.add.remote(3)])
     lines = stream.getvalue().strip().splitlines()
     assert lines and lines[-1].startswith("inpaint: 5/5 images (100%)")  # the last line, at exit, is final
+    assert sum(line.startswith("inpaint: 5/5") for line in lines) == 1  # and it is printed once
+    # A count seen by a periodic line is not printed again at the exit.
+    counter, stream = ProgressCounter.remote(), io.StringIO()
+    with JobProgress("inpaint", 2, counter, stream=stream, every_s=0.2, poll_s=0.05):
+        ray.get(counter.add.remote(2))
+        time.sleep(0.5)
+    assert stream.getvalue().strip().splitlines() == [line for line in stream.getvalue().strip().splitlines()
+                                                      if line.startswith("inpaint: 2/2")][:1]
 
     log, out = ReportLog.remote(), io.StringIO()
     with follow_reports(log, stream=out, poll_s=0.05):

@@ -85,6 +85,14 @@ class JobProgress(_Poller):
         self.every_s, self.poll_s = every_s, poll_s
         self.done = 0
 
+    def _due(self, stopping: bool, changed: bool, since_last: float) -> bool:
+        """Whether a line is printed now: a new count every ``every_s``, the same count again
+        only every ``6 x every_s`` (the job is alive), and at the end the final count unless the
+        last line showed it already (one final line)."""
+        if stopping:
+            return changed
+        return since_last >= self.every_s and (changed or 0 < 6 * self.every_s <= since_last)
+
     def _read(self) -> int:
         try:
             return int(ray.get(self.counter.value.remote(), timeout=5))
@@ -97,14 +105,14 @@ class JobProgress(_Poller):
         if tty:
             from tqdm import tqdm
             bar = tqdm(total=self.total, desc=self.label, unit="img", file=self.stream, dynamic_ncols=True)
-        last_line = self._start
+        last_line, printed = self._start, -1
         while True:
             stopping = self._stop.wait(self.poll_s)
             self.done = self._read()
             if bar is not None:
                 bar.update(self.done - bar.n)
-            elif stopping or time.perf_counter() - last_line >= self.every_s:
-                last_line = time.perf_counter()
+            elif self._due(stopping, self.done != printed, time.perf_counter() - last_line):
+                last_line, printed = time.perf_counter(), self.done
                 print(progress_line(self.label, self.done, self.total, last_line - self._start),
                       file=self.stream, flush=True)
             if stopping:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from pipelines.common.errors import JobError
+from pipelines.common.errors import ConfigError, JobError
 
 __all__ = ["JobError", "parse_job_config", "run_job", "help_text", "project_version"]
 
@@ -53,11 +53,12 @@ def help_text(schema: type, prog: str) -> str:
     line per key: ``key (type, default DEFAULT): description``."""
     from pipelines.common.config_kit import describe
 
-    lines = [f"usage: python {prog} [key=value ...] [--config FILE.yaml] [--help] [--version]", ""]
-    doc = (schema.__doc__ or "").strip().splitlines()
-    if doc:
-        lines += [doc[0], ""]
     import textwrap
+
+    lines = [f"usage: python {prog} [key=value ...] [--config FILE.yaml] [--help] [--version]", ""]
+    summary = (schema.__doc__ or "").strip().split("\n\n", 1)[0]  # the first paragraph, whole
+    if summary:
+        lines += textwrap.wrap(" ".join(summary.split()), 96) + [""]
 
     for name, type_name, default, description in describe(schema):
         if type_name.startswith("Optional["):
@@ -104,13 +105,16 @@ def parse_job_config(schema: type[T], argv: list[str], defaults_yaml: str | Path
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    cfg = OmegaConf.structured(schema)
+    where = ""  # where the values being merged come from, for the error line
     try:
-        cfg = OmegaConf.structured(schema)
         for path in files:
+            where = f" in {path}"
             if not path.is_file():
                 _fail(f"config file not found: {path}")
             cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        where = ""
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(_bare_values_as_lists(schema, overrides)))
         plain = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:
         msg = str(exc).splitlines()[0]
@@ -124,13 +128,31 @@ def parse_job_config(schema: type[T], argv: list[str], defaults_yaml: str | Path
             elif key == "seed" and "mask_seed" in _keys(schema):
                 close = ["mask_seed"]
             hint = f"; did you mean {close[0]}?" if close else ""
-            _fail(f"unknown key {key!r} for {Path(sys.argv[0]).name}{hint}")
+            _fail(f"unknown key {key!r}{where} for {Path(sys.argv[0]).name}{hint}")
         key = getattr(exc, "full_key", None)
-        _fail(f"bad config: {key}: {msg}" if key else f"bad config: {msg}")
+        _fail(f"bad config{where}: {key}: {msg}" if key else f"bad config{where}: {msg}")
+    except Exception as exc:  # a config file that is not YAML
+        _fail(f"cannot read config file {where.removeprefix(' in ')}: {type(exc).__name__}: "
+              f"{str(exc).splitlines()[0][:200]}")
     problems = plain.problems() if hasattr(plain, "problems") else []
     if problems:
         _fail("bad config: " + "; ".join(problems))
     return plain  # type: ignore[return-value]
+
+
+def _bare_values_as_lists(schema: type, overrides: list[str]) -> list[str]:
+    """``key=value`` overrides with a bare value for a list-typed key written as a one-item
+    list (``mask_kind=thick_512`` -> ``mask_kind=[thick_512]``): OmegaConf would refuse it
+    with a message about its own node types."""
+    from dataclasses import fields
+
+    lists = {f.name for f in fields(schema) if str(f.type).split("[", 1)[0].lower() in ("list", "typing.list")}
+    out = []
+    for item in overrides:
+        key, value = item.split("=", 1)
+        bare = value.strip() and not value.lstrip().startswith("[") and value.strip() not in ("null", "None")
+        out.append(f"{key}=[{value}]" if key in lists and bare else item)
+    return out
 
 
 def _keys(schema: type) -> list[str]:
@@ -148,7 +170,9 @@ def _similar(a: str, b: str) -> bool:
 
 def run_job(main: Callable[[T], Any], schema: type[T], defaults_yaml: str | Path | None = None) -> None:
     """Parse ``sys.argv`` into ``schema`` and call ``main(cfg)``; a ``JobError`` (or an
-    unreachable-storage ``OSError``) becomes one line on stderr and exit code 1. A local
+    unreachable-storage ``OSError``) becomes one line on stderr and exit code 1 (2 for a
+    ``ConfigError``: a bad setting found before any work), Ctrl-C
+    (SIGINT) one line and exit code 130. A local
     Ray the job started is stopped when ``main`` returns (``ray_setup.release_local_ray``),
     and the heap is frozen (``gc.freeze``) so that the interpreter's exit is quick."""
     cfg = parse_job_config(schema, sys.argv[1:], defaults_yaml)
@@ -156,7 +180,11 @@ def run_job(main: Callable[[T], Any], schema: type[T], defaults_yaml: str | Path
         main(cfg)
     except (JobError, OSError) as exc:  # OSError: unreachable storage, permissions, ...
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(2 if isinstance(exc, ConfigError) else 1)
+    except KeyboardInterrupt:
+        # Records and checkpoints are written whole or not at all: what is there stays valid.
+        print("interrupted: rerun the same command to continue", file=sys.stderr, flush=True)
+        raise SystemExit(130)
     finally:
         # Only a job that connected to Ray imported this (parsing and --help never import Ray).
         ray_setup = sys.modules.get("pipelines.cluster.ray_setup")

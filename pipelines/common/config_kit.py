@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from lama_core.choices import PRECISIONS, choice_problem
 
-from pipelines.common.errors import JobError
+from pipelines.common.errors import ConfigError
 
 #: The demo checkpoint shipped in this repository (README, "The default model").
 DEFAULT_MODEL = "assets/lama-small-demo"
@@ -52,11 +52,11 @@ def describe(schema: type) -> list[tuple[str, str, Any, str]]:
 
 
 def check_config(cfg: Any) -> None:
-    """Raise ``JobError`` (``bad config: ...``, every problem in one line) when ``cfg.problems()``
+    """Raise ``ConfigError`` (``bad config: ...``, every problem in one line) when ``cfg.problems()``
     finds any: the check of a job function called without the parser (which exits 2 on
     the same problems instead)."""
     if problems := cfg.problems():
-        raise JobError("bad config: " + "; ".join(problems))
+        raise ConfigError("bad config: " + "; ".join(problems))
 
 
 def non_negative(cfg: Any, *names: str) -> list[str]:

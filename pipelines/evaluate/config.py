@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from lama_core.choices import LPIPS_NETS, MASK_KINDS
+from lama_core.choices import LPIPS_NETS, MASK_KINDS, METRIC_NAMES
 
 from pipelines.common.config_kit import WorkerOptions, choices, non_negative, setting
 from pipelines.records.formats import EVAL_INPUT_FORMATS
@@ -26,7 +26,7 @@ class EvaluateConfig(WorkerOptions):
                              "empty = scikit-image's sample photos (written under output/sample_data)")
     input_format: str = setting("auto", " | ".join(EVAL_INPUT_FORMATS))
     output: str = setting("outputs/evaluate", "writes per_image/, summary/, plots/, samples/, cache/")
-    metrics: List[str] = setting(["psnr", "ssim", "l1", "lpips", "fid"],
+    metrics: List[str] = setting(list(METRIC_NAMES),
                                  "metrics to compute; those whose weights are missing are skipped and named")
     lpips_net: str = setting(LPIPS_NETS[0], "LPIPS backbone: vgg (the paper's) | alex")
     weights_dir: Optional[str] = setting(None, "folder with the standard weight files; null = "
@@ -45,6 +45,9 @@ class EvaluateConfig(WorkerOptions):
         problems = self.worker_problems()
         problems += non_negative(self, "poll_seconds", "max_polls", "grid_images", "mask_seed")
         problems += choices(self, lpips_net=LPIPS_NETS, input_format=EVAL_INPUT_FORMATS)
+        unknown = [m for m in self.metrics if m not in METRIC_NAMES]
+        if unknown or not list(self.metrics):
+            problems.append(f"unknown or no metrics {unknown}; known: {', '.join(METRIC_NAMES)}")
         if not list(self.mask_kind):
             problems.append("mask_kind must name at least one mask set")
         if not self.model:

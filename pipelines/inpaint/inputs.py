@@ -15,7 +15,7 @@ import fsspec
 
 from lama_core.storage import join_uri
 
-from pipelines.common.errors import JobError
+from pipelines.common.errors import ConfigError, JobError
 from pipelines.common.retry import RetryPolicy
 from pipelines.common.samples import INPAINT_PHOTOS, write_sample_shard
 from pipelines.common.storage import absolute_uri, input_exclusions, open_output, reach
@@ -88,6 +88,20 @@ class ModelRef:
     random_weights: bool
 
 
+def model_uri(cfg: InpaintConfig) -> str:
+    """``cfg.model`` as the actors load it: a preset name as given, else an absolute URI
+    (a relative path missing here is looked up in the checkout). Raises ``JobError`` at once,
+    before Ray starts, for a local path that does not exist."""
+    from lama_core.choices import PRESETS
+
+    if cfg.model in PRESETS:
+        return cfg.model
+    uri = absolute_uri(cfg.model, _REPO_ROOT)
+    if "://" not in uri and not os.path.exists(uri):
+        raise ConfigError(f"cannot load model {cfg.model}: {uri} does not exist (presets: {', '.join(PRESETS)})")
+    return uri
+
+
 def check_model(cfg: InpaintConfig) -> ModelRef:
     """Load the model once here, so a missing or incompatible one fails before the pipeline
     runs (and the id of its weights is known). Raises ``JobError``."""
@@ -97,7 +111,7 @@ def check_model(cfg: InpaintConfig) -> ModelRef:
 
     from pipelines.inpaint.model_stage import load_model
 
-    model = cfg.model if cfg.model in GENERATOR_PRESETS else absolute_uri(cfg.model, _REPO_ROOT)
+    model = model_uri(cfg)
     try:
         loaded = load_model(model, cfg.seed, cfg.endpoint_url)
     except (FileNotFoundError, CheckpointError, ValueError) as exc:
@@ -146,7 +160,7 @@ def list_inputs(cfg: InpaintConfig, st: Storage, plan_root: str, drop_retryable:
     except Exception as exc:
         raise JobError(f"cannot list input {st.input_uri}: {type(exc).__name__}: {exc}") from exc
     todo = [r for r in records if r["id"] not in state.done]
-    return Listing("folder", total=len(records), skipped=len(records) - len(todo), ignored=ignored, records=todo,
+    return Listing("folder", total=len(records), skipped=len(records) - len(todo), ignored_files=ignored, records=todo,
                    retryable=state.counts.retryable)
 
 
@@ -170,7 +184,8 @@ def _plan_parquet(cfg: InpaintConfig, st: Storage, rel_files: list[str], plan_ro
                           drop_retryable and not cfg.overwrite, retry_policy(cfg))
     planned = plan_shards(request, shards)
     listing = Listing("parquet", total=planned.total, skipped=planned.counts.done,
-                      ignored=len(rel_files) - len(shards), retryable=planned.counts.retryable,
+                      ignored_files=[rel for rel in rel_files if not rel.lower().endswith(".parquet")],
+                      retryable=planned.counts.retryable,
                       shard_count=planned.shard_count)
     for plan in planned.shards:
         (listing.shards_with_mask if plan.has_mask else listing.shards_without_mask).append(plan.path)

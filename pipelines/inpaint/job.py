@@ -44,7 +44,8 @@ from pipelines.common.retry import is_transient
 from pipelines.common.run_settings import check_settings, settings_of
 from pipelines.common.storage import message_line
 from pipelines.inpaint.config import RESULT_KEYS, InpaintConfig
-from pipelines.inpaint.inputs import ModelRef, Storage, check_model, list_inputs, open_storage, retry_policy
+from pipelines.inpaint.inputs import (ModelRef, Storage, check_model, list_inputs, model_uri, open_storage,
+                                     retry_policy)
 from pipelines.inpaint.record_writer import ImageWriteStage
 from pipelines.inpaint.webdataset_writer import ShardWriteStage, reconcile_shards
 from pipelines.records.decode import DecodeOptions, FolderDecodeStage, ParquetDecodeStage
@@ -105,6 +106,7 @@ def run_inpaint(cfg: InpaintConfig) -> InpaintSummary:
     the retries), model missing or incompatible, output held by another run, settings that
     differ from the output's (``run_settings``). ``dry_run``: print the plan only."""
     check_config(cfg)
+    model_uri(cfg)  # a missing local model fails now, not after Ray's start-up
     run_id = f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
     def prepare() -> _Run:
@@ -155,7 +157,8 @@ def _plan_only(cfg: InpaintConfig, run: _Run) -> InpaintSummary:
         "to read; " if listing.kind == "parquet" else ""
     print(f"dry run: {listing.total} records in {st.input_uri} ({listing.kind}): {listing.skipped} done, "
           f"{listing.pending} to do (of which {listing.retryable} retryable error rows); {shards}"
-          f"{listing.ignored} files ignored; output {st.output_uri}; nothing written", flush=True)
+          f"{listing.ignored_line()}; output {st.output_uri}", flush=True)
+    print("dry run: nothing written", flush=True)
     return run.summary(listing)
 
 
@@ -254,7 +257,7 @@ def _run_planned(cfg: InpaintConfig, run: _Run) -> InpaintSummary:
     # Retryable error rows leave their files here, before they are redone (records/resume.py).
     listing = list_inputs(cfg, st, run.plan_root, drop_retryable=True)
     print(f"inpaint: {listing.total} records in {st.input_uri} ({listing.kind}), {listing.pending} to do, "
-          f"{listing.skipped} already done, {listing.ignored} files ignored; run {run.run_id}", flush=True)
+          f"{listing.skipped} already done, {listing.ignored_line()}; run {run.run_id}", flush=True)
     summary = run.summary(listing)
     if listing.pending == 0:
         return summary

@@ -41,14 +41,15 @@ class Listing:
     ``skip_ids``: ids in those shards already done (dropped while reading); or, from
     ``pipelines.records.shard_plan``, ``skip_lists``: shard path -> file of its done ids.
     ``retryable``: error rows of earlier runs redone now. ``total``:
-    records in the input; ``skipped``: those already in ``records/``; ``ignored``: files that
-    are neither images, masks nor shards (or masks that no image uses).
+    records in the input; ``skipped``: those already in ``records/``; ``ignored_files``: input
+    files (relative paths) that are neither images, masks nor shards (or masks that no image
+    uses), ``ignored`` their count.
     """
 
     kind: str
     total: int = 0
     skipped: int = 0
-    ignored: int = 0
+    ignored_files: list[str] = field(default_factory=list)
     records: list[dict[str, str]] = field(default_factory=list)
     shards_with_mask: list[str] = field(default_factory=list)
     shards_without_mask: list[str] = field(default_factory=list)
@@ -70,6 +71,15 @@ class Listing:
             if pending < len(ids):
                 self.skip_ids.update(i for i in ids if i in done)
         return pending > 0
+
+    @property
+    def ignored(self) -> int:
+        return len(self.ignored_files)
+
+    def ignored_line(self, shown: int = 5) -> str:
+        """``N files ignored`` and the first ``shown`` of them by name."""
+        names = ", ".join(self.ignored_files[:shown]) + (", ..." if self.ignored > shown else "")
+        return f"{self.ignored} files ignored" + (f" ({names})" if names else "")
 
     @property
     def pending(self) -> int:
@@ -164,8 +174,9 @@ def _one_per_id(records: list[dict[str, str]]) -> list[dict[str, str]]:
 def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_files: list[str],
                 mask_fs: fsspec.AbstractFileSystem | None = None, mask_root: str | None = None,
                 mask_uri: str | None = None, mask_rel_files: list[str] | None = None,
-                draw_missing_masks: bool = False) -> tuple[list[dict], int]:
-    """Pair images with masks in the folder ``root``. Returns ``(records, ignored_file_count)``.
+                draw_missing_masks: bool = False) -> tuple[list[dict], list[str]]:
+    """Pair images with masks in the folder ``root``. Returns ``(records, ignored files)``
+    (relative paths; ``mask_dir`` files prefixed ``MASK_DIR/``).
 
     Without ``mask_root``: LaMa's convention, one record per mask file ``sub/x_mask000.*``
     (id ``sub/x_mask000``) paired with ``sub/x.*``; a mask without its image is an error
@@ -175,7 +186,7 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
     ``draw_missing_masks``: an image without a mask file is a record without ``mask_path``
     (its mask is drawn), not an error.
     """
-    ignored = sum(1 for f in rel_files if not is_image_file(f))
+    ignored = [f for f in rel_files if not is_image_file(f)]
     images: dict[str, list[str]] = {}
     masks: dict[str, list[str]] = {}  # LaMa convention: image stem -> mask rel paths
     for rel in rel_files:
@@ -220,7 +231,7 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
     mask_rel_files = mask_rel_files or []
     # A mask may also be mask geometry, MASK_DIR/sub/x.json (lama_core.mask_geometry).
     is_mask = lambda rel: is_image_file(rel) or _ext(rel) == ".json"  # noqa: E731
-    ignored += sum(1 for f in mask_rel_files if not is_mask(f))
+    ignored += [f"MASK_DIR/{f}" for f in mask_rel_files if not is_mask(f)]
     by_stem: dict[str, list[str]] = {}
     for rel in mask_rel_files:
         if is_mask(rel):
@@ -244,7 +255,7 @@ def list_folder(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fil
         else:
             records.append(_record(stem, source, _abs(root, rels[0]), join_uri(mask_uri, found[0]),
                                    _abs(mask_root, found[0])))
-    ignored += sum(len(v) for k, v in by_stem.items() if k not in images)
+    ignored += [f"MASK_DIR/{rel}" for k, v in by_stem.items() if k not in images for rel in v]
     return records, ignored
 
 
@@ -289,7 +300,7 @@ def list_parquet(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel_fi
     counts: Counter[str] = Counter()
     for rel in rel_files:
         if _ext(rel) != ".parquet":
-            listing.ignored += 1
+            listing.ignored_files.append(rel)
             continue
         path = _abs(root, rel, single_file)
         uri = root_uri if single_file else join_uri(root_uri, rel)

@@ -163,7 +163,8 @@ def list_webdataset(fs: fsspec.AbstractFileSystem, root: str, root_uri: str, rel
     shards = _shard_paths(fs, root, root_uri, rel_files)
     if not shards:
         raise JobError(f"no WebDataset shards ({SHARD_EXTENSION} files) in {root_uri}")
-    listing.ignored = 0 if is_brace_pattern(root) or fs.isfile(root) else len(rel_files) - len(shards)
+    if not (is_brace_pattern(root) or fs.isfile(root)):
+        listing.ignored_files = [rel for rel in rel_files if not rel.lower().endswith(SHARD_EXTENSION)]
     counts: Counter[str] = Counter()
     for path, uri in shards:
         try:
