@@ -42,7 +42,7 @@ def ray_train(preset: str, crop: int, batch: int, steps: int, workers: int, outp
     from pipelines.train.config import TrainConfig
     from pipelines.train.ray_job import run_training
 
-    cfg = TrainConfig(model=preset, crop_size=crop, batch_size=batch, steps=steps, num_workers=workers,
+    cfg = TrainConfig(model=preset, recipe="no-perceptual", crop_size=crop, batch_size=batch, steps=steps, num_workers=workers,
                       cpus_per_worker=1.0 / workers, crops_per_image=16, log_every=steps // 2,
                       checkpoint_every=steps, validation_images=2, output=output, name=f"w{workers}")
     return float(run_training(cfg).metrics["images_per_s"])

@@ -20,10 +20,8 @@ from pipelines.train.config import TrainConfig  # noqa: E402  (light: parsing ne
 
 
 def main(cfg: TrainConfig) -> None:
-    from pipelines.cluster.ray_setup import init_ray
     from pipelines.train.ray_job import run_training
 
-    init_ray(verbose=cfg.verbose)
     outcome = run_training(cfg)
     # Checkpoints skipped on resume (damaged: the file is named); the workers' own log
     # lines stay in Ray's logs unless verbose=true.

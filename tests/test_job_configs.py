@@ -99,6 +99,19 @@ def test_bad_keys_and_values_fail_in_one_line_without_ray(job, arg, expect, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("job", ["train", "train_local"])
+def test_the_default_recipe_without_its_encoder_refuses_before_ray(job, tmp_path):
+    """recipe=official (the default) trains the hole with the HRF loss; without its encoder
+    a run silently learned one mean colour. Both trainers refuse in one line, exit 2,
+    naming the file they looked for and the two ways on, before Ray or any output."""
+    proc = _run(job, "weights_dir=/no/weights", f"output={tmp_path / 'out'}")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "/no/weights/ade20k/ade20k-resnet50dilated-ppm/encoder_epoch_20.pth not found" in lines[0]
+    assert "perceptual_weights=FILE, or train with recipe=no-perceptual" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_light_modules_import_neither_torch_nor_ray():
     code = ("import sys; import pipelines.common.cli, pipelines.inpaint.config, pipelines.evaluate.config, "
             "pipelines.train.config, pipelines.masks.config; "

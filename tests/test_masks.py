@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from lama_core.masks import MASK_SETS, MaskGenerator, generate_mask, hole_fraction, mask_grid_png
+from pipelines.common.errors import JobError
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = REPO / "jobs" / "make_masks.py"
@@ -97,6 +98,14 @@ def test_make_masks_job_writes_the_same_bytes_twice(tmp_path, capsys):
     outputs = [tmp_path / "a", tmp_path / "b"]
     for out in outputs:
         job.main(job.MakeMasksConfig(mask_kind="medium_256", n=5, mask_seed=11, output=str(out)))
+    # A frozen set is not changed in place by accident (evaluations are keyed by it) ...
+    with pytest.raises(JobError, match="already holds 5 files .*pass overwrite=true"):
+        job.main(job.MakeMasksConfig(mask_kind="medium_256", n=3, mask_seed=12, output=str(outputs[1])))
+    # ... only on purpose, and then the folder holds exactly the new set.
+    job.main(job.MakeMasksConfig(mask_kind="medium_256", n=3, mask_seed=12, output=str(outputs[1]), overwrite=True,
+                                 preview=0))
+    assert sorted(p.name for p in outputs[1].iterdir()) == [f"{i:06d}_mask000.png" for i in range(3)]
+    job.main(job.MakeMasksConfig(mask_kind="medium_256", n=5, mask_seed=11, output=str(outputs[1]), overwrite=True))
     expected = [f"{i:06d}_mask000.png" for i in range(5)]
     assert sorted(p.name for p in outputs[0].iterdir()) == expected  # masks only: the preview sits beside
     for name in expected:

@@ -199,6 +199,20 @@ def test_validation_images_are_held_out_of_training(tmp_path):
         split_held_out(TrainConfig(input=str(data), validation_images=5))
 
 
+def test_the_official_recipe_needs_the_encoder_file_and_no_perceptual_needs_none(tmp_path):
+    from pipelines.common.errors import ConfigError
+    from pipelines.train.loop import with_perceptual_weights
+
+    with pytest.raises(ConfigError, match="encoder_epoch_20.pth not found; pass weights_dir="):
+        with_perceptual_weights(TrainConfig(weights_dir=str(tmp_path)))
+    encoder = tmp_path / "ade20k" / "ade20k-resnet50dilated-ppm" / "encoder_epoch_20.pth"
+    encoder.parent.mkdir(parents=True)
+    encoder.write_bytes(b"weights")
+    assert with_perceptual_weights(TrainConfig(weights_dir=str(tmp_path))).perceptual_weights == str(encoder)
+    assert with_perceptual_weights(TrainConfig(recipe="no-perceptual", weights_dir="/none")).perceptual_weights == ""
+    assert training_config(with_perceptual_weights(TrainConfig(recipe="no-perceptual"))).perceptual_weights is None
+
+
 def test_local_training_checkpoints_and_resumes(tmp_path, capsys):
     """The single-process trainer writes the one checkpoint layout (complete.json last) and resumes."""
     from PIL import Image

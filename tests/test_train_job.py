@@ -51,8 +51,8 @@ def s3_training_data(s3_bucket):
 
 
 def base_config(**overrides) -> TrainConfig:
-    cfg = TrainConfig(model="small", num_workers=2, cpus_per_worker=0.5, batch_size=2, crop_size=64,
-                      log_every=2, checkpoint_every=2, validation_images=2, max_failures=0, seed=3)
+    cfg = TrainConfig(model="small", recipe="no-perceptual", num_workers=2, cpus_per_worker=0.5, batch_size=2,
+                      crop_size=64, log_every=2, checkpoint_every=2, validation_images=2, max_failures=0, seed=3)
     return replace(cfg, **overrides)
 
 
@@ -142,7 +142,8 @@ def test_ray_job_submit_runs_training_on_a_local_cluster(tmp_path):
             pytest.fail("the local Ray head's job server did not come up")
         out = tmp_path / "runs"
         command = [str(bin_dir / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-                   "python", "jobs/train.py", "steps=2", "batch_size=2", "crop_size=64", "log_every=1",
+                   "python", "jobs/train.py", "recipe=no-perceptual", "steps=2", "batch_size=2", "crop_size=64",
+                   "log_every=1",
                    "checkpoint_every=2", "validation_images=2", f"output={out}", "name=submitted"]
         for _ in range(30):  # the head's job agent starts a little after the job server
             result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=420)

@@ -22,6 +22,8 @@ class MakeMasksConfig:
     output: str = setting("outputs/masks/thick_512", "folder or URI for 000000_mask000.png, ...")
     preview: int = setting(16, "masks in the preview grid OUTPUT_preview.png (beside the set, so its folder holds "
                                "masks only); 0 = none")
+    overwrite: bool = setting(False, "true: replace the masks of a folder that already holds some (a frozen set "
+                                     "is never changed by accident: evaluations keyed by it would go stale)")
     endpoint_url: Optional[str] = setting(None, "S3-compatible endpoint; null = AWS_ENDPOINT_URL, else AWS")
 
     def problems(self) -> list[str]:

@@ -12,8 +12,9 @@ import numpy as np
 
 from lama_core.mask_sets import frozen_mask_name
 from lama_core.masks import MaskGenerator, hole_fraction, mask_grid_png, mask_png
-from lama_core.storage import join_uri, write_bytes
+from lama_core.storage import filesystem_for, join_uri, write_bytes
 
+from pipelines.common.errors import JobError
 from pipelines.masks.config import MakeMasksConfig
 
 # Writes to object storage are latency-bound; a few threads keep the PUTs overlapping.
@@ -31,6 +32,22 @@ class FrozenMaskSet:
     preview_uri: str
 
 
+def _clear_or_refuse(cfg: MakeMasksConfig) -> None:
+    fs, root = filesystem_for(cfg.output, cfg.endpoint_url)
+    try:
+        held = sorted(fs.find(root)) if fs.isdir(root) else []
+    except FileNotFoundError:
+        held = []
+    if not held:
+        return
+    if not cfg.overwrite:
+        names = ", ".join(p.rsplit("/", 1)[-1] for p in held[:3]) + (", ..." if len(held) > 3 else "")
+        raise JobError(f"{cfg.output} already holds {len(held)} files ({names}): a frozen mask set is not "
+                       "changed in place; write to another output, or pass overwrite=true to replace it")
+    for path in held:
+        fs.rm_file(path)
+
+
 def preview_uri(output: str) -> str:
     """Where the preview grid of the mask set at ``output`` goes: beside it."""
     return output.rstrip("/") + "_preview.png"
@@ -39,9 +56,12 @@ def preview_uri(output: str) -> str:
 def write_mask_set(cfg: MakeMasksConfig) -> FrozenMaskSet:
     """Draw and write the mask set ``cfg`` names (see the module docstring), with a progress
     bar on stderr. Mask ``i`` depends only on ``(mask_kind, mask_seed, i)``: the same
-    arguments write the same bytes on any machine."""
+    arguments write the same bytes on any machine. A folder that already holds files is
+    refused (``JobError``) unless ``cfg.overwrite``: then its earlier masks are deleted first,
+    so it holds exactly the new set."""
     from tqdm import tqdm
 
+    _clear_or_refuse(cfg)
     generator = MaskGenerator(cfg.mask_kind, cfg.mask_seed)
 
     def write_one(index: int) -> tuple[float, np.ndarray | None]:

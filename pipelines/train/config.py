@@ -58,8 +58,9 @@ class TrainingOptions:
                                                "augmentation) | crop (random crop and flip only)")
     grayscale_probability: float = setting(0.0, "share of training crops turned grey (ours; official 0)")
     weights_dir: Optional[str] = setting(None, "folder with ade20k/ade20k-resnet50dilated-ppm/"
-                                               "encoder_epoch_20.pth for the perceptual loss; null = no "
-                                               "perceptual loss unless perceptual_weights is given")
+                                               "encoder_epoch_20.pth for the perceptual loss of recipe=official; "
+                                               "null = $TORCH_HOME/hub/checkpoints; missing there: the job "
+                                               "refuses to start (use recipe=no-perceptual without it)")
     perceptual_weights: str = setting("", "explicit path of encoder_epoch_20.pth (overrides weights_dir)")
     mask_kind: str = setting("wide_256", "mask set drawn for training: " + " | ".join(MASK_KINDS)
                              + ", or a mixture a+b+c (mask i from kind i mod 3)")

@@ -32,7 +32,7 @@ from pipelines.train.checkpoints import resume_from_run
 from pipelines.train.config import LocalTrainConfig
 from pipelines.train.data import training_images, validation_batch
 from pipelines.train.loop import (LoopCallbacks, LoopRun, TrainingOutcome, build_models, run_training_loop,
-                                  training_config)
+                                  training_config, with_perceptual_weights)
 
 
 def run_local_training(cfg: LocalTrainConfig) -> TrainingOutcome:
@@ -42,6 +42,7 @@ def run_local_training(cfg: LocalTrainConfig) -> TrainingOutcome:
     folder and the last metrics. Raises ``JobError`` (one line) when the data cannot be
     read or nothing was trained."""
     check_config(cfg)
+    cfg = with_perceptual_weights(cfg)
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     torch.manual_seed(cfg.seed)
     run_dir = os.path.join(cfg.output, cfg.name)

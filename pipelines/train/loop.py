@@ -10,8 +10,8 @@ The loss arithmetic lives in ``lama_core.training``; this module schedules it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 import torch
@@ -22,19 +22,51 @@ from lama_core.models import build_discriminator, build_generator, discriminator
 from lama_core.training import GANTrainingStep, TrainingConfig, make_mask_batch, unwrap
 from lama_core.training_checkpoint import prune_checkpoints
 
+from pipelines.common.errors import ConfigError
 from pipelines.train.checkpoints import save_training_checkpoint, validation_grid_png
 from pipelines.train.config import LOSS_WEIGHT_KEYS, TrainingOptions
+
+T = TypeVar("T", bound=TrainingOptions)
 
 
 def training_config(cfg: TrainingOptions) -> TrainingConfig:
     """The ``TrainingConfig`` of a job config: the named loss recipe, with the weight keys
-    that are set overriding it."""
+    that are set overriding it; the HRF encoder weights are ``cfg.perceptual_weights`` as
+    ``with_perceptual_weights`` resolved them (empty: no HRF loss)."""
     overrides = {key: float(getattr(cfg, key)) for key in LOSS_WEIGHT_KEYS if getattr(cfg, key) is not None}
     losses = loss_config(cfg.recipe, **overrides)
     return TrainingConfig(losses=losses, generator_lr=cfg.generator_lr, discriminator_lr=cfg.discriminator_lr,
                           accum_steps=cfg.accum_steps, precision=cfg.precision, mask_kind=cfg.mask_kind,
-                          perceptual_weights=cfg.perceptual_weights or cfg.weights_dir or None,
+                          perceptual_weights=cfg.perceptual_weights or None,
                           gradient_clip_norm=cfg.gradient_clip_norm if cfg.gradient_clip_norm > 0 else None)
+
+
+def with_perceptual_weights(cfg: T, endpoint_url: str | None = None) -> T:
+    """``cfg`` with ``perceptual_weights`` resolved, once, on the driver: empty when the
+    recipe's HRF weight is 0 (``no-perceptual``), else the encoder file (the given one, or
+    ``ENCODER_FILE`` under ``weights_dir``, default ``$TORCH_HOME/hub/checkpoints``).
+    Raises ``ConfigError`` (one line: the file it looked for, and the two ways on) when that
+    file is missing: the official recipe without it silently learns one mean colour."""
+    from lama_core.metrics.weights import default_weights_dir
+    from lama_core.perceptual import ENCODER_FILE, encoder_weights_uri
+    from lama_core.storage import filesystem_for, join_uri
+
+    overrides = {key: float(getattr(cfg, key)) for key in LOSS_WEIGHT_KEYS if getattr(cfg, key) is not None}
+    if loss_config(cfg.recipe, **overrides).hrf_weight <= 0:
+        return replace(cfg, perceptual_weights="")
+    given = cfg.perceptual_weights or cfg.weights_dir or default_weights_dir()
+    uri = encoder_weights_uri(given, endpoint_url)
+    try:
+        fs, path = filesystem_for(uri, endpoint_url)
+        found = fs.isfile(path)
+    except Exception:  # noqa: BLE001 - unreachable storage reads as missing, with the URI named
+        found = False
+    if not found:
+        expected = uri if cfg.perceptual_weights or uri.endswith(".pth") else join_uri(given, ENCODER_FILE)
+        raise ConfigError(f"recipe={cfg.recipe} trains the hole with the HRF perceptual loss, whose ADE20k encoder "
+                          f"weights are missing: {expected} not found; pass weights_dir=FOLDER (holding "
+                          f"{ENCODER_FILE}) or perceptual_weights=FILE, or train with recipe=no-perceptual")
+    return replace(cfg, perceptual_weights=uri)
 
 
 def build_models(model: str, endpoint_url: str | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:

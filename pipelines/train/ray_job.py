@@ -37,14 +37,13 @@ from lama_core.training import GANTrainingStep, unwrap
 from lama_core.training_checkpoint import latest_checkpoint, remove_incomplete
 
 from pipelines.cluster.actor_pool import check_cpu_headroom, resolve_gpus
-from pipelines.cluster.progress import ReportLog, follow_reports, report_printer
 from pipelines.common.config_kit import check_config
 from pipelines.common.errors import JobError
 from pipelines.train.checkpoints import METRICS_FILE, resume_from_run, state_digest
 from pipelines.train.config import TrainConfig
 from pipelines.train.data import build_training_dataset, validation_batch
 from pipelines.train.loop import (LoopCallbacks, LoopRun, TrainingOutcome, build_models, run_training_loop,
-                                  training_config)
+                                  training_config, with_perceptual_weights)
 
 #: Ray Train's own run folder inside ``output/name`` (kept out of the ``checkpoint_*`` namespace).
 RAY_TRAIN_DIR = "ray_train"
@@ -88,19 +87,24 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
 
 def run_training(cfg: TrainConfig) -> TrainingOutcome:
-    """Train per ``cfg`` (checked again: ``check_config``) on the Ray cluster this process is
-    connected to (``pipelines.cluster.ray_setup.init_ray``). Returns the latest complete
+    """Train per ``cfg`` (checked again: ``check_config``; the perceptual weights resolved:
+    ``with_perceptual_weights``) on the Ray cluster in ``RAY_ADDRESS`` or a local one
+    (``pipelines.cluster.ray_setup.init_ray``). Returns the latest complete
     checkpoint (a directory URI that ``lama_core.load_generator`` accepts) and its metrics.
     Raises ``JobError`` with one line: a plan that cannot run, data that cannot be read,
     or training that failed for good (naming the failed worker's error)."""
+    check_config(cfg)
+    cfg = with_perceptual_weights(cfg, cfg.endpoint_url)  # before Ray: a missing file fails at once
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
     from pipelines.cluster.filesystems import storage_location
+    from pipelines.cluster.progress import ReportLog, follow_reports, report_printer
+    from pipelines.cluster.ray_setup import init_ray
     from pipelines.common.storage import absolute_uri
 
-    check_config(cfg)
+    init_ray(verbose=cfg.verbose)
     resources = ray.cluster_resources()
     cfg = replace(cfg, gpus_per_worker=resolve_gpus(cfg.gpus_per_worker, resources.get("GPU", 0.0)))
     use_gpu = cfg.gpus_per_worker > 0
