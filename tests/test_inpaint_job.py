@@ -96,8 +96,15 @@ def test_folder_in_images_and_records_out_then_resume_and_overwrite(ray_local, m
         assert row["hole_fraction"] == pytest.approx(mask.mean())
         np.testing.assert_array_equal(result[~mask], source[~mask])
         assert not np.array_equal(result[mask], source[mask])
+    # A picture of the run: one row per ok record (input with the hole | output), 160 px high
+    # panels, 4 px gaps, a 16 px title line; named by the summary line.
+    assert summary.preview == f"{out}/preview.png" and f"preview {out}/preview.png" in summary.line()
+    sheet = np.asarray(Image.open(out / "preview.png").convert("RGB"))
+    assert sheet.shape[0] == 16 + 4 * 160 + 3 * 4
+    assert sheet[16 + 80, 2].tolist() != [128, 128, 128]  # a panel, not the grey padding
 
-    again = run(model_uri, tmp_path / "in", out)  # resume: nothing new
+    again = run(model_uri, tmp_path / "in", out, preview=0)  # resume: nothing new, no picture
+    assert again.preview == "" and (out / "preview.png").exists()  # the earlier run's picture stays
     assert (again.ok, again.failed, again.skipped) == (0, 0, 4)
     write(tmp_path / "in" / "new.png", encode(rng_image(9, 32, 32)))
     write(tmp_path / "in" / "new_mask000.png", encode(box_mask(32, 32)))

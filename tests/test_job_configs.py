@@ -24,7 +24,7 @@ JOBS = {"inpaint": InpaintConfig, "train": TrainConfig, "train_local": LocalTrai
 #: DESIGN.md "Job interfaces": the key each job uses for a shared concept.
 CONTRACT = {
     "inpaint": {"input", "output", "model", "mask_dir", "mask_kind", "mask_seed", "num_workers", "cpus_per_worker",
-                "gpus_per_worker", "endpoint_url", "overwrite", "retry_errors", "dry_run"},
+                "gpus_per_worker", "endpoint_url", "overwrite", "retry_errors", "dry_run", "preview"},
     "train": {"input", "output", "model", "mask_kind", "num_workers", "cpus_per_worker", "gpus_per_worker",
               "endpoint_url", "weights_dir", "steps"},
     "evaluate": {"input", "output", "model", "mask_kind", "mask_seed", "metrics", "watch", "num_workers",

@@ -1,5 +1,6 @@
 """Pictures of an evaluation sweep (``pipelines.evaluate.job``): metric-versus-step plots per
-mask set, and side-by-side sample grids per (checkpoint, mask set).
+mask set, and the strips of the sample grids per (checkpoint, mask set) (the grids
+themselves: ``pipelines.common.contact_sheet``).
 
 Plain NumPy + Pillow + matplotlib (its Agg canvas: no display needed); every function
 returns PNG bytes, the caller decides where they go.
@@ -11,55 +12,17 @@ import math
 from typing import Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from lama_core.checkpoint import CHECKPOINT_FILE_EXTENSIONS
 
-#: Height in pixels of each panel of a sample strip.
-SAMPLE_HEIGHT = 160
-_GAP = 4  # pixels between panels and between rows, mid grey
-_GREY = 128
-
-
-def _resize_to_height(image: np.ndarray, height: int, resample: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    if h == height:
-        return image
-    width = max(1, round(w * height / h))
-    return np.asarray(Image.fromarray(image).resize((width, height), resample))
-
+from pipelines.common.contact_sheet import SAMPLE_HEIGHT, strip, with_hole
 
 def sample_strip(image: np.ndarray, mask: np.ndarray, result: np.ndarray, height: int = SAMPLE_HEIGHT) -> np.ndarray:
     """One row of a sample grid: input with its hole painted white | output | ground truth.
 
     ``image``, ``result``: uint8 ``H x W x 3``; ``mask``: ``H x W`` (nonzero = hole).
     Returns uint8 ``height x (3 W' + 2 gap) x 3``, each panel scaled to ``height`` rows."""
-    holed = np.array(image, copy=True)
-    holed[np.asarray(mask) > 0] = 255
-    panels = [_resize_to_height(p, height, Image.BILINEAR) for p in (holed, result, image)]
-    gap = np.full((height, _GAP, 3), _GREY, np.uint8)
-    return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
-
-
-def sample_grid_png(strips: Sequence[np.ndarray], title: str = "") -> bytes:
-    """Stack sample strips (uint8 ``h x w_i x 3``, any widths) into one PNG, padded grey on
-    the right to the widest. ``title`` is drawn on a header line when given."""
-    strips = [s for s in strips if s.size]
-    if not strips:
-        strips = [np.full((SAMPLE_HEIGHT, SAMPLE_HEIGHT, 3), _GREY, np.uint8)]
-    width = max(s.shape[1] for s in strips)
-    rows = []
-    for strip in strips:
-        pad = np.full((strip.shape[0], width - strip.shape[1], 3), _GREY, np.uint8)
-        rows.extend([np.concatenate([strip, pad], axis=1), np.full((_GAP, width, 3), _GREY, np.uint8)])
-    grid = np.concatenate(rows[:-1], axis=0)
-    if title:
-        header = Image.new("RGB", (width, 16), (255, 255, 255))
-        ImageDraw.Draw(header).text((4, 2), title[: max(8, width // 6)], fill=(0, 0, 0))
-        grid = np.concatenate([np.asarray(header), grid], axis=0)
-    buf = io.BytesIO()
-    Image.fromarray(grid).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    return strip([with_hole(image, mask), result, image], height)
 
 
 #: Axis labels: what each metric is measured in, and which way is better.

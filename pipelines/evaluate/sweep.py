@@ -34,7 +34,8 @@ from pipelines.evaluate.config import EvaluateConfig
 from pipelines.evaluate.data import EvalData, MaskSet
 from pipelines.evaluate.layout import EvalLayout, pair_key, per_image_metric_columns, per_image_schema, rows_table, summary_schema
 from pipelines.evaluate.layout import summary_metric_columns
-from pipelines.evaluate.plots import metrics_plot_png, sample_grid_png
+from pipelines.common.contact_sheet import contact_sheet_png
+from pipelines.evaluate.plots import metrics_plot_png
 from pipelines.evaluate.stage import ROW_COLUMNS, EvalDecodeStage, EvalModelStage, feature_columns, scalar_columns
 from pipelines.common.storage import first_line
 from pipelines.records.timestamps import utc_now
@@ -209,7 +210,7 @@ def write_pair(sweep: Sweep, run_id: str, checkpoint: str, step: int | None, ms:
                   and np.asarray(r["sample"]).size]
         if strips:
             title = f"{checkpoint.rstrip('/').rsplit('/', 1)[-1]} x {ms.name}: input | output | ground truth"
-            layout.write_bytes(layout.samples_path(key), sample_grid_png(strips, title))
+            layout.write_bytes(layout.samples_path(key), contact_sheet_png(strips, title))
             result.samples_uri = layout.samples_uri(key)
     layout.write_table(layout.summary_path(key), rows_table(summary, summary_schema(sweep.metrics)))
     result.summary_uri = layout.summary_uri(key)

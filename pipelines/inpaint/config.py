@@ -51,6 +51,8 @@ class InpaintConfig(WorkerOptions):
     png_compress_level: int = setting(1, "zlib level 0-9 of output PNGs (1 is ~3x faster than 6, ~10% larger)")
     jpeg_quality: int = setting(95, "quality 1-100 of output JPEGs")
     write_masks: bool = setting(True, "true: write each record's mask (0/255 PNG) under output/masks/")
+    preview: int = setting(16, "records drawn in OUTPUT/preview.png, a contact sheet of the run (input with the "
+                               "hole | output) of its first ok records by id; 0 = none")
     max_pixels: int = setting(2048 * 2048, "pixel budget per image: larger images are inpainted downscaled "
                                            "and pasted back at the hole (flag `resized`); 0 = no budget")
     hd_strategy: str = setting(DEFAULT_HD_STRATEGY, "windows: images over 800 px are inpainted in a "
@@ -71,7 +73,7 @@ class InpaintConfig(WorkerOptions):
     def problems(self) -> list[str]:
         """Every value out of range, one sentence each (empty: the config is good)."""
         problems = self.worker_problems()
-        problems += non_negative(self, "max_pixels", "mask_seed", "seed", "max_input_pixels", "mask_dilate",
+        problems += non_negative(self, "max_pixels", "mask_seed", "seed", "max_input_pixels", "mask_dilate", "preview",
                                  "storage_backoff_seconds", "storage_backoff_max_seconds")
         problems += at_least_one(self, "records_per_file", "storage_attempts", "records_per_shard")
         problems += finite(self, "storage_backoff_seconds", "storage_backoff_max_seconds")

@@ -46,6 +46,7 @@ from pipelines.common.storage import message_line
 from pipelines.inpaint.config import RESULT_KEYS, InpaintConfig
 from pipelines.inpaint.inputs import (ModelRef, Storage, check_model, list_inputs, model_uri, open_storage,
                                      retry_policy)
+from pipelines.inpaint.preview import write_preview
 from pipelines.inpaint.record_writer import ImageWriteStage
 from pipelines.inpaint.webdataset_writer import ShardWriteStage, reconcile_shards
 from pipelines.records.decode import DecodeOptions, FolderDecodeStage, ParquetDecodeStage
@@ -69,6 +70,7 @@ class InpaintSummary:
     model_id: str
     random_weights: bool
     records_files: list[str] = field(default_factory=list)
+    preview: str = ""  # URI of OUTPUT/preview.png, when drawn
 
     @property
     def images_per_second(self) -> float:
@@ -77,8 +79,10 @@ class InpaintSummary:
     def line(self) -> str:
         """The one-line summary a job prints last."""
         warning = " [model has RANDOM weights]" if self.random_weights else ""
+        preview = f" / preview {self.preview}" if self.preview else ""
         return (f"inpaint: {self.ok} ok / {self.failed} failed / {self.skipped} skipped (resumed) / "
-                f"{self.ignored} ignored files / {self.images_per_second:.2f} images/s / output {self.output}{warning}")
+                f"{self.ignored} ignored files / {self.images_per_second:.2f} images/s / output {self.output}"
+                f"{preview}{warning}")
 
 
 @dataclass
@@ -297,4 +301,6 @@ def _run_planned(cfg: InpaintConfig, run: _Run) -> InpaintSummary:
     summary.seconds = time.perf_counter() - start
     summary.records_files = records_files(st.out_fs, st.records_root, prefix=f"{run.run_id}_", recursive=True)
     summary.ok, summary.failed = _count_statuses(st.out_fs, summary.records_files)
+    summary.preview = write_preview(st.out_fs, st.out_root, st.output_uri, summary.records_files, cfg.preview,
+                                    retry_policy(cfg))
     return summary
