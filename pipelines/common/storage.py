@@ -7,6 +7,7 @@ reached, an input that does not exist or an output bucket that does not exist is
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Callable
 
 import fsspec
@@ -14,6 +15,11 @@ import fsspec
 from lama_core.storage import filesystem_for
 
 from pipelines.common.errors import JobError
+
+
+#: The checkout this package runs from: a relative path missing in the working directory
+#: (the shipped demo model, run from another folder) is looked up there too.
+CHECKOUT = str(Path(__file__).resolve().parents[2])
 
 
 def absolute_uri(uri: str | None, fallback_root: str | None = None) -> str | None:

@@ -11,7 +11,7 @@ from lama_core.storage import filesystem_for
 from lama_core.training_checkpoint import checkpoint_problem
 
 from pipelines.common.errors import JobError
-from pipelines.common.storage import absolute_uri, first_line
+from pipelines.common.storage import CHECKOUT, absolute_uri, first_line
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -20,7 +20,8 @@ def expand_checkpoints(spec: Any, endpoint_url: str | None = None) -> tuple[list
     """Resolve ``checkpoints=`` (one URI, a glob such as ``runs/exp/checkpoint_*`` — local or
     ``s3://`` — or a list of either) to ``(checkpoint URIs, names skipped)``.
 
-    Local paths become absolute. Glob matches that are neither directories nor checkpoint
+    Local paths become absolute (a relative one missing here is looked up in the checkout:
+    the shipped demo model). Glob matches that are neither directories nor checkpoint
     files (``.safetensors``, ``.ckpt``, ``.pt``, ``.pth``) are skipped, and so are training
     checkpoints (``checkpoint_000000120``) that are incomplete or damaged
     (``lama_core.training_checkpoint.checkpoint_problem``: no ``complete.json``, or a file
@@ -33,7 +34,7 @@ def expand_checkpoints(spec: Any, endpoint_url: str | None = None) -> tuple[list
     found: list[str] = []
     skipped: list[str] = []
     for item in specs:
-        item = absolute_uri(str(item).strip())
+        item = absolute_uri(str(item).strip(), CHECKOUT)
         if not item:
             continue
         try:

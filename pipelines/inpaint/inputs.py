@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import fsspec
 
@@ -18,16 +17,13 @@ from lama_core.storage import join_uri
 from pipelines.common.errors import ConfigError, JobError
 from pipelines.common.retry import RetryPolicy
 from pipelines.common.samples import INPAINT_PHOTOS, write_sample_shard
-from pipelines.common.storage import absolute_uri, input_exclusions, open_output, reach
+from pipelines.common.storage import CHECKOUT, absolute_uri, input_exclusions, open_output, reach
 from pipelines.inpaint.config import DEFAULT_INPUT, InpaintConfig
 from pipelines.records.listing import Listing, detect_format, list_files, list_folder
 from pipelines.records.resume import ResumeState, read_resume_state
 from pipelines.records.shard_plan import PlanRequest, plan_shards
 from pipelines.records.webdataset import is_brace_pattern, is_webdataset_input, list_webdataset
 
-# A relative path missing in the working directory is looked up in the checkout too (the
-# shipped demo model, run from another folder).
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def retry_policy(cfg: InpaintConfig) -> RetryPolicy:
@@ -59,7 +55,7 @@ class Storage:
 def open_storage(cfg: InpaintConfig) -> Storage:
     """The run's ``Storage``, checked: input (and ``mask_dir``) exist, output reachable.
     The default input (scikit-image's photos) is written on first use. Raises ``JobError``."""
-    input_uri, output_uri, mask_uri = (absolute_uri(uri, _REPO_ROOT) for uri in (cfg.input, cfg.output, cfg.mask_dir))
+    input_uri, output_uri, mask_uri = (absolute_uri(uri, CHECKOUT) for uri in (cfg.input, cfg.output, cfg.mask_dir))
     if cfg.input == DEFAULT_INPUT and not os.path.exists(input_uri):
         shard = write_sample_shard(input_uri, "samples.parquet", INPAINT_PHOTOS, rgb=False)
         print(f"writing sample photos to {shard} (first run with the default input)")
@@ -96,7 +92,7 @@ def model_uri(cfg: InpaintConfig) -> str:
 
     if cfg.model in PRESETS:
         return cfg.model
-    uri = absolute_uri(cfg.model, _REPO_ROOT)
+    uri = absolute_uri(cfg.model, CHECKOUT)
     if "://" not in uri and not os.path.exists(uri):
         raise ConfigError(f"cannot load model {cfg.model}: {uri} does not exist (presets: {', '.join(PRESETS)})")
     return uri
