@@ -133,6 +133,7 @@ def test_parquet_shards_with_and_without_masks(ray_local, model_uri, tmp_path):
         h, w = image.shape[:2]
         if generated:
             assert row["mask_index"] == mask_index_for(rid)
+            assert row["mask_source"] == f"thick_256:seed=3:index={row['mask_index']}"  # which mask was drawn
             hole = generate_mask("thick_256", 3, row["mask_index"], h, w) > 0.5
             for metric in ("psnr", "ssim", "psnr_hole", "ssim_hole"):
                 assert row[metric] is not None and np.isfinite(row[metric]), metric

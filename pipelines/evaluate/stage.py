@@ -27,7 +27,7 @@ from lama_core.metrics import METRICS, MetricContext, compute_metrics, compute_r
 from pipelines.records.codecs import RecordError, decode_mask
 from pipelines.evaluate.data import MaskSet
 from pipelines.evaluate.plots import sample_strip
-from pipelines.records.decode import decode_record_image, failure
+from pipelines.records.decode import decode_record_image, drawn_mask_source, failure
 from pipelines.cluster.actor_pool import ActorPlan, model_actor_pool
 from pipelines.cluster.model_actor import resolve_device, run_per_record, start_model_actor
 from pipelines.records.batches import EMPTY_IMAGE, EMPTY_MASK, blob, column_batch, read_many
@@ -51,7 +51,7 @@ def fit_mask(hole: np.ndarray, height: int, width: int) -> tuple[np.ndarray, boo
 def mask_source(ms: MaskSet, index: int, mask_seed: int) -> str:
     """Where mask ``index`` of ``ms`` comes from: the frozen file's URI, or
     ``KIND:seed=S:index=I`` for a drawn one."""
-    return f"{ms.uri}/{frozen_mask_name(index)}" if ms.uri else f"{ms.kind}:seed={mask_seed}:index={index}"
+    return f"{ms.uri}/{frozen_mask_name(index)}" if ms.uri else drawn_mask_source(ms.kind, mask_seed, index)
 
 
 def _mask_for(ms: MaskSet, index: int, height: int, width: int, blobs: dict[str, Any],

@@ -87,6 +87,13 @@ def mask_index_for(record_id: str) -> int:
     return int.from_bytes(hashlib.sha256(record_id.encode("utf-8")).digest()[:4], "big")
 
 
+def drawn_mask_source(mask_kind: str, mask_seed: int, index: int) -> str:
+    """The ``mask_source`` of a drawn mask: ``KIND:seed=S:index=I``, what
+    ``lama_core.masks.generate_mask(KIND, S, I, h, w)`` needs to draw it again (the
+    evaluation tables name generated masks the same way)."""
+    return f"{mask_kind}:seed={mask_seed}:index={index}"
+
+
 def _unsafe_id(record_id: str) -> bool:
     """Ids become output paths (``images/ID.png``): refuse ones that would leave the folder."""
     return (not record_id or record_id.startswith("/") or "\\" in record_id or "\x00" in record_id
@@ -133,7 +140,8 @@ def decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask
             if options.mask_kind is None:
                 raise RecordError(f"no mask for {image_name}" + (f" (no shapes in {mask_name})" if geometry else ""))
             row["mask_index"] = mask_index_for(rid)
-            row["mask_source"] = ""  # e.g. a WebDataset JSON member without geometry: the mask is drawn
+            # Say exactly which mask was drawn (lama_core.masks.generate_mask redraws it).
+            row["mask_source"] = drawn_mask_source(options.mask_kind, options.mask_seed, row["mask_index"])
             hole = generate_mask(options.mask_kind, options.mask_seed, row["mask_index"],
                                  *image.shape[:2]).astype(np.uint8)
             row["mask_generated"] = True
