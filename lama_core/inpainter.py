@@ -205,8 +205,9 @@ class Inpainter:
             self._ort_providers = ort_providers
             self._forward = self._session(precision)
         # A reduced-precision batch that fails the output check is rerun in fp32 through a
-        # second path built on first need from the caller's generator (kept by reference).
-        self._source = generator if precision != "fp32" else None
+        # second path built on first need: from the caller's generator (kept by reference) for
+        # torch, from the same graph for openvino.
+        self._source = generator if precision != "fp32" and backend == "torch" else None
         self._fp32_forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def _torch_generator(self, generator: FFCResNetGenerator, dtype: torch.dtype) -> torch.nn.Module:
