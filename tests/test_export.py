@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from generated_weights import random_state
-from lama_core import Inpainter, build_generator, export_model, load_generator
+from lama_core import Inpainter, build_generator, export_model, load_generator, save_generator
 from lama_core.backends import BACKENDS, MissingExtraError
 from lama_core.ffc import FFCConvOptions, GeneratorConfig
 from lama_core.inpainter import pad_to_multiple
@@ -173,6 +173,19 @@ def test_export_onnx_writes_file_and_inpainter_reads_path(tmp_path, tiny, tiny_m
     image, mask = batch(2, 40, 56)
     from_path = Inpainter(tiny, backend="onnxruntime", onnx_model=str(path)).predict(image, mask)
     assert max_diff(from_path, Inpainter(tiny).predict(image, mask)) <= TOLERANCE
+
+
+def test_export_model_from_a_checkpoint_file(tmp_path, tiny):
+    """What jobs/export.py calls: load, export, write; the summary names what was written."""
+    checkpoint = save_generator(tiny, str(tmp_path / "tiny.safetensors"))
+    summary = export_model(checkpoint, str(tmp_path / "out" / "tiny.onnx"))
+    data = (tmp_path / "out" / "tiny.onnx").read_bytes()
+    assert (summary.path, summary.size_bytes, summary.opset, summary.dft) == (
+        str(tmp_path / "out" / "tiny.onnx"), len(data), 18, "matmul")
+    assert summary.model_id.startswith(f"{checkpoint}@sha256:") and len(summary.model_id.split(":")[-1]) == 12
+    assert read_onnx_metadata(data)["lama_core.model_id"] == summary.model_id
+    image, mask = batch(1, 64, 48)
+    assert max_diff(onnxruntime_session(data)(image, mask), torch_path(tiny, image, mask)) <= TOLERANCE
 
 
 def test_backend_names_and_precision_checks(tiny, tiny_matmul):
