@@ -13,6 +13,10 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: ``precision`` of the training step (autocast; FFTs stay fp32).
 TRAINING_PRECISIONS = ("fp32", "bf16")
 
+#: ``backend=`` of the Inpainter and the bulk job: PyTorch itself, or the exported ONNX graph
+#: (``lama_core.onnx_export``) run by ONNX Runtime or OpenVINO (``lama_core.backends``).
+BACKENDS = ("torch", "onnxruntime", "openvino")
+
 #: Where the generator runs on a large image (``lama_core.hd_strategy``).
 HD_STRATEGIES = ("windows", "full")
 DEFAULT_HD_STRATEGY = "windows"

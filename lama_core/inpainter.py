@@ -21,6 +21,12 @@ frame. Windows of all images in a call are batched together by size. A generator
 (bicubic) and pasted at the hole pixels only; its image's result says ``resized=True``.
 Large inputs are never held as one float copy: masks become bool, uint8 images stay
 uint8, and resizing runs in strips (``lama_core.resample``).
+
+What runs each batch is the ``backend``: ``"torch"`` (the generator itself), or the exported
+ONNX graph (``lama_core.onnx_export``: padding, generator and compositing in one graph) on
+``"onnxruntime"`` or ``"openvino"``. Windows, batching and the pasting of hole pixels are the
+same for all three. A reduced-precision batch whose output is non-finite or black in the
+holes is rerun in fp32 (``Inpainter.predict_checked``; ``InpaintResult.precision_fallback``).
 """
 from __future__ import annotations
 
@@ -28,17 +34,20 @@ import copy
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from .backends import check_backend
+from .choices import DEFAULT_HD_STRATEGY, HD_STRATEGIES, PRECISIONS, choice_problem
 from .cpu_allocator import keep_freed_memory
 from .fast_inference import optimize_for_inference
 from .ffc import FFCResNetGenerator
-from .choices import DEFAULT_HD_STRATEGY, HD_STRATEGIES, PRECISIONS, choice_problem
 from .hd_strategy import Window, WindowOptions, own_holes, plan_windows
 from .image_arrays import DEFAULT_MASK_THRESHOLD, InpaintInputError, image_to_float, mask_to_float, to_uint8
+from .onnx_export import export_onnx_bytes
+from .onnx_sessions import OPENVINO_PRECISION, onnxruntime_session, openvino_session
 from .resample import area_downscale, bicubic_strips, to_float_chw
 
 #: ``precision`` names the Inpainter (and every job that runs one) accepts, and their dtypes.
@@ -60,6 +69,20 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 0) -> torch.T
     return x
 
 
+def failed_output(out: torch.Tensor, mask: torch.Tensor) -> bool:
+    """Whether a blended batch (float ``N x 3 x H x W``, mask ``N x 1 x H x W`` in {0, 1}) is
+    unusable: any non-finite value, or an image with holes whose hole pixels are all black
+    (every channel < 1e-3 on the 0-1 scale)."""
+    if not bool(torch.isfinite(out).all()):
+        return True
+    hole = mask.expand_as(out) > 0.5
+    for j in range(out.shape[0]):
+        values = out[j][hole[j]]
+        if values.numel() and bool((values < 1e-3).all()):
+            return True
+    return False
+
+
 def is_grey(image: np.ndarray, hole: np.ndarray) -> bool:
     """Whether every known pixel (``hole == 0``) of a uint8 ``H x W x 3`` image has its three
     channels within 1 level of each other (a grey image stored as RGB)."""
@@ -78,12 +101,15 @@ class InpaintResult:
     """One inpainted image: uint8 ``H x W x 3``; ``resized``: whether a generator input went
     through the pixel budget (downscaled); ``strategy``: ``"full"`` (one whole-frame input) or
     ``"windows"`` (see ``lama_core.hd_strategy``); ``windows``: generator inputs this image
-    used (0 when it has no hole pixel: the input comes back unchanged)."""
+    used (0 when it has no hole pixel: the input comes back unchanged); ``precision_fallback``:
+    a reduced-precision batch holding one of its windows failed the output check and was rerun
+    in fp32 (``Inpainter.predict_checked``)."""
 
     image: np.ndarray
     resized: bool
     strategy: str = "full"
     windows: int = 1
+    precision_fallback: bool = False
 
 
 class Inpainter:
@@ -112,13 +138,24 @@ class Inpainter:
     within 1 level), its fill is made grey too (the output's luma in all three channels):
     a generator trained on colour photos may tint a grey image's holes, and no grey photo
     has a colour hole.
+    ``backend``: ``"torch"`` (default), ``"onnxruntime"`` (fp32 only; CPU, or CUDA with
+    ``onnxruntime-gpu``: providers from ``lama_core.onnx_sessions.onnxruntime_providers``, or
+    ``ort_providers`` to choose, e.g. TensorRT) or ``"openvino"`` (CPU; fp32, or bf16 through
+    OpenVINO's inference precision hint). Those two run the ONNX graph ``onnx_model`` (bytes
+    or a local ``.onnx`` path from ``lama_core.onnx_export``), exported from ``generator`` here
+    when not given (~1 min for big-lama on 2 cores); the session is built once, here.
+    ``fold_batchnorm``, ``channels_last`` and ``cpu_kernels`` apply to the torch backend only.
+    Missing runtime packages raise ``lama_core.backends.MissingExtraError`` naming the extra.
+    With a reduced precision the Inpainter keeps a reference to ``generator`` (torch) or the
+    graph (openvino) to build its fp32 retry path on first need.
     """
 
     def __init__(self, generator: FFCResNetGenerator, device: str | torch.device = "cpu", batch_size: int = 4,
                  precision: str = "fp32", mask_threshold: float = DEFAULT_MASK_THRESHOLD,
                  max_pixels: int | None = None, channels_last: bool = False, fold_batchnorm: bool = True,
                  cpu_kernels: bool | None = None, hd_strategy: str = DEFAULT_HD_STRATEGY,
-                 window_options: WindowOptions | None = None, keep_grey: bool = True):
+                 window_options: WindowOptions | None = None, keep_grey: bool = True, backend: str = "torch",
+                 onnx_model: bytes | str | None = None, ort_providers: Sequence[Any] | None = None):
         for problem in (choice_problem("hd_strategy", hd_strategy, HD_STRATEGIES),
                         choice_problem("precision", precision, PRECISIONS)):
             if problem:
@@ -126,7 +163,15 @@ class Inpainter:
         self.keep_grey = keep_grey
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = check_backend(backend)
+        if backend == "onnxruntime" and precision != "fp32":
+            raise ValueError("backend='onnxruntime' runs the fp32 graph: use precision='fp32' (reduced precision: "
+                             "backend='torch', or backend='openvino' with bf16)")
+        if backend == "openvino" and precision not in OPENVINO_PRECISION:
+            raise ValueError(f"backend='openvino' runs precision fp32 or bf16, got {precision!r}")
         self.device = torch.device(device)
+        if backend == "openvino" and self.device.type != "cpu":
+            raise ValueError(f"backend='openvino' runs on the CPU here, got device {self.device}")
         if self.device.type == "cpu":
             keep_freed_memory()  # reuse freed activation buffers instead of faulting in new pages
         if cpu_kernels is None:
@@ -134,51 +179,95 @@ class Inpainter:
         elif cpu_kernels and not fold_batchnorm:
             raise ValueError("cpu_kernels=True works on the folded generator: keep fold_batchnorm=True")
         self.channels_last = channels_last or cpu_kernels
-        # Always a copy: eval mode, device, dtype and layout never change the caller's module.
+        self.fold_batchnorm, self.cpu_kernels = fold_batchnorm, cpu_kernels
         self.dtype = PRECISION_DTYPES[precision]
-        if fold_batchnorm:
-            generator = optimize_for_inference(generator, channels_last=self.channels_last, cpu_kernels=cpu_kernels,
-                                               dtype=self.dtype)
-        else:
-            generator = copy.deepcopy(generator)
-            if self.channels_last:
-                generator = generator.to(memory_format=torch.channels_last)
         if precision == "bf16" and self.device.type == "cpu" and not native_bf16_cpu():
             warnings.warn("precision='bf16' on a CPU without AVX512-BF16 or AMX runs emulated, several times "
                           "slower than fp32 (10x measured with oneDNN held to AVX2): use precision='fp32' here",
                           RuntimeWarning, stacklevel=2)
-        if self.dtype != torch.float32:
-            # Casting weights once beats autocast re-casting them every call.
-            generator = generator.to(self.dtype)
-        self.generator = generator.eval().to(self.device)
         self.batch_size = batch_size
         self.precision = precision
         self.mask_threshold = mask_threshold
         self.max_pixels = max_pixels
-        self.multiple = max(8, self.generator.size_multiple)
+        self.multiple = max(8, generator.size_multiple)
         # Each downsampling halves the map and the FFC blocks reflect-pad it by 1, which
         # needs >= 2 pixels at the bottleneck: tiny images are mirror-padded up to this.
-        self.min_size = 2 * self.generator.size_multiple
+        self.min_size = 2 * generator.size_multiple
         self.hd_strategy = hd_strategy
         self.window_options = window_options or WindowOptions()
+        self.generator: torch.nn.Module | None = None
+        self.onnx_model: bytes | str | None = None
+        if backend == "torch":
+            self.generator = self._torch_generator(generator, self.dtype)
+            self._forward = self._torch_forward(self.generator, self.dtype)
+        else:
+            # Built once here: the bulk job makes one Inpainter per model actor.
+            self.onnx_model = onnx_model if onnx_model is not None else export_onnx_bytes(generator).data
+            self._ort_providers = ort_providers
+            self._forward = self._session(precision)
+        # A reduced-precision batch that fails the output check is rerun in fp32 through a
+        # second path built on first need: from the caller's generator (kept by reference) for
+        # torch, from the same graph for openvino.
+        self._source = generator if precision != "fp32" and backend == "torch" else None
+        self._fp32_forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+    def _torch_generator(self, generator: FFCResNetGenerator, dtype: torch.dtype) -> torch.nn.Module:
+        """The module the torch backend runs: always a copy (eval mode, device, dtype and
+        layout never change the caller's module), folded/fast as configured."""
+        if self.fold_batchnorm:
+            module = optimize_for_inference(generator, channels_last=self.channels_last, cpu_kernels=self.cpu_kernels,
+                                            dtype=dtype)
+        else:
+            module = copy.deepcopy(generator)
+            if self.channels_last:
+                module = module.to(memory_format=torch.channels_last)
+        if dtype != torch.float32:
+            # Casting weights once beats autocast re-casting them every call.
+            module = module.to(dtype)
+        return module.eval().to(self.device)
+
+    def _torch_forward(self, module: torch.nn.Module, dtype: torch.dtype):
+        def forward(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            h, w = image.shape[-2:]
+            x = pad_to_multiple(torch.cat([image * (1 - mask), mask], dim=1), self.multiple, self.min_size)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                out = module(x.to(dtype))
+            out = out[:, :, :h, :w].float()
+            return mask * out + (1 - mask) * image
+        return forward
+
+    def _session(self, precision: str):
+        if self.backend == "onnxruntime":
+            return onnxruntime_session(self.onnx_model, self.device, self._ort_providers)
+        return openvino_session(self.onnx_model, precision)
 
     def predict(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The generator's blended output for a batch.
+        """The generator's blended output for a batch, on the Inpainter's backend and precision.
 
         ``image``: float ``N x 3 x H x W`` in [0, 1]; ``mask``: float ``N x 1 x H x W`` in {0, 1}.
-        Returns float32 ``N x 3 x H x W`` in [0, 1] = ``mask * output + (1 - mask) * image``.
-        Any H, W (padded internally).
+        Returns float32 ``N x 3 x H x W`` in [0, 1] = ``mask * output + (1 - mask) * image``
+        on the Inpainter's device. Any H, W (padded internally; inside the graph for the
+        ONNX backends). No precision guard here: see ``predict_checked``.
         """
-        h, w = image.shape[-2:]
-        image = image.to(self.device, torch.float32)
-        mask = mask.to(self.device, torch.float32)
-        x = pad_to_multiple(torch.cat([image * (1 - mask), mask], dim=1), self.multiple, self.min_size)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            out = self.generator(x.to(self.dtype))
-        out = out[:, :, :h, :w].float()
-        return mask * out + (1 - mask) * image
+        return self._forward(image.to(self.device, torch.float32), mask.to(self.device, torch.float32))
+
+    def predict_checked(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """``predict`` with the reduced-precision guard: when a bf16/fp16 batch comes out
+        non-finite anywhere, or all black (every value < 1e-3) in the holes of any of its
+        images (what fp16 overflow in the spectral products produces), the whole batch is
+        rerun in fp32. Returns ``(output, fell_back)``; fp32 Inpainters never fall back."""
+        out = self.predict(image, mask)
+        if self.precision == "fp32" or not failed_output(out, mask.to(out.device)):
+            return out, False
+        if self._fp32_forward is None:
+            if self.backend == "torch":
+                self._fp32_forward = self._torch_forward(self._torch_generator(self._source, torch.float32),
+                                                         torch.float32)
+            else:
+                self._fp32_forward = self._session("fp32")
+        return self._fp32_forward(image.to(self.device, torch.float32), mask.to(self.device, torch.float32)), True
 
     def inpaint(self, images: Sequence[Any], masks: Sequence[Any]) -> list[InpaintResult]:
         """Inpaint a list of images with their masks (see module docstring for accepted
@@ -190,6 +279,7 @@ class Inpainter:
         plans = [plan_windows(s.hole, self.hd_strategy, self.window_options) for s in sources]
         outputs = [s.original.copy() for s in sources]  # hole pixels are overwritten in place
         resized = [False] * len(sources)
+        fallback = [False] * len(sources)
         grey = [self.keep_grey and is_grey(s.original, s.hole) for s in sources]
         # Every window of every image is one generator input; inputs of equal (possibly
         # budget-reduced) size share a batch, whichever image they come from.
@@ -202,9 +292,11 @@ class Inpainter:
                 chunk = jobs[start: start + self.batch_size]
                 image = torch.stack([_window_input(sources[i].pixels, w, size) for i, w in chunk])
                 mask = torch.stack([_window_input(sources[i].hole[:, :, None], w, size) for i, w in chunk])
-                out = self.predict(image, (mask > self.mask_threshold).float()).cpu()
+                out, fell_back = self.predict_checked(image, (mask > self.mask_threshold).float())
+                out = out.cpu()
                 del image, mask
                 for j, (i, window) in enumerate(chunk):
+                    fallback[i] = fallback[i] or fell_back
                     own = own_holes(plans[i], window, sources[i].hole)
                     target = outputs[i][window.top:window.bottom, window.left:window.right]
                     if size == (window.height, window.width):
@@ -219,8 +311,8 @@ class Inpainter:
                         if grey[i]:
                             filled = grey_of(filled)
                         target[r0:r1][own[r0:r1]] = filled[own[r0:r1]]
-        return [InpaintResult(out, r, plan.strategy, len(plan.windows))
-                for out, r, plan in zip(outputs, resized, plans)]
+        return [InpaintResult(out, r, plan.strategy, len(plan.windows), f)
+                for out, r, plan, f in zip(outputs, resized, plans, fallback)]
 
     def __call__(self, images: Sequence[Any], masks: Sequence[Any]) -> list[np.ndarray]:
         """Like ``inpaint`` but returns only the uint8 ``H x W x 3`` images."""
