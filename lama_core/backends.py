@@ -28,8 +28,19 @@ def require(module: str, extra: str, what: str) -> ModuleType:
                                 f"pip install -e '.[{extra}]'") from exc
 
 
-def check_backend(backend: str) -> str:
-    """``backend`` if it is one of ``BACKENDS``; else ``ValueError`` listing them."""
+#: The precisions each backend runs (the torch path: every one of ``choices.PRECISIONS``).
+BACKEND_PRECISIONS = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
+
+
+def backend_problem(backend: str, precision: str, device: str = "cpu") -> str | None:
+    """``None`` when ``backend`` runs ``precision`` on ``device`` (``"cpu"`` / ``"cuda"``),
+    else the one-sentence problem: the rule the Inpainter and the bulk job's config share."""
     if problem := choice_problem("backend", backend, BACKENDS):
-        raise ValueError(problem)
-    return backend
+        return problem
+    if backend in BACKEND_PRECISIONS and precision not in BACKEND_PRECISIONS[backend]:
+        runs = " or ".join(BACKEND_PRECISIONS[backend])
+        return (f"backend={backend} runs precision {runs}, got {precision!r} (reduced precision: backend=torch"
+                + (", or backend=openvino with bf16)" if backend == "onnxruntime" else ")"))
+    if backend == "openvino" and device != "cpu":
+        return f"backend=openvino runs on the CPU here, got device {device}"
+    return None

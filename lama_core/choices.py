@@ -17,6 +17,10 @@ TRAINING_PRECISIONS = ("fp32", "bf16")
 #: (``lama_core.onnx_export``) run by ONNX Runtime or OpenVINO (``lama_core.backends``).
 BACKENDS = ("torch", "onnxruntime", "openvino")
 
+#: How an exported graph writes the Fourier units' FFTs (``lama_core.onnx_export``): real
+#: matrix products (opset 18, every runtime) or ONNX ``DFT`` nodes (opset 20, ONNX Runtime).
+DFT_MODES = ("matmul", "onnx")
+
 #: Where the generator runs on a large image (``lama_core.hd_strategy``).
 HD_STRATEGIES = ("windows", "full")
 DEFAULT_HD_STRATEGY = "windows"

@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .backends import check_backend
+from .backends import backend_problem
 from .choices import DEFAULT_HD_STRATEGY, HD_STRATEGIES, PRECISIONS, choice_problem
 from .cpu_allocator import keep_freed_memory
 from .fast_inference import optimize_for_inference
@@ -47,7 +47,7 @@ from .ffc import FFCResNetGenerator
 from .hd_strategy import Window, WindowOptions, own_holes, plan_windows
 from .image_arrays import DEFAULT_MASK_THRESHOLD, InpaintInputError, image_to_float, mask_to_float, to_uint8
 from .onnx_export import export_onnx_bytes
-from .onnx_sessions import OPENVINO_PRECISION, onnxruntime_session, openvino_session
+from .onnx_sessions import onnxruntime_session, openvino_session
 from .resample import area_downscale, bicubic_strips, to_float_chw
 
 #: ``precision`` names the Inpainter (and every job that runs one) accepts, and their dtypes.
@@ -163,15 +163,10 @@ class Inpainter:
         self.keep_grey = keep_grey
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.backend = check_backend(backend)
-        if backend == "onnxruntime" and precision != "fp32":
-            raise ValueError("backend='onnxruntime' runs the fp32 graph: use precision='fp32' (reduced precision: "
-                             "backend='torch', or backend='openvino' with bf16)")
-        if backend == "openvino" and precision not in OPENVINO_PRECISION:
-            raise ValueError(f"backend='openvino' runs precision fp32 or bf16, got {precision!r}")
         self.device = torch.device(device)
-        if backend == "openvino" and self.device.type != "cpu":
-            raise ValueError(f"backend='openvino' runs on the CPU here, got device {self.device}")
+        if problem := backend_problem(backend, precision, self.device.type):
+            raise ValueError(problem)
+        self.backend = backend
         if self.device.type == "cpu":
             keep_freed_memory()  # reuse freed activation buffers instead of faulting in new pages
         if cpu_kernels is None:

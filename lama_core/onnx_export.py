@@ -27,7 +27,6 @@ misreads its onesided output (refused by ``onnx_sessions.openvino_session``).
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 import math
@@ -38,11 +37,11 @@ import torch
 from torch import nn
 
 from .backends import require
+from .choices import DFT_MODES
 from .fast_inference import fold_batchnorm
 from .ffc import FFCResNetGenerator, FourierUnit
 from .presets import generator_config_to_dict
 
-DFT_MODES = ("matmul", "onnx")
 DEFAULT_DFT = "matmul"
 #: Lowest opset each DFT mode exports at: DFT-20 takes real input and a runtime length.
 MIN_OPSET = {"matmul": 18, "onnx": 20}
@@ -261,22 +260,6 @@ class ExportSummary:
     model_id: str
 
 
-def model_id(model: str, generator: FFCResNetGenerator, seed: int = 0) -> str:
-    """The id the bulk job's records carry for ``model`` (the same formula as
-    ``pipelines.inpaint_stage.load_model``): ``preset:NAME:random-seed-S`` for a preset, else
-    ``URI@sha256:`` + 12 hex digits of a hash over the sorted state dict (same weights, same
-    id, in any file format)."""
-    from .presets import GENERATOR_PRESETS
-
-    if model in GENERATOR_PRESETS:
-        return f"preset:{model}:random-seed-{seed}"
-    digest = hashlib.sha256()
-    for key, value in sorted(generator.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return f"{model}@sha256:{digest.hexdigest()[:12]}"
-
-
 def export_model(model: str, output_path: str, *, opset: int | None = None, dft: str = DEFAULT_DFT, seed: int = 0,
                  endpoint_url: str | None = None) -> ExportSummary:
     """Load ``model`` (a checkpoint URI that ``lama_core.load_generator`` reads, e.g. the
@@ -285,17 +268,10 @@ def export_model(model: str, output_path: str, *, opset: int | None = None, dft:
     ``.onnx`` file to ``output_path`` (local path or fsspec URI). Raises what
     ``load_generator`` raises for a missing or incompatible model, ``MissingExtraError``
     without the ``onnx`` extra."""
-    from .checkpoint import load_generator
-    from .models import build_generator
-    from .presets import GENERATOR_PRESETS
+    from .model_source import generator_for, model_id
     from .storage import write_bytes
 
-    if model in GENERATOR_PRESETS:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            generator = build_generator(model).eval()
-    else:
-        generator = load_generator(model, endpoint_url=endpoint_url)
+    generator = generator_for(model, seed, endpoint_url)
     ident = model_id(model, generator, seed)
     graph = export_onnx_bytes(generator, opset=opset, dft=dft, model_id=ident)
     write_bytes(output_path, graph.data, endpoint_url)

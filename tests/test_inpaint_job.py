@@ -345,3 +345,25 @@ def test_ctrl_c_is_one_line_and_status_130_and_a_rerun_finishes(model_uri, tmp_p
     again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr
     assert set(records(tmp_path / "out")) == {"a_mask000", "a_mask001", "sub/b_mask000", "sub/deeper/c_mask000"}
+
+
+def test_onnxruntime_backend_runs_the_exported_graph_once_per_model(ray_local, model_uri, tmp_path):
+    """backend=onnxruntime: the driver exports the model's graph once into OUTPUT/_models/,
+    every actor runs it, the records say which backend and precision ran, and the pixels
+    agree with the torch backend's (within one level: the graph matches torch to ~1e-7)."""
+    lama_folder(tmp_path / "in")
+    torch_run = run(model_uri, tmp_path / "in", tmp_path / "torch")
+    onnx_run = run(model_uri, tmp_path / "in", tmp_path / "onnx", backend="onnxruntime")
+    assert (torch_run.ok, onnx_run.ok) == (4, 4)
+    graphs = list((tmp_path / "onnx" / "_models").glob("*.onnx"))
+    assert len(graphs) == 1
+    for rid, row in records(tmp_path / "onnx").items():
+        assert (row["backend"], row["precision"], row["precision_fallback"]) == ("onnxruntime", "fp32", False)
+        ours, theirs = decoded(Path(row["output"])), decoded(tmp_path / "torch" / "images" / f"{rid}.png")
+        assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1, rid
+    assert {r["backend"] for r in records(tmp_path / "torch").values()} == {"torch"}
+    exported = graphs[0].stat().st_mtime_ns
+    again = run(model_uri, tmp_path / "in", tmp_path / "onnx", backend="onnxruntime", overwrite=True)
+    assert again.ok == 4 and graphs[0].stat().st_mtime_ns == exported  # the graph is reused, not exported again
+    with pytest.raises(JobError, match="backend: 'onnxruntime' in the output vs 'torch' now"):
+        run(model_uri, tmp_path / "in", tmp_path / "onnx")  # other pixels: remembered in _settings.json

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from lama_core.backends import backend_problem
 from lama_core.choices import DEFAULT_HD_STRATEGY, HD_STRATEGIES, MASK_KINDS
 
 from pipelines.common.config_kit import (DEFAULT_MODEL, WorkerOptions, at_least_one, choices, finite, non_negative,
@@ -55,6 +56,9 @@ class InpaintConfig(WorkerOptions):
                                "hole | output) of its first ok records by id; 0 = none")
     max_pixels: int = setting(2048 * 2048, "pixel budget per image: larger images are inpainted downscaled "
                                            "and pasted back at the hole (flag `resized`); 0 = no budget")
+    backend: str = setting("torch", "inference engine of the model actors: torch | onnxruntime (fp32; the graph is "
+                                    "exported once per model into OUTPUT/_models/, needs the onnx extra) | openvino "
+                                    "(fp32 or bf16, CPU; the openvino extra); README \"Export\"")
     hd_strategy: str = setting(DEFAULT_HD_STRATEGY, "windows: images over 800 px are inpainted in a "
                                                     "native-resolution context window around each hole region "
                                                     "(lama_core/hd_strategy.py); full: the whole frame always")
@@ -88,6 +92,8 @@ class InpaintConfig(WorkerOptions):
             problems.append(f"jpeg_quality must be 1-100, got {self.jpeg_quality}")
         if self.mask_kind is not None:
             problems += choices(self, mask_kind=MASK_KINDS)
+        if problem := backend_problem(self.backend, self.precision, "cuda" if self.gpus_per_worker else "cpu"):
+            problems.append(problem)
         if not self.input or not self.output:
             problems.append("input and output must not be empty")
         return problems
@@ -103,4 +109,4 @@ class InpaintConfig(WorkerOptions):
 #: refused. Input locations (``input``, ``mask_dir``) are not settings: fixing a forgotten
 #: ``mask_dir`` and rerunning with ``retry_errors=true`` is the way to repair records.
 RESULT_KEYS = ("mask_kind", "mask_seed", "precision", "max_pixels", "max_input_pixels", "output_format",
-               "jpeg_quality", "hd_strategy", "mask_dilate")
+               "jpeg_quality", "hd_strategy", "mask_dilate", "backend")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import fsspec
 
@@ -24,6 +25,13 @@ from pipelines.records.resume import ResumeState, read_resume_state
 from pipelines.records.shard_plan import PlanRequest, plan_shards
 from pipelines.records.webdataset import is_brace_pattern, is_webdataset_input, list_webdataset
 
+if TYPE_CHECKING:
+    from pipelines.inpaint.model_stage import LoadedModel
+
+
+
+#: Folder of the output holding the exported graphs of non-torch backends.
+GRAPHS_DIR = "_models"
 
 
 def retry_policy(cfg: InpaintConfig) -> RetryPolicy:
@@ -76,12 +84,14 @@ def open_storage(cfg: InpaintConfig) -> Storage:
 @dataclass
 class ModelRef:
     """The model as the run knows it: ``uri`` (absolute, or a preset name) for the actors to
-    load, ``model_id`` for the records (``pipelines.inpaint.model_stage.load_model``) and
-    whether its weights are random (a preset name)."""
+    load, ``model_id`` for the records (``pipelines.inpaint.model_stage.load_model``),
+    whether its weights are random (a preset name), and for a backend other than torch the
+    URI of its exported graph (``graph_uri``; empty for torch or in a dry run)."""
 
     uri: str
     model_id: str
     random_weights: bool
+    graph_uri: str = ""
 
 
 def model_uri(cfg: InpaintConfig) -> str:
@@ -98,9 +108,10 @@ def model_uri(cfg: InpaintConfig) -> str:
     return uri
 
 
-def check_model(cfg: InpaintConfig) -> ModelRef:
+def check_model(cfg: InpaintConfig, st: Storage) -> ModelRef:
     """Load the model once here, so a missing or incompatible one fails before the pipeline
-    runs (and the id of its weights is known). Raises ``JobError``."""
+    runs (and the id of its weights is known); for ``backend`` onnxruntime/openvino, export
+    its graph once (``exported_graph``; not in a dry run). Raises ``JobError``."""
     # Imported here: torch is the slowest import of the job, and run_inpaint overlaps this
     # call with Ray's start-up.
     from lama_core import CheckpointError, GENERATOR_PRESETS
@@ -115,7 +126,32 @@ def check_model(cfg: InpaintConfig) -> ModelRef:
         raise JobError(f"cannot load model {cfg.model}: {str(exc).splitlines()[0]}{hint}") from exc
     if loaded.random_weights:
         _announce_random_weights(cfg.model, cfg.seed)
-    return ModelRef(model, loaded.model_id, loaded.random_weights)
+    graph = exported_graph(st, loaded) if cfg.backend != "torch" and not cfg.dry_run else ""
+    return ModelRef(model, loaded.model_id, loaded.random_weights, graph)
+
+
+def exported_graph(st: Storage, loaded: LoadedModel) -> str:
+    """The ONNX graph (``lama_core.onnx_export``) the actors of a non-torch backend run:
+    ``OUTPUT/_models/KEY.onnx``, KEY a hash of the model id (its weights) and the export
+    form, exported here once per model (about a minute for big-lama on 2 cores) and reused by
+    later runs on the output; every actor reads the file instead of exporting again.
+    Written whole (``write_atomic``). Returns its URI; ``JobError`` without the onnx extra."""
+    import hashlib
+
+    from lama_core import MissingExtraError
+    from lama_core.onnx_export import DEFAULT_DFT, export_onnx_bytes
+    from lama_core.storage import write_atomic
+
+    key = hashlib.sha256(f"{loaded.model_id}|{DEFAULT_DFT}".encode()).hexdigest()[:16]
+    path = f"{st.out_root}/{GRAPHS_DIR}/{key}.onnx"
+    if not st.out_fs.exists(path):
+        print(f"exporting {loaded.model_id} to ONNX for the model actors (once per model): {path}", flush=True)
+        try:
+            graph = export_onnx_bytes(loaded.generator, model_id=loaded.model_id)
+        except MissingExtraError as exc:
+            raise JobError(str(exc)) from exc
+        write_atomic(st.out_fs, path, graph.data)
+    return join_uri(st.output_uri, f"{GRAPHS_DIR}/{key}.onnx")
 
 
 def _announce_random_weights(model: str, seed: int) -> None:

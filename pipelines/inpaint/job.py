@@ -114,7 +114,8 @@ def run_inpaint(cfg: InpaintConfig) -> InpaintSummary:
     run_id = f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
     def prepare() -> _Run:
-        return _Run(run_id, open_storage(cfg), check_model(cfg))
+        storage = open_storage(cfg)
+        return _Run(run_id, storage, check_model(cfg, storage))
 
     if cfg.dry_run:
         return _plan_only(cfg, prepare())
@@ -277,7 +278,7 @@ def _run_planned(cfg: InpaintConfig, run: _Run) -> InpaintSummary:
     # so Ray Data does not fuse decoding into the actors either; map_batches re-bundles rows.
     counter = ProgressCounter.remote()  # the model stage counts rows as it finishes them
     model = ModelStage(run.model.uri, cfg.seed, cfg.precision, cfg.max_pixels, cfg.hd_strategy, cfg.batch_size,
-                       cfg.endpoint_url, cfg.write_masks, plan)
+                       cfg.endpoint_url, cfg.write_masks, plan, cfg.backend, run.model.graph_uri)
     ds = _writer(cfg, run, listing, plan).apply(model.apply(ds, counter))
     start = time.perf_counter()
     try:

@@ -11,7 +11,6 @@ becomes an error row (``error_kind`` ``model`` or ``storage``: retried by the ne
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -20,7 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lama_core import GENERATOR_PRESETS, Inpainter, build_generator, load_generator
+from lama_core import GENERATOR_PRESETS, Inpainter
+from lama_core.model_source import generator_for, model_id
+from lama_core.storage import read_bytes
 from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
 
 from pipelines.common.error_kinds import MODEL
@@ -43,30 +44,13 @@ class LoadedModel:
     random_weights: bool
 
 
-def model_generator(model: str, seed: int = 0, endpoint_url: str | None = None) -> torch.nn.Module:
-    """The eval-mode generator ``model`` names: a preset (``small``, ``lama-fourier``,
-    ``big-lama``: weights drawn with ``torch.manual_seed(seed)``) or a checkpoint URI that
-    ``lama_core.load_generator`` reads. Raises ``FileNotFoundError`` / ``CheckpointError``."""
-    if model in GENERATOR_PRESETS:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return build_generator(model).eval()
-    return load_generator(model, endpoint_url=endpoint_url)
-
-
 def load_model(model: str, seed: int = 0, endpoint_url: str | None = None) -> LoadedModel:
-    """``model_generator(model, seed, endpoint_url)`` with its id for the ``model`` column:
-    ``preset:NAME:random-seed-S``, or ``URI@sha256:`` + the first 12 hex digits of a hash of
-    the weights (the same weights give the same id in any format). The driver needs the id;
-    the actors, which only run the model, call ``model_generator`` and skip the hash."""
-    generator = model_generator(model, seed, endpoint_url)
-    if model in GENERATOR_PRESETS:
-        return LoadedModel(generator, f"preset:{model}:random-seed-{seed}", True)
-    digest = hashlib.sha256()
-    for key, value in sorted(generator.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return LoadedModel(generator, f"{model}@sha256:{digest.hexdigest()[:12]}", False)
+    """The generator ``model`` names (``lama_core.model_source.generator_for``) with its id
+    for the ``model`` column (``model_id``: the same weights give the same id in any format).
+    The driver needs the id; the actors, which only run the model, call ``generator_for``
+    and skip the hash."""
+    generator = generator_for(model, seed, endpoint_url)
+    return LoadedModel(generator, model_id(model, generator, seed), model in GENERATOR_PRESETS)
 
 
 # ----------------------------------------------------------------------------- stage 2: inpaint
@@ -76,9 +60,10 @@ class ModelStage:
     """The model stage's options and its ``map_batches`` specification: ``actors`` (the
     ``ActorPlan``) run ``InpaintStage`` over batches of ``batch_size`` decoded rows, each
     actor loading ``model`` (a checkpoint URI or a preset drawn with ``seed``) once, with
-    ``precision``, ``max_pixels`` (0: no budget) and ``hd_strategy``. ``keep_masks``: pass
-    the ``mask`` column on for the writer. Small values only: the actors are built from
-    them (a restarted actor on another node rebuilds itself)."""
+    ``precision``, ``max_pixels`` (0: no budget) and ``hd_strategy``, on ``backend``
+    (onnxruntime/openvino: the exported graph at ``graph_uri``, read once per actor).
+    ``keep_masks``: pass the ``mask`` column on for the writer. Small values only: the
+    actors are built from them (a restarted actor on another node rebuilds itself)."""
 
     model: str
     seed: int
@@ -89,6 +74,8 @@ class ModelStage:
     endpoint_url: str | None
     keep_masks: bool
     actors: ActorPlan
+    backend: str = "torch"
+    graph_uri: str = ""
 
     def apply(self, ds: Any, counter: Any = None) -> Any:
         """``ds.map_batches`` over the actor pool; ``counter``: a ``ProgressCounter`` handle
@@ -115,11 +102,13 @@ class InpaintStage:
         self.keep_masks = stage.keep_masks  # pass ``mask`` on, for the encode stage to write
         self.counter = counter
         start_model_actor(stage.actors.threads)
-        generator = model_generator(stage.model, stage.seed, stage.endpoint_url)
+        generator = generator_for(stage.model, stage.seed, stage.endpoint_url)
+        graph = read_bytes(stage.graph_uri, stage.endpoint_url) if stage.graph_uri else None
         # channels_last: oneDNN and cuDNN pick faster NHWC kernels (benchmarks/RESULTS.md).
         self.inpainter = Inpainter(generator, device=resolve_device(stage.actors.device), batch_size=stage.batch_size,
                                    precision=stage.precision, max_pixels=stage.max_pixels or None, channels_last=True,
-                                   hd_strategy=stage.hd_strategy)
+                                   hd_strategy=stage.hd_strategy, backend=stage.backend, onnx_model=graph)
+        self.backend, self.precision = stage.backend, stage.precision
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = self._inpaint_rows(batch)
@@ -135,6 +124,9 @@ class InpaintStage:
         out["resized"] = np.zeros(n, bool)
         out["hd_strategy"] = np.array([""] * n, dtype=object)
         out["windows"] = np.full(n, -1, np.int64)
+        out["backend"] = np.array([self.backend] * n, dtype=object)
+        out["precision"] = np.array([self.precision] * n, dtype=object)
+        out["precision_fallback"] = np.zeros(n, bool)
         for name in METRIC_COLUMNS:
             out[name] = np.full(n, math.nan)
         todo = [i for i in range(n) if out["status"][i] == "ok"]
@@ -154,6 +146,7 @@ class InpaintStage:
             out["result"][i] = result.image
             out["resized"][i] = result.resized or bool(batch["reduced"][i])
             out["hd_strategy"][i], out["windows"][i] = result.strategy, result.windows
+            out["precision_fallback"][i] = result.precision_fallback
             out["seconds"][i] += share
             if out["mask_generated"][i]:
                 metrics_start = time.perf_counter()

@@ -37,11 +37,12 @@ RECORD_SCHEMA = pa.schema([
     ("mask_clipped", pa.bool_()), ("converted", pa.bool_()), ("resized", pa.bool_()),
     ("psnr", pa.float64()), ("ssim", pa.float64()), ("psnr_hole", pa.float64()), ("ssim_hole", pa.float64()),
     ("hd_strategy", pa.string()), ("windows", pa.int32()),
+    ("backend", pa.string()), ("precision", pa.string()), ("precision_fallback", pa.bool_()),
     ("model", pa.string()), ("model_hash", pa.string()), ("seconds", pa.float64()), ("run", pa.string()),
     ("timestamp", UTC_TIMESTAMP),
 ])
 #: Flag columns: null on error rows (a record that failed may not have got that far).
-_FLAGS = ("mask_generated", "mask_binarized", "mask_clipped", "converted", "resized")
+_FLAGS = ("mask_generated", "mask_binarized", "mask_clipped", "converted", "resized", "precision_fallback")
 
 
 def split_model_id(model_id: str) -> tuple[str, str | None]:
@@ -157,6 +158,9 @@ def record_table(batch: dict[str, Any], status: list[str], error: list[str | Non
         **{name: nullable(batch[name].tolist(), None) for name in METRIC_COLUMNS},
         "hd_strategy": nullable([str(x) for x in batch["hd_strategy"]], "") if "hd_strategy" in batch else [None] * n,
         "windows": nullable(batch["windows"].tolist(), -1) if "windows" in batch else [None] * n,
+        # What ran the model (null on error rows: the model may not have run).
+        **{name: [str(v) if s == "ok" else None for v, s in zip(batch[name], status)] if name in batch else [None] * n
+           for name in ("backend", "precision")},
         "model": [model] * n, "model_hash": [model_hash] * n, "seconds": seconds.tolist(), "run": [run_id] * n,
         "timestamp": [utc_now()] * n,
     }
