@@ -37,7 +37,7 @@ def backend_problem(backend: str, precision: str, device: str = "cpu") -> str | 
     else the one-sentence problem: the rule the Inpainter and the bulk job's config share."""
     if problem := choice_problem("backend", backend, BACKENDS):
         return problem
-    if backend in BACKEND_PRECISIONS and precision not in BACKEND_PRECISIONS[backend]:
+    if backend in BACKEND_PRECISIONS and precision not in BACKEND_PRECISIONS[backend] + ("auto",):
         runs = " or ".join(BACKEND_PRECISIONS[backend])
         return (f"backend={backend} runs precision {runs}, got {precision!r} (reduced precision: backend=torch"
                 + (", or backend=openvino with bf16)" if backend == "onnxruntime" else ")"))

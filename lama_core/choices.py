@@ -10,6 +10,10 @@ without loading torch, so ``--help`` and a mistyped value answer at once.
 
 #: ``precision`` of the ``Inpainter`` and of the inference jobs: fp16 runs on GPUs only.
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: What ``precision`` may also say: ``auto``, bf16 where the hardware computes bf16 natively
+#: (CPUs with AVX512-BF16 or AMX, GPUs with bf16), else fp32 (``lama_core.inpainter.resolve_precision``).
+AUTO_PRECISION = "auto"
+PRECISION_CHOICES = (AUTO_PRECISION,) + PRECISIONS
 #: ``precision`` of the training step (autocast; FFTs stay fp32).
 TRAINING_PRECISIONS = ("fp32", "bf16")
 

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from .backends import backend_problem
-from .choices import DEFAULT_HD_STRATEGY, HD_STRATEGIES, PRECISIONS, choice_problem
+from .choices import AUTO_PRECISION, DEFAULT_HD_STRATEGY, HD_STRATEGIES, PRECISION_CHOICES, PRECISIONS, choice_problem
 from .cpu_allocator import keep_freed_memory
 from .fast_inference import optimize_for_inference
 from .ffc import FFCResNetGenerator
@@ -157,9 +157,10 @@ class Inpainter:
                  window_options: WindowOptions | None = None, keep_grey: bool = True, backend: str = "torch",
                  onnx_model: bytes | str | None = None, ort_providers: Sequence[Any] | None = None):
         for problem in (choice_problem("hd_strategy", hd_strategy, HD_STRATEGIES),
-                        choice_problem("precision", precision, PRECISIONS)):
+                        choice_problem("precision", precision, PRECISION_CHOICES)):
             if problem:
                 raise ValueError(problem)
+        precision = resolve_precision(precision, str(device), backend)
         self.keep_grey = keep_grey
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -366,6 +367,22 @@ def mask_to_hole(mask: Any, threshold: float = DEFAULT_MASK_THRESHOLD) -> np.nda
             np.greater(plane[r: r + 1024].astype(np.float32) / scale, np.float32(threshold), out=hole[r: r + 1024])
         return hole
     return mask_to_float(mask) > threshold
+
+
+def resolve_precision(precision: str, device: str = "cpu", backend: str = "torch") -> str:
+    """``precision`` as it will run: ``"auto"`` becomes ``"bf16"`` where the hardware computes
+    bf16 natively and the backend runs it (torch on a CPU with AVX512-BF16/AMX or a GPU with
+    bf16; OpenVINO on such a CPU), else ``"fp32"`` (ONNX Runtime runs the fp32 graph); any
+    other name is returned as given. bf16 keeps the FFTs in fp32 and stayed within ~41 dB of
+    fp32 (benchmarks/RESULTS.md)."""
+    if precision != AUTO_PRECISION:
+        return precision
+    if backend == "onnxruntime":
+        return "fp32"
+    if device.startswith("cuda"):
+        return "bf16" if backend == "torch" and torch.cuda.is_available() and torch.cuda.is_bf16_supported() \
+            else "fp32"
+    return "bf16" if native_bf16_cpu() else "fp32"
 
 
 def native_bf16_cpu() -> bool:

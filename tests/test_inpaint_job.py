@@ -351,9 +351,11 @@ def test_onnxruntime_backend_runs_the_exported_graph_once_per_model(ray_local, m
     """backend=onnxruntime: the driver exports the model's graph once into OUTPUT/_models/,
     every actor runs it, the records say which backend and precision ran, and the pixels
     agree with the torch backend's (within one level: the graph matches torch to ~1e-7)."""
+    from lama_core.inpainter import resolve_precision
+
     lama_folder(tmp_path / "in")
-    torch_run = run(model_uri, tmp_path / "in", tmp_path / "torch")
-    onnx_run = run(model_uri, tmp_path / "in", tmp_path / "onnx", backend="onnxruntime")
+    torch_run = run(model_uri, tmp_path / "in", tmp_path / "torch", precision="fp32")
+    onnx_run = run(model_uri, tmp_path / "in", tmp_path / "onnx", backend="onnxruntime")  # precision=auto: fp32 here
     assert (torch_run.ok, onnx_run.ok) == (4, 4)
     graphs = list((tmp_path / "onnx" / "_models").glob("*.onnx"))
     assert len(graphs) == 1
@@ -362,8 +364,11 @@ def test_onnxruntime_backend_runs_the_exported_graph_once_per_model(ray_local, m
         ours, theirs = decoded(Path(row["output"])), decoded(tmp_path / "torch" / "images" / f"{rid}.png")
         assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1, rid
     assert {r["backend"] for r in records(tmp_path / "torch").values()} == {"torch"}
+    # precision=auto (the default) records what it resolved to on this machine's hardware.
+    auto = run(model_uri, tmp_path / "in", tmp_path / "auto")
+    assert auto.ok == 4 and {r["precision"] for r in records(tmp_path / "auto").values()} == {resolve_precision("auto")}
     exported = graphs[0].stat().st_mtime_ns
     again = run(model_uri, tmp_path / "in", tmp_path / "onnx", backend="onnxruntime", overwrite=True)
     assert again.ok == 4 and graphs[0].stat().st_mtime_ns == exported  # the graph is reused, not exported again
     with pytest.raises(JobError, match="backend: 'onnxruntime' in the output vs 'torch' now"):
-        run(model_uri, tmp_path / "in", tmp_path / "onnx")  # other pixels: remembered in _settings.json
+        run(model_uri, tmp_path / "in", tmp_path / "onnx", precision="auto")  # other pixels: remembered

@@ -105,3 +105,15 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Inpainter(generator, precision="bf16")
+
+
+def test_precision_auto_is_bf16_only_where_the_hardware_computes_it():
+    """precision='auto': bf16 on a CPU with native bf16 (and torch/OpenVINO), else fp32; the
+    ONNX Runtime graph is fp32; the Inpainter reports what it resolved to."""
+    from lama_core.inpainter import native_bf16_cpu, resolve_precision
+
+    native = "bf16" if native_bf16_cpu() else "fp32"
+    assert resolve_precision("auto") == native == Inpainter(build_generator("small"), precision="auto").precision
+    assert resolve_precision("auto", "cpu", "openvino") == native
+    assert resolve_precision("auto", "cpu", "onnxruntime") == "fp32"
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("fp16", "cuda") == "fp16"

@@ -176,8 +176,8 @@ def test_names_agree_with_lama_core():
     from lama_core.metrics import METRICS
     assert set(METRICS) == set(choices.METRIC_NAMES)
     accepted = {  # config, key -> the names it must accept
-        (InpaintConfig, "hd_strategy"): choices.HD_STRATEGIES, (InpaintConfig, "precision"): choices.PRECISIONS,
-        (InpaintConfig, "mask_kind"): choices.MASK_KINDS, (EvaluateConfig, "precision"): choices.PRECISIONS,
+        (InpaintConfig, "hd_strategy"): choices.HD_STRATEGIES, (InpaintConfig, "precision"): choices.PRECISION_CHOICES,
+        (InpaintConfig, "mask_kind"): choices.MASK_KINDS, (EvaluateConfig, "precision"): choices.PRECISION_CHOICES,
         (EvaluateConfig, "lpips_net"): choices.LPIPS_NETS, (TrainConfig, "recipe"): choices.RECIPES,
         (TrainConfig, "augmentation"): choices.AUGMENTATIONS, (TrainConfig, "precision"): choices.TRAINING_PRECISIONS,
         (TrainConfig, "mask_kind"): choices.MASK_KINDS, (LocalTrainConfig, "augmentation"): choices.AUGMENTATIONS,

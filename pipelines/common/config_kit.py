@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Optional
 
-from lama_core.choices import PRECISIONS, choice_problem
+from lama_core.choices import PRECISION_CHOICES, choice_problem
 
 from pipelines.common.errors import ConfigError
 
@@ -93,7 +93,8 @@ class WorkerOptions:
                                           "0 = auto: all CPUs but one, shared by the actors")
     gpus_per_worker: Optional[float] = setting(None, "GPUs per model actor; 0 = run on CPU; null = 1 when the "
                                                      "cluster has GPUs, else 0")
-    precision: str = setting("fp32", "fp32 | bf16 (CPUs with AVX512-BF16/AMX, GPUs) | fp16 (GPUs); FFTs stay fp32")
+    precision: str = setting("fp32", "auto (bf16 where the hardware computes bf16 natively, else fp32) | fp32 | "
+                                     "bf16 (CPUs with AVX512-BF16/AMX, GPUs) | fp16 (GPUs); FFTs stay fp32")
     endpoint_url: Optional[str] = setting(None, "S3-compatible endpoint; null = AWS_ENDPOINT_URL, else AWS")
     verbose: bool = setting(False, "true: show Ray's own log lines and progress bars on the console")
 
@@ -104,7 +105,7 @@ class WorkerOptions:
         problems += non_negative(self, "num_workers", "cpus_per_worker")
         if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
             problems.append(f"gpus_per_worker must be >= 0 or null, got {self.gpus_per_worker}")
-        problems += choices(self, precision=PRECISIONS)
+        problems += choices(self, precision=PRECISION_CHOICES)
         if self.gpus_per_worker is not None and (problem := device_problem(self.precision, self.gpus_per_worker)):
             problems.append(problem)
         return problems

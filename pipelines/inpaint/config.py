@@ -22,6 +22,9 @@ DEFAULT_MASK_KIND = "thick_512"
 class InpaintConfig(WorkerOptions):
     """``jobs/inpaint.py``: inpaint every record of ``input`` into ``output``."""
 
+    precision: str = setting("auto", "auto (bf16 where the actors' hardware computes bf16 natively: CPUs with "
+                                     "AVX512-BF16/AMX, GPUs with bf16; else fp32; records say which ran) | fp32 "
+                                     "(bit-faithful runs) | bf16 | fp16 (GPUs); FFTs stay fp32")
     input: str = setting(DEFAULT_INPUT, "images to inpaint: a LaMa folder (x.png + x_mask000.png), "
                                         "Parquet shards (id, image, mask?, geometry?) or WebDataset .tar "
                                         "shards (a folder, one .tar, or shards-{000000..000099}.tar); the "

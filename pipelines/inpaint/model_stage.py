@@ -108,7 +108,7 @@ class InpaintStage:
         self.inpainter = Inpainter(generator, device=resolve_device(stage.actors.device), batch_size=stage.batch_size,
                                    precision=stage.precision, max_pixels=stage.max_pixels or None, channels_last=True,
                                    hd_strategy=stage.hd_strategy, backend=stage.backend, onnx_model=graph)
-        self.backend, self.precision = stage.backend, stage.precision
+        self.backend, self.precision = stage.backend, self.inpainter.precision  # auto: what it resolved to
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = self._inpaint_rows(batch)
