@@ -18,7 +18,7 @@ into the hole (a floor any method should beat). Per case, over the hole pixels o
 PSNR (dB, [0, 1] scale), and the colour error = Euclidean distance between the mean RGB
 of the filled hole and of the true hole (0-255 units). On grey images the grey cast is the
 mean ``|R - G| + |G - B|`` of the filled hole (0 = no tint). Reports the means, the share
-of cases where the model's hole PSNR beats Telea's, and the issue-14 targets
+of cases where the model's hole PSNR beats Telea's, and the targets it was trained to
 (PSNR >= Telea's, better on >= half the cases, colour error <= 2x Telea's). Writes one
 PNG per image (rows: mask kinds; columns: input, model, Telea, NS, truth) under ``--out``.
 Needs ``opencv-python-headless`` and ``scikit-learn`` (the ``test`` extra).

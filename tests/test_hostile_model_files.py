@@ -1,4 +1,4 @@
-"""Untrusted model files cost bounded memory and time: each hostile file of issue 16 is
+"""Untrusted model files cost bounded memory and time: each hostile file is
 refused with one line naming the file, in a subprocess whose peak RSS stays within a small
 bound of its baseline after imports, and a secret in the environment never shows up.
 
@@ -189,7 +189,7 @@ def _alias_bomb() -> str:
 
 
 def make_hostile_files(root: Path) -> dict[str, tuple[str, str]]:
-    """{case: (uri, regex the one-line reason must match)}: each hostile file of issue 16."""
+    """{case: (uri, regex the one-line reason must match)}: each hostile file."""
     state = _small_state()
     cases: dict[str, tuple[str, str]] = {}
 

@@ -1,4 +1,4 @@
-"""The bulk inpainting job under faults (issue 12): storage outages, a killed driver,
+"""The bulk inpainting job under faults: storage outages, a killed driver,
 reruns after fixes, other settings, a second run on the same output, glob characters in
 names, images too large to decode, alpha-only masks. Local Ray of the session, moto S3 on
 loopback, a small seeded model."""
