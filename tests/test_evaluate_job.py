@@ -195,7 +195,7 @@ def test_rerun_with_other_data_or_metrics_is_refused(sweep, tmp_path):
         run_evaluation(config(root, cfg.weights_dir, mask_kind=list(cfg.mask_kind), metrics=["psnr"]))
 
 
-def test_new_checkpoint_is_the_only_one_evaluated(sweep, tmp_path):
+def test_new_checkpoint_is_the_only_one_evaluated(sweep, tmp_path, capsys):
     # On a copy of the sweep's output, with the new checkpoint outside its folder: the
     # module's sweep stays as every other test expects it, in any order.
     root, cfg, _ = sweep
@@ -208,6 +208,9 @@ def test_new_checkpoint_is_the_only_one_evaluated(sweep, tmp_path):
     per_image = pq.read_table(tmp_path / "out" / "per_image").to_pylist()
     assert len(per_image) == 4 * 3 * 2
     assert len(list((tmp_path / "out" / "summary").glob("*.parquet"))) == 6
+    # The pass shows its progress (4 images x 2 mask sets scored), ending on the full count once.
+    err = capsys.readouterr().err.splitlines()
+    assert sum(line.startswith("evaluate: 8/8 images (100%)") for line in err) == 1, err
 
 
 # ----------------------------------------------------------------------------- watch, errors, config

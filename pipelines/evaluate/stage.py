@@ -190,10 +190,12 @@ class EvalModelStage:
     endpoint_url: str | None
     actors: ActorPlan
 
-    def apply(self, ds: Any) -> Any:
+    def apply(self, ds: Any, counter: Any = None) -> Any:
+        """``ds.map_batches`` over the actor pool; ``counter``: a ``ProgressCounter`` handle
+        told the rows of every batch scored (the pass's progress line)."""
         return ds.map_batches(EvaluateStage, compute=model_actor_pool(self.actors), batch_size=self.batch_size,
                               num_gpus=self.actors.gpus, num_cpus=self.actors.cpus,
-                              fn_constructor_kwargs={"stage": self})
+                              fn_constructor_kwargs={"stage": self, "counter": counter})
 
 
 class EvaluateStage:
@@ -211,7 +213,8 @@ class EvaluateStage:
     through; an image the model or a metric fails on becomes an error row. The metric
     networks load lazily from ``weights_dir`` / ``weight_paths`` (``MetricContext``)."""
 
-    def __init__(self, stage: EvalModelStage):
+    def __init__(self, stage: EvalModelStage, counter: Any = None):
+        self.counter = counter
         start_model_actor(stage.actors.threads)
         self.ctx = MetricContext(device=resolve_device(stage.actors.device), weights_dir=stage.weights_dir or None,
                                  weight_paths=dict(stage.weight_paths), lpips_net=stage.lpips_net)
@@ -255,6 +258,8 @@ class EvaluateStage:
                         out[column][i] = value
                 if out["status"][i] == "ok" and out["index"][i] < self.grid_images:
                     out["sample"][i] = sample_strip(images[i], masks[i], results[i])
+        if self.counter is not None:  # counted here: the driver sees rows only when a task ends
+            self.counter.add.remote(n)
         return out
 
     def _inpaint(self, todo: list[int], images, masks, out: dict[str, Any]) -> dict[int, np.ndarray]:

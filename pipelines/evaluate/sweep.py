@@ -268,9 +268,12 @@ def _collect(ds: "ray.data.Dataset", columns: Sequence[str]) -> list[dict]:
 
 def evaluate_checkpoint(sweep: Sweep, run_id: str, local: bool, data: EvalData, checkpoint: str,
                         mask_sets: list[MaskSet], references: References) -> list[PairResult]:
-    """One Ray Data pass: ``checkpoint`` on every image × ``mask_sets``; writes each pair.
-    ``local``: Ray runs on this machine only (a fixed cluster for the actor plan).
-    ``references`` gains the reference columns the pass computed for images it lacked."""
+    """One Ray Data pass: ``checkpoint`` on every image × ``mask_sets``; writes each pair, with a
+    progress line per image x mask set scored. ``local``: Ray runs on this machine only (a
+    fixed cluster for the actor plan). ``references`` gains the reference columns the pass
+    computed for images it lacked."""
+    from pipelines.cluster.progress import JobProgress, ProgressCounter
+
     cfg = sweep.cfg
     step = checkpoint_step(checkpoint, sweep.endpoint)
 
@@ -289,13 +292,15 @@ def evaluate_checkpoint(sweep: Sweep, run_id: str, local: bool, data: EvalData, 
     missing = frozenset(i for i in data.ids if i not in references) if reference_columns(sweep.metrics) else frozenset()
     model = EvalModelStage(checkpoint, tuple(sweep.metrics), cfg.precision, cfg.batch_size, cfg.weights_dir or "",
                            dict(cfg.weight_paths or {}), cfg.lpips_net, cfg.grid_images, missing, sweep.endpoint, plan)
-    ds = model.apply(_decoded_dataset(sweep, data, mask_sets, plan.codec_cpus))
+    counter = ProgressCounter.remote()  # image x mask set rows scored, counted by the actors
+    ds = model.apply(_decoded_dataset(sweep, data, mask_sets, plan.codec_cpus), counter)
     reference_names = reference_columns(sweep.metrics)
     columns = (list(ROW_COLUMNS) + scalar_columns(sweep.metrics) + feature_columns(sweep.metrics)
                + reference_names + ["sample"])
     start = time.perf_counter()
     try:
-        rows = _collect(ds, columns)
+        with JobProgress("evaluate", len(data.ids) * len(mask_sets), counter):
+            rows = _collect(ds, columns)
     except Exception as exc:  # noqa: BLE001 - actors died (OOM, a path only the driver sees): this checkpoint only
         return failed(f"evaluation of {checkpoint} failed: {type(exc).__name__}: {first_line(exc)}")
     seconds = time.perf_counter() - start
