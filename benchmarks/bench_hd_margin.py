@@ -13,7 +13,9 @@ Holes: seeded 256² patches of ``thick_256`` masks (object-sized regions) at see
 budget): hole PSNR of window vs full frame, hole PSNR of each against the photo, and the
 pixels the generator saw as a fraction of the image, CPU time relative to the full frame,
 and the worst image's change in hole PSNR against the photo (window minus full frame). Fixed 128 px context (IOPaint's
-``crop_margin``) is the ``margin=0, min=128`` row.
+``crop_margin``) is the ``margin=0, min=128`` row. The margin is a multiple of the region's
+thickness since ``bench_windows.py`` (of its box's shorter side in the first table of
+``RESULTS.md``'s "HD strategy").
 """
 from __future__ import annotations
 
@@ -124,7 +126,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     print_table(f"Window vs full frame, {Path(args.model).name}, {len(cases)} held-out photos {WIDTH}x{HEIGHT}, "
                 f"{cpu_description()}",
-                ["margin (x shorter box side)", "min margin px", "windows", "pixels seen", "CPU time / full",
+                ["margin (x thickness)", "min margin px", "windows", "pixels seen", "CPU time / full",
                  "hole PSNR vs full dB (mean)", "(worst)", "hole PSNR vs photo dB", "full frame vs photo dB",
                  "worst image: window - full vs photo dB"], rows)
 

@@ -1,10 +1,13 @@
 """Hole windows on large images (``hd_strategy``), strip-wise resizing, and tiny images."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 
 from lama_core import Inpainter, WindowOptions, build_generator, resample
 from lama_core.hd_strategy import Window, bucket_side, own_holes, plan_windows
@@ -46,6 +49,23 @@ def box_mask(h: int, w: int, *boxes: tuple[int, int, int, int]) -> np.ndarray:
     for top, left, bottom, right in boxes:
         mask[top:bottom, left:right] = 255
     return mask
+
+
+def stroke_mask(h: int, w: int, *strokes: list[tuple[float, float]], width: int = 45) -> np.ndarray:
+    """uint8 ``h x w`` 0/255: brush strokes (polylines through the given (x, y) points)."""
+    canvas = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    for points in strokes:
+        draw.line(points, fill=255, width=width, joint="curve")
+    return np.asarray(canvas).copy()
+
+
+def owners(plan, hole: np.ndarray) -> np.ndarray:
+    """int ``H x W``: how many windows of ``plan`` paste each pixel."""
+    count = np.zeros(hole.shape, int)
+    for window in plan.windows:
+        count[window.top:window.bottom, window.left:window.right] += own_holes(plan, window, hole)
+    return count
 
 
 def check_windows_match_crops(result, image, mask, plan, full):
@@ -224,3 +244,74 @@ def test_margin_follows_the_holes_thickness_not_its_length():
     blob = plan_windows(box_mask(1000, 1500, (300, 300, 500, 500)) > 127, "windows", options)
     (win,) = blob.windows
     assert win.height >= 200 + 2 * 200 and win.width >= 200 + 2 * 200  # margin = 1 x its 200 px side
+
+
+def test_diagonal_stroke_gets_a_band_of_context_not_the_full_frame():
+    # A 45 px wide, ~500 px long stroke at 45 degrees: its bounding box is nearly square,
+    # so a context of 1.5x the box's shorter side took most of the frame (the plan fell
+    # back to it); context by thickness gives a band about the stroke's width around it.
+    h, w = 1000, 1500
+    hole = stroke_mask(h, w, [(400, 200), (750, 550)]) > 127
+    plan = plan_windows(hole, "windows")
+    assert plan.strategy == "windows"
+    assert sum(win.height * win.width for win in plan.windows) < 0.3 * h * w
+    assert np.array_equal(owners(plan, hole), hole.astype(int)), "every hole pixel pasted exactly once"
+
+
+def test_long_diagonal_stroke_is_cut_into_windows_along_it():
+    h, w = 2000, 3000
+    hole = stroke_mask(h, w, [(700, 300), (1900, 1500)]) > 127
+    tiled = plan_windows(hole, "windows")
+    whole = plan_windows(hole, "windows", WindowOptions(split_gain=1.0))  # never cut
+    assert len(whole.windows) == 1 and len(tiled.windows) >= 3
+    seen = sum(win.height * win.width for win in tiled.windows)
+    assert seen < 0.8 * whole.windows[0].height * whole.windows[0].width
+    assert np.array_equal(owners(tiled, hole), hole.astype(int))
+    for win in tiled.windows:  # the pieces overlap: each pastes only its own hole pixels
+        assert win.labels is not None and own_holes(tiled, win, hole).any()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_strokes_at_any_angle_are_owned_once(seed):
+    rng = np.random.default_rng(seed)
+    h, w = 1000, 1500
+    strokes = []
+    for _ in range(3):
+        x, y, angle = rng.uniform(300, 1200), rng.uniform(250, 750), rng.uniform(0, 2 * np.pi)
+        points = [(x, y)]
+        for turn in (0.0, rng.uniform(-1.5, 1.5), rng.uniform(-1.5, 1.5)):
+            angle += turn
+            x, y = x + 150 * np.cos(angle), y + 150 * np.sin(angle)
+            points.append((x, y))
+        strokes.append(points)
+    hole = stroke_mask(h, w, *strokes, width=int(rng.integers(35, 56))) > 127
+    plan = plan_windows(hole, "windows", WindowOptions(full_fraction=1.0))
+    assert plan.strategy == "windows"
+    assert np.array_equal(owners(plan, hole), hole.astype(int))
+
+
+def test_stroke_windows_match_their_crops_and_keep_known_pixels(generator, full):
+    # Each window pastes only its own piece of the stroke; the rest of the stroke inside it
+    # is a hole there too (never shown to the generator as known pixels).
+    h, w = 1000, 1500
+    image = photo_like(20, h, w)
+    mask = stroke_mask(h, w, [(400, 200), (750, 550)], [(900, 800), (1100, 600), (1350, 850)])
+    options = WindowOptions(min_margin=64)  # small context: the diagonal is cut in two here
+    plan = plan_windows(mask > 127, "windows", options)
+    assert plan.strategy == "windows" and len(plan.windows) >= 3
+    assert sum(win.labels is not None for win in plan.windows) >= 2
+    result = Inpainter(generator, batch_size=4, window_options=options).inpaint([image], [mask])[0]
+    assert (result.strategy, result.windows, result.resized) == ("windows", len(plan.windows), False)
+    check_windows_match_crops(result, image, mask, plan, full)
+
+
+def test_planning_a_49_megapixel_mask_stays_fast():
+    h = w = 7000
+    strokes = [[(500 + 900 * k, 300), (900 * k + 2500, 3800), (1000 + 700 * k, 6500)] for k in range(4)]
+    hole = stroke_mask(h, w, *strokes, width=60) > 127
+    plan_windows(np.zeros((1000, 1000), bool), "windows")  # scipy's import is not the plan's time
+    start = time.perf_counter()
+    plan = plan_windows(hole, "windows")
+    seconds = time.perf_counter() - start
+    assert plan.strategy == "windows" and seconds < 5.0, seconds  # ~0.3 s measured: catches pathologies only
+    assert len(plan.windows) >= 8  # the strokes are cut into pieces along them
