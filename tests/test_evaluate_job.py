@@ -213,6 +213,28 @@ def test_new_checkpoint_is_the_only_one_evaluated(sweep, tmp_path, capsys):
     assert sum(line.startswith("evaluate: 8/8 images (100%)") for line in err) == 1, err
 
 
+def test_a_mask_folder_rewritten_with_other_masks_is_scored_again(sweep, tmp_path):
+    """Pairs are keyed by the mask set's content, not only its name: the same masks in
+    another folder of the same name are skipped, other masks under that name are scored
+    again (the earlier scores were of other holes)."""
+    root, cfg, _ = sweep
+    shutil.copytree(root / "out", tmp_path / "out")
+    shutil.copytree(root / "frozen_thin", tmp_path / "frozen_thin")
+    cfg = dataclasses.replace(cfg, output=str(tmp_path / "out"), mask_kind=["thick_512", str(tmp_path / "frozen_thin")])
+    (same,) = run_evaluation(cfg)
+    assert same.evaluated == [] and same.skipped == 4
+    before = {r["mask_set_id"] for r in pq.read_table(tmp_path / "out" / "summary").to_pylist()
+              if r["mask_set"] == "frozen_thin"}
+    masks = MaskGenerator("thin_256", seed=6)  # other holes under the same name
+    for i in range(len(SIZES) + 1):
+        (tmp_path / "frozen_thin" / f"{i:06d}_mask000.png").write_bytes(mask_png(masks(i)))
+    (changed,) = run_evaluation(cfg)
+    assert sorted(p.mask_set for p in changed.evaluated) == ["frozen_thin", "frozen_thin"] and changed.skipped == 2
+    after = {r["mask_set_id"] for r in pq.read_table(tmp_path / "out" / "summary").to_pylist()
+             if r["mask_set"] == "frozen_thin"}
+    assert len(before) == len(after) == 1 and before != after  # the pair's files now hold the new scores
+
+
 # ----------------------------------------------------------------------------- watch, errors, config
 
 def test_watch_picks_up_new_checkpoints_and_pixel_metrics_need_no_weights(tmp_path, ray_local, monkeypatch,

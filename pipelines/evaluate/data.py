@@ -7,6 +7,8 @@ Listing reads names only; pixels are read in Ray tasks (``eval_stage``).
 """
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -112,13 +114,31 @@ def list_eval_data(uri: str, input_format: str = "auto", endpoint_url: str | Non
 class MaskSet:
     """A mask set of a sweep: ``kind`` (generated with ``generate_mask``) or ``uri`` (a frozen
     folder of ``{i:06d}_mask000.png``; ``root`` its filesystem path, ``count`` its masks).
-    ``name`` is the kind or the folder's basename."""
+    ``name`` is the kind or the folder's basename; ``content_id`` identifies its content
+    (a kind: its name, drawn the same way everywhere; a folder: ``mask_folder_id``), so a
+    folder rewritten with other masks is scored again."""
 
     name: str
     kind: str | None = None
     uri: str | None = None
     root: str | None = None
     count: int = 0
+    content_id: str = ""
+
+
+def mask_folder_id(fs: fsspec.AbstractFileSystem, root: str) -> str:
+    """16 hex digits identifying the masks of a frozen folder by content: SHA-256 over each
+    mask file's name and its own content hash (an object store's ETag when it gives one,
+    else the SHA-256 of the bytes), in name order."""
+    digest = hashlib.sha256()
+    for info in sorted(fs.ls(root, detail=True), key=lambda i: i["name"]):
+        name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+        if not is_frozen_mask_name(name):
+            continue
+        etag = info.get("ETag") or info.get("etag")
+        content = str(etag) if etag else hashlib.sha256(fs.cat_file(info["name"])).hexdigest()
+        digest.update(f"{name}\n{content}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def resolve_mask_sets(specs: Sequence[str], endpoint_url: str | None = None
@@ -132,7 +152,7 @@ def resolve_mask_sets(specs: Sequence[str], endpoint_url: str | None = None
     for spec in specs:
         spec = str(spec).strip()
         if spec in MASK_SETS:
-            sets.append(MaskSet(spec, kind=spec))
+            sets.append(MaskSet(spec, kind=spec, content_id=spec))
             continue
         uri = absolute_uri(spec)
         fs, root, exists = reach(uri, "mask set", endpoint_url, reason=first_line)
@@ -144,7 +164,8 @@ def resolve_mask_sets(specs: Sequence[str], endpoint_url: str | None = None
         if not count:
             raise JobError(f"mask folder {uri} holds no 000000_mask000.png-style masks (written by jobs/make_masks.py)")
         name = root.rstrip("/").rsplit("/", 1)[-1]
-        sets.append(MaskSet(name, uri=uri, root=root.rstrip("/"), count=count))
+        sets.append(MaskSet(name, uri=uri, root=root.rstrip("/"), count=count,
+                            content_id=mask_folder_id(fs, root.rstrip("/"))))
         filesystems[name] = fs
     names = [s.name for s in sets]
     duplicates = sorted({n for n in names if names.count(n) > 1})

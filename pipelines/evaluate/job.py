@@ -166,7 +166,7 @@ def sweep_once(sweep: Sweep, clear_tables: bool = False) -> SweepReport:
         report.cleared = True
         print(f"overwrite=true: removed {removed} earlier per_image/summary files", flush=True)
     done = set() if cfg.overwrite else done_pairs(layout.read_summaries())
-    pending = [(c, [ms for ms in sweep.mask_sets if (c, ms.name) not in done]) for c in checkpoints]
+    pending = [(c, [ms for ms in sweep.mask_sets if (c, ms.name, ms.content_id) not in done]) for c in checkpoints]
     pending = [(c, sets) for c, sets in pending if sets]
     report.skipped = len(checkpoints) * len(sweep.mask_sets) - sum(len(s) for _, s in pending)
     if not pending:

@@ -71,7 +71,7 @@ def summary_schema(metrics: Sequence[str]) -> pa.Schema:
     hole-area bin, plus ``all`` (the only row of a pair whose checkpoint failed: ``status``
     ``error``, ``error`` saying why)."""
     fields = [("checkpoint", pa.string()), ("step", pa.int64()), ("mask_set", pa.string()),
-              ("hole_area_bin", pa.string()),
+              ("mask_set_id", pa.string()), ("hole_area_bin", pa.string()),
               ("n", pa.int64()), ("n_error", pa.int64()), ("status", pa.string()), ("error", pa.string())]
     fields += [(c, pa.float64()) for c in summary_metric_columns(metrics)]
     fields += [("data", pa.string()), ("metrics", pa.string()), ("seconds", pa.float64()), ("run", pa.string()),
@@ -200,6 +200,8 @@ class EvalLayout:
         return removed
 
 
-def done_pairs(summary_rows: list[dict]) -> set[tuple[str, str]]:
-    """``(checkpoint, mask_set)`` pairs evaluated successfully (the rerun skip key)."""
-    return {(r["checkpoint"], r["mask_set"]) for r in summary_rows if r.get("status") == "ok"}
+def done_pairs(summary_rows: list[dict]) -> set[tuple[str, str, str | None]]:
+    """``(checkpoint, mask set name, mask set content id)`` of the pairs evaluated
+    successfully: the rerun skip key (a mask folder rewritten with other masks has another
+    id, so its pairs are scored again)."""
+    return {(r["checkpoint"], r["mask_set"], r.get("mask_set_id")) for r in summary_rows if r.get("status") == "ok"}

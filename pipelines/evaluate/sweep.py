@@ -198,6 +198,8 @@ def write_pair(sweep: Sweep, run_id: str, checkpoint: str, step: int | None, ms:
                summary: list[dict]) -> PairResult:
     """Per-image table, sample grid, then the summary (last: it marks the pair done)."""
     layout, key = sweep.layout, pair_key(checkpoint, ms.name)
+    for row in summary:
+        row["mask_set_id"] = ms.content_id
     result = PairResult(checkpoint, ms.name, summary[-1]["status"], summary[-1])
     if rows:
         now = utc_now()
