@@ -265,3 +265,15 @@ def test_inpainter_keeps_grey_images_grey_and_leaves_colour_alone():
     assert (coloured[hole][:, 0] > 250).all() and (coloured[hole][:, 1] < 5).all()
     (raw,) = Inpainter(generator, cpu_kernels=False, keep_grey=False)([grey], [mask])
     assert (raw[hole][:, 0] > 250).all() and np.array_equal(raw[~hole], grey[~hole])
+
+
+def test_evaluation_default_photos_are_held_out_and_distinct():
+    """The evaluation job's default data never trained the default model, and no photo
+    repeats another's pixels (cat was chelsea's)."""
+    from pipelines.common.samples import EVALUATION_PHOTOS, TRAINING_PHOTOS, sample_photos
+
+    assert not set(EVALUATION_PHOTOS) & set(TRAINING_PHOTOS)
+    photos = sample_photos(EVALUATION_PHOTOS)
+    assert len(photos) >= 8
+    digests = {hash(p.tobytes()) for p in photos.values()}
+    assert len(digests) == len(photos)

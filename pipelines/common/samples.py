@@ -10,7 +10,7 @@ import io
 import numpy as np
 from PIL import Image
 
-# Photographs of varied content and size in ``skimage.data``: the evaluation job's default data.
+# Photographs of varied content and size in ``skimage.data``.
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "motorcycle_left",
                  "motorcycle_right", "retina", "colorwheel", "logo", "hubble_deep_field", "cat", "camera")
 
@@ -26,6 +26,11 @@ TRAINING_PHOTOS = ("astronaut", "chelsea", "rocket", "immunohistochemistry", "mo
                    "hubble_deep_field", "colorwheel", "logo")
 # Held out from the default training set; the validation batch during training.
 VALIDATION_PHOTOS = ("coffee", "retina")
+# The evaluation job's default data: photos the default model never trained on, no two alike
+# (``cat`` is ``chelsea``'s pixels, ``motorcycle_right`` a near-copy of a training photo): the
+# two validation photos and scikit-image's grayscale photographs (held out on purpose).
+EVALUATION_PHOTOS = VALIDATION_PHOTOS + ("camera", "coins", "moon", "brick", "grass", "gravel", "page", "clock",
+                                         "text")
 
 
 def sample_photos(names: tuple[str, ...] | list[str] = SAMPLE_PHOTOS, rgb: bool = True) -> dict[str, np.ndarray]:

@@ -23,7 +23,8 @@ class EvaluateConfig(WorkerOptions):
                                    "from jobs/make_masks.py (named by their basename)")
     mask_seed: int = setting(0, "seed of generated masks: image i (sorted ids) gets mask i")
     input: str = setting("", "ground truth: folder/prefix of png/jpg/webp, or Parquet shards (id, image); "
-                             "empty = scikit-image's sample photos (written under output/sample_data)")
+                             "empty = scikit-image's photos held out from the default model's training "
+                             "(samples.EVALUATION_PHOTOS, written under output/sample_data)")
     input_format: str = setting("auto", " | ".join(EVAL_INPUT_FORMATS))
     output: str = setting("outputs/evaluate", "writes per_image/, summary/, plots/, samples/, cache/")
     metrics: List[str] = setting(list(METRIC_NAMES),

@@ -33,7 +33,7 @@ from pipelines.evaluate.layout import EvalLayout, done_pairs
 from pipelines.evaluate.sweep import Sweep, SweepReport, evaluate_checkpoint, load_references, store_references, write_plots
 from pipelines.common.storage import absolute_uri, first_line, input_exclusions, open_output, reach
 from pipelines.common.run_settings import check_settings, settings_of
-from pipelines.common.samples import write_sample_shard
+from pipelines.common.samples import EVALUATION_PHOTOS, write_sample_shard
 
 
 def _check_config(cfg: EvaluateConfig) -> list[str]:
@@ -138,11 +138,13 @@ def _ensure_sample_data(sweep: Sweep) -> None:
     if exists:
         return
     try:
-        shard = write_sample_shard(sweep.data_uri, "sample_photos.parquet", endpoint_url=sweep.endpoint)
+        shard = write_sample_shard(sweep.data_uri, "sample_photos.parquet", EVALUATION_PHOTOS,
+                                   endpoint_url=sweep.endpoint)
     except Exception as exc:
         raise JobError(f"cannot write the sample photos under output {sweep.layout.uri}: {type(exc).__name__}: "
                        f"{first_line(exc)}") from exc
-    print(f"input= not given: evaluating scikit-image's sample photos ({shard})", flush=True)
+    print(f"input= not given: evaluating scikit-image's photos held out from the default model's training "
+          f"({shard})", flush=True)
 
 
 def sweep_once(sweep: Sweep, clear_tables: bool = False) -> SweepReport:
