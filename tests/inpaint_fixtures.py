@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tarfile
 import zlib
 from pathlib import Path
 
@@ -47,6 +48,17 @@ def png16_rgb(array: np.ndarray) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """An uncompressed tar (a WebDataset shard) of ``(name, bytes)`` members, in order."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def write(path: Path, data: bytes) -> Path:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from inpaint_fixtures import box_mask, encode, rng_image, write
+from inpaint_fixtures import box_mask, encode, rng_image, tar_bytes, write
 from lama_core import build_generator, save_generator
 from lama_core.mask_geometry import dilate_mask
 from pipelines.inpaint.config import InpaintConfig
@@ -32,16 +32,6 @@ def rect(height: int, width: int, y0: int, y1: int, x0: int, x1: int) -> np.ndar
     mask = np.zeros((height, width), bool)
     mask[y0:y1, x0:x1] = True
     return mask
-
-
-def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def read_tar(data: bytes) -> dict[str, bytes]:

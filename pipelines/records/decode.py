@@ -94,13 +94,16 @@ def _unsafe_id(record_id: str) -> bool:
 
 
 def decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask_source: str,
-                  options: DecodeOptions, label: str = "", geometry: Any = None) -> dict[str, Any]:
+                  options: DecodeOptions, label: str = "", geometry: Any = None,
+                  geometry_source: str = "") -> dict[str, Any]:
     """One decoded row (``DECODED_COLUMNS`` columns + ``image``, ``mask``), or an error row.
 
     ``source`` / ``mask_source``: URIs of the files (``mask_source`` empty when the mask is
     drawn); ``label`` (e.g. ``(id 'x')`` for rows of a Parquet shard) follows them in error
     messages. ``geometry``: JSON text of mask geometry (``lama_core.mask_geometry``), whose
-    holes are added to the mask file's. With neither, the mask is drawn from
+    holes are added to the mask file's; ``geometry_source`` names where it came from in
+    errors (default ``mask_source``, e.g. the ``.json`` of a WebDataset sample whose mask
+    image is another member). With neither, the mask is drawn from
     ``options.mask_kind`` (ground truth known). ``options``: the limits (``DecodeOptions``;
     a JPEG reduced to fit has its full-size mask file scaled to match).
     """
@@ -124,7 +127,8 @@ def decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask
                 raise RecordError(f"size mismatch: mask {mask_name} is {hole.shape[1]}x{hole.shape[0]} but image "
                                   f"{image_name} is {image.shape[1]}x{image.shape[0]} (WxH)")
         if geometry is not None:
-            drawn, row["mask_clipped"] = decode_geometry(geometry, *image.shape[:2], mask_name)
+            drawn, row["mask_clipped"] = decode_geometry(geometry, *image.shape[:2],
+                                                         f"{geometry_source or mask_source}{label}")
             if drawn is not None:
                 hole = drawn if hole is None else hole | drawn
         if hole is not None and options.mask_dilate > 0:

@@ -234,14 +234,14 @@ def decode_webdataset_batch(batch: dict[str, Any], stage: WebDatasetDecodeStage)
         shard = stage.shard_uris.get(str(batch["shard"][i]), str(batch["shard"][i]))
         source = f"{shard}/{batch['image_name'][i]}" if batch["image_name"][i] else f"{shard} (sample {key!r})"
         mask_bytes, geometry = _value(batch["mask"][i]), _value(batch["geometry"][i])
-        mask_source = (f"{shard}/{batch['mask_name'][i]}" if mask_bytes is not None
-                       else f"{shard}/{key}.{GEOMETRY_SUFFIX}" if geometry is not None else "")
+        geometry_source = f"{shard}/{key}.{GEOMETRY_SUFFIX}" if geometry is not None else ""
+        mask_source = f"{shard}/{batch['mask_name'][i]}" if mask_bytes is not None else geometry_source
         if batch["problem"][i]:
             rows.append({**decode_record(key, source, None, None, "", stage.options), "source": shard,
                          "error": f"{batch['problem'][i]} in WebDataset shard {shard}"})
             continue
         rows.append(decode_record(key, source, _value(batch["image"][i]), mask_bytes, mask_source, stage.options,
-                                  geometry=geometry))
+                                  geometry=geometry, geometry_source=geometry_source))
     return column_batch(rows, {**DECODED_COLUMNS, "image": None, "mask": None})
 
 

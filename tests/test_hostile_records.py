@@ -1,0 +1,101 @@
+"""Records built to stop, crash or silently degrade the bulk inpainting job: geometry that
+would make pycocotools allocate terabytes, megabyte RLE strings, images whose header
+declares 144 megapixels. Each runs the real job (``jobs/inpaint.py`` in a subprocess
+joined to the session's local Ray) and checks its exit code, its records and its time."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from inpaint_fixtures import encode, rng_image, tar_bytes, write
+from lama_core import build_generator, save_generator
+from pipelines.common.error_kinds import INPUT
+
+REPO = Path(__file__).resolve().parents[1]
+# Generous: a hang or a quadratic parse takes far longer; a healthy 13-record job ~30 s.
+BOUNDED_SECONDS = 240
+
+
+@pytest.fixture(scope="module")
+def model_uri(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    return save_generator(build_generator("small"), str(tmp_path_factory.mktemp("model")))
+
+
+def run_job(*args: str, timeout: float = BOUNDED_SECONDS) -> tuple[subprocess.CompletedProcess, float]:
+    """``jobs/inpaint.py ARGS`` on the session's Ray; returns the finished process and its
+    wall time. Fails the test when it outlives ``timeout``."""
+    import ray
+
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "jobs/inpaint.py", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    return proc, time.monotonic() - start
+
+
+def records(out: Path) -> dict[str, dict]:
+    rows = pq.read_table(out / "records").to_pylist()
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "an id appears twice"
+    return {r["id"]: r for r in rows}
+
+
+def good_samples(n: int, size: int = 32) -> list[tuple[str, bytes]]:
+    """``n`` samples ``good00.png`` + ``good00.json`` (a box) for a shard."""
+    members = []
+    for i in range(n):
+        members.append((f"good{i:02d}.png", encode(rng_image(200 + i, size, size))))
+        members.append((f"good{i:02d}.json", json.dumps({"boxes": [[4, 4, 12, 12]]}).encode()))
+    return members
+
+
+def test_poison_polygon_in_a_shard_is_clipped_to_the_image(ray_local, model_uri, tmp_path):
+    # Unclipped, pycocotools would walk a 5e12-pixel outline (a terabyte allocation or an
+    # int32 overflow in C). Clipped first, the triangle's part inside the 32x32 image (the
+    # pixels on and above the diagonal) is a valid hole: an ok row, flagged mask_clipped.
+    good = good_samples(12)
+    members = good[:12] + [("poison.png", encode(rng_image(7, 32, 32))),
+                           ("poison.json", b'{"polygons": [[0, 0, 1e12, 0, 1e12, 1e12]]}')] + good[12:]
+    write(tmp_path / "in" / "shard-000000.tar", tar_bytes(members))
+    out = tmp_path / "out"
+    proc, seconds = run_job(f"input={tmp_path / 'in'}", f"output={out}", f"model={model_uri}", "num_workers=1",
+                            "batch_size=4", "codec_batch_size=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = records(out)
+    assert len(rows) == 13 and all(r["status"] == "ok" for r in rows.values()), \
+        [r["error"] for r in rows.values() if r["error"]]
+    poison = rows["poison"]
+    assert poison["mask_clipped"] and 0.45 < poison["hole_fraction"] < 0.6, poison["hole_fraction"]
+    assert seconds < BOUNDED_SECONDS
+
+
+def test_megabyte_rle_string_is_an_error_row_naming_the_json(ray_local, model_uri, tmp_path):
+    # Beside a mask image, so the row must name the .json member, not the .png one.
+    endless = {"rle": {"size": [32, 32], "counts": "o" * 2**20}}  # one run length that never ends
+    members = good_samples(2) + [
+        ("endless.png", encode(rng_image(8, 32, 32))), ("endless.mask.png", encode(np.zeros((32, 32), np.uint8))),
+        ("endless.json", json.dumps(endless).encode()),
+        ("ones.png", encode(rng_image(9, 32, 32))),
+        ("ones.json", json.dumps({"rle": {"size": [32, 32], "counts": "1" * 2**20}}).encode())]
+    write(tmp_path / "in" / "shard-000000.tar", tar_bytes(members))
+    out = tmp_path / "out"
+    proc, seconds = run_job(f"input={tmp_path / 'in' / 'shard-000000.tar'}", f"output={out}", f"model={model_uri}",
+                            "num_workers=1", "batch_size=4", "codec_batch_size=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = records(out)
+    assert {i for i, r in rows.items() if r["status"] == "ok"} == {"good00", "good01"}
+    for rid, problem in (("endless", "run length longer than 13 characters"), ("ones", "more than 1025 run lengths")):
+        error = rows[rid]["error"]
+        assert f"shard-000000.tar/{rid}.json" in error and problem in error and ".png" not in error, error
+        assert rows[rid]["error_kind"] == INPUT
+    assert seconds < BOUNDED_SECONDS
