@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from inpaint_fixtures import encode, rng_image, tar_bytes, write
+from inpaint_fixtures import blank_png, encode, rng_image, tar_bytes, write
 from lama_core import build_generator, save_generator
 from pipelines.common.error_kinds import INPUT
 
@@ -99,3 +99,90 @@ def test_megabyte_rle_string_is_an_error_row_naming_the_json(ray_local, model_ur
         assert f"shard-000000.tar/{rid}.json" in error and problem in error and ".png" not in error, error
         assert rows[rid]["error_kind"] == INPUT
     assert seconds < BOUNDED_SECONDS
+
+
+def _tree_memory_bytes(root: int) -> int:
+    """Memory of process ``root`` and all its descendants: the sum of their proportional
+    set sizes (``Pss`` in ``/proc/PID/smaps_rollup``: a page shared by n processes, such as
+    torch's libraries mapped by every Ray worker, counts 1/n in each, so the sum is what the
+    tree holds; plain RSS would count torch once per process)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            rollup = ""
+        total += next((int(line.split()[1]) * 1024 for line in rollup.splitlines() if line.startswith("Pss:")), 0)
+        todo += children.get(pid, [])
+    return total
+
+
+def run_job_alone(*args: str, timeout: float = BOUNDED_SECONDS) -> tuple[subprocess.CompletedProcess, int]:
+    """``jobs/inpaint.py ARGS`` with a local Ray of its own, so every process of the job
+    (driver, Ray's daemons, decode workers, model actor) is in its process tree. Returns the
+    finished process (stdout, stderr) and the tree's peak memory in bytes
+    (``_tree_memory_bytes``), sampled every 0.2 s."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([sys.executable, "jobs/inpaint.py", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    peak, deadline = 0, time.monotonic() + timeout
+    try:
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "the job did not finish in bounded time"
+            peak = max(peak, _tree_memory_bytes(proc.pid))
+            time.sleep(0.2)
+        stdout, stderr = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), peak
+
+
+def test_huge_png_in_a_shard_is_an_error_row_and_the_job_stays_small(model_uri, tmp_path):
+    # 12000 x 12000 RGB: 432 MB decoded, more in the model's float copies. Refused from the
+    # header in the decode task, it never costs more than its 0.4 MB file.
+    members = good_samples(3) + [("huge.png", blank_png(12000, 12000)),
+                                 ("huge.json", json.dumps({"boxes": [[0, 0, 100, 100]]}).encode())]
+    write(tmp_path / "in" / "shard-000000.tar", tar_bytes(members))
+    out = tmp_path / "out"
+    proc, peak = run_job_alone(f"input={tmp_path / 'in'}", f"output={out}", f"model={model_uri}", "num_workers=1",
+                               "batch_size=2", "codec_batch_size=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"job tree peak memory (PSS) {peak / 2**20:.0f} MiB")
+    rows = records(out)
+    assert {i for i, r in rows.items() if r["status"] == "ok"} == {"good00", "good01", "good02"}
+    huge = rows["huge"]
+    assert huge["error_kind"] == INPUT and "12000x12000" in huge["error"] and "max_input_pixels" in huge["error"]
+    assert "shard-000000.tar/huge.png" in huge["error"]
+    assert peak < 3 * 2**30, f"the job's processes held {peak / 2**20:.0f} MiB at their peak"
+
+
+def test_ray_training_skips_huge_and_corrupt_images_and_names_them_on_the_console(ray_local, tmp_path, capsys):
+    from pipelines.train.config import TrainConfig
+    from pipelines.train.ray_job import run_training
+
+    data = tmp_path / "train"
+    for i in range(5):
+        write(data / f"photo{i}.png", encode(rng_image(300 + i, 80, 80)))
+    write(data / "a_huge.png", blank_png(12000, 12000))  # sorted first: trained on, not held out
+    write(data / "b_broken.png", encode(rng_image(9, 80, 80))[:200])
+    cfg = TrainConfig(input=str(data), output=str(tmp_path / "out"), model="small", num_workers=1,
+                      cpus_per_worker=0.5, batch_size=2, crop_size=64, steps=2, log_every=1, checkpoint_every=2,
+                      validation_images=2, max_failures=0, seed=3)
+    outcome = run_training(cfg)
+    assert outcome.checkpoint
+    out = capsys.readouterr().out
+    assert "skipped training image: image " in out and "a_huge.png is 12000x12000" in out, out[-3000:]
+    assert "b_broken.png" in out
+    assert "skipped 2 training images in all" in out, out[-3000:]
