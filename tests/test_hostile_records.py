@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from inpaint_fixtures import blank_png, encode, rng_image, tar_bytes, write
+from inpaint_fixtures import blank_png, box_mask, encode, rng_image, tar_bytes, write
 from lama_core import build_generator, save_generator
 from pipelines.common.error_kinds import INPUT
 
@@ -186,3 +186,61 @@ def test_ray_training_skips_huge_and_corrupt_images_and_names_them_on_the_consol
     assert "skipped training image: image " in out and "a_huge.png is 12000x12000" in out, out[-3000:]
     assert "b_broken.png" in out
     assert "skipped 2 training images in all" in out, out[-3000:]
+
+
+def _inpaint(model_uri: str, input: Path, output: Path, **overrides):
+    from pipelines.inpaint.config import InpaintConfig
+    from pipelines.inpaint.job import run_inpaint
+
+    settings = dict(batch_size=1, codec_batch_size=1, num_workers=1, gpus_per_worker=0)
+    return run_inpaint(InpaintConfig(input=str(input), output=str(output), model=model_uri, **{**settings,
+                                                                                              **overrides}))
+
+
+def test_20_megapixel_jpeg_is_inpainted_at_its_own_size_by_default(ray_local, model_uri, tmp_path):
+    from PIL import Image
+
+    photo = np.repeat(np.repeat(rng_image(11, 400, 500), 10, axis=0), 10, axis=1)  # 5000 x 4000, smooth
+    write(tmp_path / "in" / "photo.jpg", encode(photo, "JPEG", quality=90))
+    write(tmp_path / "in" / "photo_mask000.png", encode(box_mask(4000, 5000, top=1900, left=2400, size=200)))
+    summary = _inpaint(model_uri, tmp_path / "in", tmp_path / "out")
+    assert (summary.ok, summary.failed) == (1, 0)
+    row = records(tmp_path / "out")["photo_mask000"]
+    assert (row["width"], row["height"], row["processed_width"], row["processed_height"]) == (5000, 4000, 5000, 4000)
+    assert row["resized"] is False
+    with Image.open(row["output"]) as result:
+        assert result.size == (5000, 4000)
+
+
+def test_jpeg_over_the_limit_is_an_error_unless_reduction_is_asked_for(ray_local, model_uri, tmp_path):
+    write(tmp_path / "in" / "big.jpg", encode(rng_image(12, 1200, 1600), "JPEG", quality=90))
+    write(tmp_path / "in" / "big_mask000.png", encode(box_mask(1200, 1600, top=100, left=100, size=64)))
+    out = tmp_path / "out"
+    refused = _inpaint(model_uri, tmp_path / "in", out, max_input_pixels=600 * 800)
+    assert (refused.ok, refused.failed) == (0, 1)
+    row = records(out)["big_mask000"]
+    assert row["error_kind"] == INPUT and "resize_over_limit=true" in row["error"]
+    assert (row["width"], row["height"], row["processed_width"]) == (1600, 1200, None)  # read from the header
+    # The setting is remembered: asking for reduction on this output needs overwrite=true.
+    reduced = _inpaint(model_uri, tmp_path / "in", out, max_input_pixels=600 * 800, resize_over_limit=True,
+                       overwrite=True)
+    assert (reduced.ok, reduced.failed) == (1, 0)
+    row = records(out)["big_mask000"]
+    assert (row["width"], row["height"], row["processed_width"], row["processed_height"]) == (1600, 1200, 800, 600)
+    assert row["resized"] is True
+
+
+def test_output_written_before_resize_over_limit_counts_as_having_reduced(tmp_path):
+    import fsspec
+
+    from pipelines.common.errors import JobError
+    from pipelines.common.run_settings import SETTINGS_FILE, check_settings
+    from pipelines.inpaint.config import RESULT_KEYS_BEFORE
+
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps({"model": "m", "max_input_pixels": 16777216}))
+    fs = fsspec.filesystem("file")
+    with pytest.raises(JobError, match="resize_over_limit: True in the output vs False now"):
+        check_settings(fs, str(tmp_path), str(tmp_path), {"model": "m", "max_input_pixels": 16777216,
+                                                          "resize_over_limit": False}, False, before=RESULT_KEYS_BEFORE)
+    check_settings(fs, str(tmp_path), str(tmp_path), {"model": "m", "max_input_pixels": 16777216,
+                                                      "resize_over_limit": True}, False, before=RESULT_KEYS_BEFORE)

@@ -50,18 +50,20 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def check_settings(fs: fsspec.AbstractFileSystem, out_root: str, output_uri: str, settings: dict[str, Any],
                    overwrite: bool, dry_run: bool = False,
-                   way_on: str = "write to another output, or pass overwrite=true to redo every record with these"
-                   ) -> None:
+                   way_on: str = "write to another output, or pass overwrite=true to redo every record with these",
+                   before: dict[str, Any] | None = None) -> None:
     """Compare ``settings`` with the output's remembered ones and remember them when the
     output has none (or ``overwrite``). Raises ``JobError`` naming the differences and
-    ``way_on`` (what the user can do). ``dry_run``: compare only, write nothing."""
+    ``way_on`` (what the user can do). ``dry_run``: compare only, write nothing.
+    ``before``: the value a key had in effect in outputs written before it was remembered
+    (a remembered file without the key is compared as if it held that value)."""
     path = f"{out_root.rstrip('/')}/{SETTINGS_FILE}"
     try:
         old = json.loads(fs.cat_file(path))
     except FileNotFoundError:
         old = None
     if old is not None and not overwrite:
-        diff = differences(old, settings)
+        diff = differences({**(before or {}), **old}, settings)
         if diff:
             raise JobError(f"output {output_uri} holds results made with other settings ({'; '.join(diff)}): "
                            f"{way_on}")

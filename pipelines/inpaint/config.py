@@ -59,8 +59,11 @@ class InpaintConfig(WorkerOptions):
     records_per_file: int = setting(1000, "rows per records/*.parquet file")
     seed: int = setting(0, "weight seed when `model` is a preset name")
     max_input_pixels: int = setting(DEFAULT_MAX_INPUT_PIXELS, "images over this many pixels (read from the header, before "
-                                                 "decoding) are input errors; JPEGs decode at 1/2, 1/4 or 1/8 "
-                                                 "scale to fit; 0 = no limit")
+                                                 "decoding) are input errors (8192² takes 50 MP photos at full "
+                                                 "size); 0 = no limit")
+    resize_over_limit: bool = setting(False, "true: a JPEG over max_input_pixels is decoded at 1/2, 1/4 or 1/8 "
+                                             "scale to fit (flag `resized`, processed_width/processed_height "
+                                             "recorded) instead of being an input error")
     storage_attempts: int = setting(6, "tries per storage request on transient faults (connection refused or "
                                        "reset, timeouts, 5xx, throttling)")
     storage_backoff_seconds: float = setting(1.0, "first wait between storage tries; doubles each try")
@@ -101,4 +104,7 @@ class InpaintConfig(WorkerOptions):
 #: refused. Input locations (``input``, ``mask_dir``) are not settings: fixing a forgotten
 #: ``mask_dir`` and rerunning with ``retry_errors=true`` is the way to repair records.
 RESULT_KEYS = ("mask_kind", "mask_seed", "precision", "max_pixels", "max_input_pixels", "output_format",
-               "jpeg_quality", "hd_strategy", "mask_dilate")
+               "jpeg_quality", "hd_strategy", "mask_dilate", "resize_over_limit")
+#: What outputs written before a key of ``RESULT_KEYS`` existed did, for comparing with
+#: their ``_settings.json``: JPEGs over ``max_input_pixels`` were always decoded reduced.
+RESULT_KEYS_BEFORE = {"resize_over_limit": True}

@@ -43,7 +43,7 @@ from pipelines.common.output_lease import acquire_lease
 from pipelines.common.retry import is_transient
 from pipelines.common.run_settings import check_settings, settings_of
 from pipelines.common.storage import message_line
-from pipelines.inpaint.config import RESULT_KEYS, InpaintConfig
+from pipelines.inpaint.config import RESULT_KEYS, RESULT_KEYS_BEFORE, InpaintConfig
 from pipelines.inpaint.inputs import ModelRef, Storage, check_model, list_inputs, open_storage, retry_policy
 from pipelines.inpaint.record_writer import ImageWriteStage
 from pipelines.inpaint.webdataset_writer import ShardWriteStage, reconcile_shards
@@ -146,7 +146,7 @@ def _plan_only(cfg: InpaintConfig, run: _Run) -> InpaintSummary:
     """``dry_run=true``: check settings and print the plan; write nothing, run no model."""
     st = run.storage
     check_settings(st.out_fs, st.out_root, st.output_uri, settings_of(cfg, RESULT_KEYS, model=run.model.model_id),
-                   cfg.overwrite, dry_run=True)
+                   cfg.overwrite, dry_run=True, before=RESULT_KEYS_BEFORE)
     try:
         listing = list_inputs(cfg, st, run.plan_root, drop_retryable=False)
     finally:
@@ -165,7 +165,7 @@ def _run_with_lease(cfg: InpaintConfig, run: _Run) -> InpaintSummary:
         print(f"overwrite=true: removed {removed} earlier records files")
     # After removing old records (overwrite), so old rows never sit under new settings.
     check_settings(st.out_fs, st.out_root, st.output_uri, settings_of(cfg, RESULT_KEYS, model=run.model.model_id),
-                   cfg.overwrite)
+                   cfg.overwrite, before=RESULT_KEYS_BEFORE)
     reconcile_shards(st.out_fs, st.out_root)  # output_format=webdataset after a killed run
     try:
         return _run_planned(cfg, run)
@@ -185,7 +185,7 @@ def _decoded(cfg: InpaintConfig, run: _Run, listing: Listing, plan: ActorPlan) -
     # A folder image without a mask file is an error row unless mask_kind is set; a Parquet
     # row or WebDataset sample without a mask gets the default mask set.
     options = DecodeOptions(cfg.max_input_pixels, cfg.mask_kind if listing.kind == "folder" else cfg.drawn_mask_kind,
-                            cfg.mask_seed, cfg.mask_dilate)
+                            cfg.mask_seed, cfg.mask_dilate, cfg.resize_over_limit)
     batch, cpus = cfg.codec_batch_size, plan.codec_cpus
     if listing.kind == "webdataset":
         stage = WebDatasetDecodeStage(listing.shard_uris, frozenset(listing.skip_ids), options, batch, cpus)

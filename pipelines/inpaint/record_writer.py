@@ -32,7 +32,8 @@ from pipelines.common.retry import RetryPolicy, write_file
 RECORD_SCHEMA = pa.schema([
     ("id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("error_kind", pa.string()),
     ("source", pa.string()), ("mask_source", pa.string()), ("output", pa.string()), ("mask_output", pa.string()),
-    ("width", pa.int32()), ("height", pa.int32()), ("hole_fraction", pa.float64()), ("hole_area_bin", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("processed_width", pa.int32()), ("processed_height", pa.int32()),
+    ("hole_fraction", pa.float64()), ("hole_area_bin", pa.string()),
     ("mask_generated", pa.bool_()), ("mask_index", pa.int64()), ("mask_binarized", pa.bool_()),
     ("mask_clipped", pa.bool_()), ("converted", pa.bool_()), ("resized", pa.bool_()),
     ("psnr", pa.float64()), ("ssim", pa.float64()), ("psnr_hole", pa.float64()), ("ssim_hole", pa.float64()),
@@ -151,6 +152,8 @@ def record_table(batch: dict[str, Any], status: list[str], error: list[str | Non
         "source": [str(x) for x in batch["source"]], "mask_source": nullable([str(x) for x in batch["mask_source"]], ""),
         "output": output, "mask_output": mask_output if mask_output is not None else [None] * n,
         "width": nullable(batch["width"].tolist(), -1), "height": nullable(batch["height"].tolist(), -1),
+        **{k: nullable(batch[k].tolist(), -1) if k in batch else [None] * n
+           for k in ("processed_width", "processed_height")},
         "hole_fraction": fractions, "hole_area_bin": [None if f is None else hole_area_bin(f) for f in fractions],
         "mask_index": nullable(batch["mask_index"].tolist(), -1),
         **{flag: [bool(v) if s == "ok" else None for v, s in zip(batch[flag].tolist(), status)] for flag in _FLAGS},

@@ -96,7 +96,7 @@ class TrainingCrops:
         names = batch["path"] if "path" in batch else [""] * len(batch["bytes"])
         for data, name in zip(batch["bytes"], names):
             try:
-                image, _ = decode_image(bytes(data), str(name), self.max_input_pixels)
+                image, _ = decode_image(bytes(data), str(name), self.max_input_pixels, reduce=True)
             except RecordError as exc:
                 print(f"skipping training image: {exc}")
                 if self.skipped is not None:
@@ -151,7 +151,7 @@ def training_images(cfg: TrainingOptions) -> list[np.ndarray]:
     for path in paths:
         with open(path, "rb") as f:
             try:
-                images.append(decode_image(f.read(), path, cfg.max_input_pixels)[0])
+                images.append(decode_image(f.read(), path, cfg.max_input_pixels, reduce=True)[0])
             except RecordError as exc:
                 skipped.append(str(exc))
     if skipped:
@@ -189,10 +189,10 @@ def validation_batch(cfg: TrainingOptions, endpoint_url: str | None = None) -> d
                     with fs.open(path, "rb") as f:
                         column = pq.read_table(f, columns=["image"]).column("image").to_pylist()
                     for data in column[: cfg.validation_images - len(sources)]:
-                        sources.append(decode_image(data, path, cfg.max_input_pixels)[0])
+                        sources.append(decode_image(data, path, cfg.max_input_pixels, reduce=True)[0])
                 else:
                     with fs.open(path, "rb") as f:
-                        sources.append(decode_image(f.read(), path, cfg.max_input_pixels)[0])
+                        sources.append(decode_image(f.read(), path, cfg.max_input_pixels, reduce=True)[0])
             except RecordError:
                 continue
     if not sources:
