@@ -210,6 +210,25 @@ def test_new_checkpoint_is_the_only_one_evaluated(sweep, tmp_path):
     assert len(list((tmp_path / "out" / "summary").glob("*.parquet"))) == 6
 
 
+def test_reference_cache_of_the_wrong_shape_is_recomputed(sweep, tmp_path, capsys):
+    # Same copy-of-the-output pattern: a cache entry with 2 feature rows for 3 ids, of 7
+    # features each, must not crash the pass that uses it; it is recomputed and replaced.
+    root, cfg, _ = sweep
+    shutil.copytree(root / "out", tmp_path / "out")
+    (entry,) = (tmp_path / "out" / "cache").glob("real-features-*.npz")
+    with np.load(entry) as good:
+        ids = good["ids"]
+        assert good["fid_features_real"].shape == (len(ids), 2048)
+    np.savez(entry, ids=ids, fid_features_real=np.zeros((len(ids) - 1, 7), np.float32))
+    new = make_checkpoint(tmp_path / "ckpts" / "checkpoint_000003", seed=3, step=3)
+    cfg = dataclasses.replace(cfg, output=str(tmp_path / "out"), model=[cfg.model, new])
+    (report,) = run_evaluation(cfg)
+    assert [p.status for p in report.evaluated] == ["ok", "ok"]
+    assert f"reference cache {entry.name}" in capsys.readouterr().err
+    with np.load(entry) as fixed:
+        assert fixed["fid_features_real"].shape == (len(fixed["ids"]), 2048) and len(fixed["ids"]) == len(ids)
+
+
 # ----------------------------------------------------------------------------- watch, errors, config
 
 def test_watch_picks_up_new_checkpoints_and_pixel_metrics_need_no_weights(tmp_path, ray_local, monkeypatch,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
 import sys
 import time
 from pathlib import Path
@@ -244,3 +245,60 @@ def test_output_written_before_resize_over_limit_counts_as_having_reduced(tmp_pa
                                                           "resize_over_limit": False}, False, before=RESULT_KEYS_BEFORE)
     check_settings(fs, str(tmp_path), str(tmp_path), {"model": "m", "max_input_pixels": 16777216,
                                                       "resize_over_limit": True}, False, before=RESULT_KEYS_BEFORE)
+
+
+# ----------------------------------------------------------------------------- state files
+
+
+def folder_input(root: Path, n: int) -> list[str]:
+    """``n`` LaMa-convention records ``r0.png`` + ``r0_mask000.png`` (32²); their ids."""
+    for i in range(n):
+        write(root / f"r{i}.png", encode(rng_image(400 + i, 32, 32)))
+        write(root / f"r{i}_mask000.png", encode(box_mask(32, 32)))
+    return [f"r{i}_mask000" for i in range(n)]
+
+
+def test_torn_records_file_with_webdataset_output_is_set_aside_on_rerun(ray_local, model_uri, tmp_path):
+    ids = folder_input(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    args = (f"input={tmp_path / 'in'}", f"output={out}", f"model={model_uri}", "num_workers=1", "batch_size=2",
+            "codec_batch_size=2", "records_per_file=2", "records_per_shard=2", "output_format=webdataset")
+    first, _ = run_job(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    files = sorted((out / "records").glob("*.parquet"))
+    assert len(files) == 3
+    files[1].write_bytes(files[1].read_bytes()[:100])  # what a kill mid-write leaves on local disk
+    again, _ = run_job(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "is not a readable records file" in again.stderr and "Traceback" not in again.stderr
+    rows = records(out)  # the set-aside file (_NAME.corrupt) is not read as records
+    assert sorted(rows) == ids and all(r["status"] == "ok" for r in rows.values())
+    samples = [m.name for shard in (out / "shards").glob("*.tar") for m in tarfile.open(shard) if m.isreg()]
+    assert sorted(s for s in samples if s.endswith(".png")) == sorted(f"{i}.png" for i in ids)  # each key once
+    plain, _ = run_job(*args)
+    assert plain.returncode == 0 and "6 skipped" in plain.stdout, plain.stdout[-2000:]
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("_settings.json", '{"model": "x", "mask_se', "not JSON"),
+    ("_settings.json", "[]", "a JSON object was expected, it holds []"),
+    ("_lease.json", "[]", "a JSON object was expected, it holds []"),
+    ("_lease.json", '{"run": "r", "host": "h", "pid": 1, "expires": "tomorrow"}',
+     "'expires' must be a finite number, it is 'tomorrow'"),
+    ("_lease.json", '{"run": "r", "host": "h", "pid": 1, "expires": 1e300}', "'expires' 1e+300 is more than 86400 s"),
+    ("_lease.json", '{"run": "r", "host": "h", "pid": "abc", "expires": 1}', "'pid' must be an integer, it is 'abc'"),
+])
+def test_malformed_state_file_stops_the_job_with_one_line_naming_it(ray_local, model_uri, tmp_path, name, content,
+                                                                     problem):
+    folder_input(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    write(out / name, content.encode())
+    proc, _ = run_job(f"input={tmp_path / 'in'}", f"output={out}", f"model={model_uri}", "num_workers=1")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert f"{out}/{name} is malformed" in line and problem in line, line
+    what_to_do = f"delete {out}/_settings.json to start over" if name == "_settings.json" else "delete it if no run"
+    assert what_to_do in line, line
+    assert not (out / "records").exists()
+

@@ -368,7 +368,7 @@ def test_sigkill_of_the_driver_mid_run_then_a_rerun_resumes(ray_local, model_uri
             proc.kill()
     assert (out / LEASE_FILE).exists()  # left behind by the killed driver
     # A records file the kill caught mid-write is not readable; the rerun sets it aside
-    # (``*.corrupt``) and redoes its ids.
+    # (``_NAME.corrupt``) and redoes its ids.
     written = len(_readable_records(out / "records"))
     assert 2 <= written < len(ids), written
     # Same host, the lease's process is gone: taken over at once, no wait for expiry.

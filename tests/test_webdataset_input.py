@@ -191,8 +191,8 @@ def test_reconcile_keeps_named_shards_trims_partial_ones_and_drops_orphans(tmp_p
         write(out / "shards" / name, tar_bytes([m for i in ids for m in ((f"{i}.png", b"p"), (f"{i}.json", b"{}"))]))
     (out / "records").mkdir()
     outputs = [f"{out}/shards/{full}#a", f"{out}/shards/{full}#b", f"{out}/shards/{partial}#c", None]
-    pq.write_table(pa.table({"id": ["a", "b", "c", "x"], "output": pa.array(outputs, pa.string())}),
-                   out / "records" / "run.parquet")
+    pq.write_table(pa.table({"id": ["a", "b", "c", "x"], "status": ["ok"] * 4,
+                             "output": pa.array(outputs, pa.string())}), out / "records" / "run.parquet")
     assert reconcile_shards(fs, str(out)) == (1, 1)
     assert sorted(p.name for p in (out / "shards").iterdir()) == [full, partial]
     assert set(read_tar((out / "shards" / partial).read_bytes())) == {"c.png", "c.json"}

@@ -13,6 +13,12 @@ create, ``If-Match: <ETag>`` to renew or take over an expired one), on a local
 filesystem an exclusive create (``O_EXCL``) of the lease, and a short-lived ``.lock``
 file around take-overs and renewals. A holder that finds its lease taken (it was
 paused longer than the lease lasts) stops writing: ``lost`` is set.
+
+The lease file is state the job reads back (``pipelines.common.state_files``): one that is
+not a lease this code writes (not JSON, a field missing or of the wrong type, an expiry
+more than ``MAX_LEASE_SECONDS`` ahead) stops the run with one line naming it, rather than
+being taken over or trusted. Our own writes are whole: a new local lease is written beside
+and linked into place, a renewal renamed over it, an S3 lease is one PUT.
 """
 from __future__ import annotations
 
@@ -27,11 +33,16 @@ from typing import Any
 
 import fsspec
 
-from lama_core.storage import is_local
+from lama_core.storage import is_local, join_uri
 
 from pipelines.common.errors import JobError
+from pipelines.common.state_files import (MAX_JSON_STATE_BYTES, StateFileError, object_problem, parse_json_state,
+                                          shorten)
 
 LEASE_FILE = "_lease.json"
+#: Longest lease a run may take (``lease_seconds``); an expiry further ahead than this is
+#: not one of ours: a lease file claiming it would hold the output for good.
+MAX_LEASE_SECONDS = 86400.0
 # A take-over lock older than this was left by a killed process.
 _LOCK_STALE_SECONDS = 30.0
 
@@ -52,6 +63,19 @@ def _describe(holder: dict[str, Any]) -> str:
             f"lease valid until {expires}")
 
 
+def lease_problem(holder: Any, now: float | None = None) -> str | None:
+    """Why ``holder`` (a parsed ``_lease.json``) is not a lease this code writes, or None:
+    ``run``/``host`` strings, ``pid`` an integer, ``expires`` a finite time at most
+    ``MAX_LEASE_SECONDS`` (plus a minute of clock skew) from ``now``."""
+    problem = object_problem(holder, {"run": "str", "host": "str", "pid": "int", "expires": "number"})
+    if problem:
+        return problem
+    now = time.time() if now is None else now
+    if holder["expires"] > now + MAX_LEASE_SECONDS + 60:
+        return f"'expires' {shorten(holder['expires'])} is more than {MAX_LEASE_SECONDS:.0f} s ahead"
+    return None
+
+
 def _expired(holder: dict[str, Any], now: float) -> bool:
     if float(holder.get("expires", 0)) < now:
         return True
@@ -60,46 +84,56 @@ def _expired(holder: dict[str, Any], now: float) -> bool:
 
 
 class _Store:
-    """Atomic create / compare-and-swap of one small JSON file on a filesystem."""
+    """Atomic create / compare-and-swap of one small JSON file on a filesystem; ``uri``
+    names it in messages."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, path: str):
-        self.fs, self.path, self.local = fs, path, is_local(fs)
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, uri: str):
+        self.fs, self.path, self.uri, self.local = fs, path, uri, is_local(fs)
 
     def read(self) -> tuple[dict[str, Any] | None, str | None]:
         """``(content, version)``; ``(None, None)`` when absent. The version is the S3 ETag
-        (read before the content, so a CAS with it fails if the content changed since)."""
+        (read before the content, so a CAS with it fails if the content changed since).
+        Raises ``StateFileError`` when the file is not a lease (``lease_problem``)."""
         if self.local:
             try:
                 with open(self.path, "rb") as f:
-                    data = f.read()
+                    data = f.read(MAX_JSON_STATE_BYTES + 1)
             except FileNotFoundError:
                 return None, None
             return self._parse(data), data.decode("utf-8", "replace")
         bucket, key, _ = self.fs.split_path(self.path)
         try:
             head = self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+            if int(head.get("ContentLength", 0)) > MAX_JSON_STATE_BYTES:
+                return self._parse(b"x" * (MAX_JSON_STATE_BYTES + 1)), head["ETag"]  # refused by size, unread
             body = self.fs.cat_file(self.path)
         except FileNotFoundError:
             return None, None
         return self._parse(body), head["ETag"]
 
-    @staticmethod
-    def _parse(data: bytes) -> dict[str, Any]:
-        try:
-            return json.loads(data)
-        except ValueError:
-            return {"expires": 0}  # a torn or foreign file: treat as expired
+    def _parse(self, data: bytes) -> dict[str, Any]:
+        holder, why = parse_json_state(data)
+        why = why or lease_problem(holder)
+        if why:
+            raise StateFileError(f"{self.uri} is malformed ({why}): delete it if no run is writing to this output, "
+                                 "then rerun")
+        return holder
 
     def create(self, content: dict[str, Any]) -> bool:
         data = json.dumps(content).encode()
         if self.local:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            # Written whole beside it, then linked into place: link fails if the lease
+            # exists (an exclusive create), and a kill never leaves a torn lease behind.
+            tmp = f"{self.path}.new-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as f:
+                f.write(data)
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.link(tmp, self.path)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            finally:
+                os.unlink(tmp)
             return True
         return self._put(data, IfNoneMatch="*")
 
@@ -226,7 +260,7 @@ def acquire_lease(fs: fsspec.AbstractFileSystem, out_root: str, output_uri: str,
                   seconds: float) -> OutputLease:
     """Take the lease on the output at ``out_root`` for ``run_id`` and start renewing it
     in a daemon thread. Raises ``JobError`` naming the holder when another live run has it."""
-    store = _Store(fs, f"{out_root.rstrip('/')}/{LEASE_FILE}")
+    store = _Store(fs, f"{out_root.rstrip('/')}/{LEASE_FILE}", join_uri(output_uri, LEASE_FILE))
     lease = OutputLease(store, run_id, seconds, output_uri)
     for _ in range(5):
         if store.create(lease._content()):

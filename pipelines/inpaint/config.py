@@ -9,6 +9,7 @@ from lama_core.choices import DEFAULT_HD_STRATEGY, HD_STRATEGIES, MASK_KINDS
 
 from pipelines.common.config_kit import (DEFAULT_MODEL, WorkerOptions, at_least_one, choices, finite, non_negative,
                                          setting)
+from pipelines.common.output_lease import MAX_LEASE_SECONDS
 from pipelines.records.formats import DEFAULT_MAX_INPUT_PIXELS, INPUT_FORMATS, OUTPUT_FORMATS
 
 #: Default input: scikit-image's bundled photos, written there as a Parquet shard on first use.
@@ -80,8 +81,8 @@ class InpaintConfig(WorkerOptions):
         problems += finite(self, "storage_backoff_seconds", "storage_backoff_max_seconds")
         if 0 < self.max_pixels < 64 * 64:
             problems.append(f"max_pixels must be 0 (no budget) or >= 4096 (64x64), got {self.max_pixels}")
-        if not 5 <= self.lease_seconds < float("inf"):
-            problems.append(f"lease_seconds must be a finite number >= 5, got {self.lease_seconds}")
+        if not 5 <= self.lease_seconds <= MAX_LEASE_SECONDS:
+            problems.append(f"lease_seconds must be a number in [5, {MAX_LEASE_SECONDS:.0f}], got {self.lease_seconds}")
         problems += choices(self, input_format=INPUT_FORMATS, hd_strategy=HD_STRATEGIES, output_format=OUTPUT_FORMATS)
         if not 0 <= self.png_compress_level <= 9:
             problems.append(f"png_compress_level must be 0-9, got {self.png_compress_level}")

@@ -31,14 +31,13 @@ from typing import Any
 import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lama_core.storage import join_uri
 
 from pipelines.records.codecs import encode_image
 from pipelines.common.error_kinds import MODEL, STORAGE
 from pipelines.inpaint.record_writer import record_table, writer_columns
-from pipelines.records.resume import records_files
+from pipelines.records.resume import read_records_file, records_files
 from pipelines.common.storage import message_line
 from pipelines.common.retry import RetryPolicy, write_file
 
@@ -143,11 +142,15 @@ def reconcile_shards(fs: fsspec.AbstractFileSystem, out_root: str) -> tuple[int,
         return 0, 0
     named: dict[str, set[str]] = {}
     for path in records_files(fs, f"{out_root}/records", recursive=True):
-        with fs.open(path, "rb") as f:
-            for output in pq.read_table(f, columns=["output"]).column("output").to_pylist():
-                if output and "#" in output:
-                    shard, rid = output.split("#", 1)
-                    named.setdefault(shard.rsplit("/", 1)[-1], set()).add(rid)
+        # A torn records file is set aside here already (its ids are redone, so its shard
+        # samples go too); the resume scan then no longer sees it.
+        table = read_records_file(fs, path, ["output"])
+        if table is None or "output" not in table.column_names:
+            continue
+        for output in table.column("output").to_pylist():
+            if output and "#" in output:
+                shard, rid = output.split("#", 1)
+                named.setdefault(shard.rsplit("/", 1)[-1], set()).add(rid)
     deleted = rewritten = 0
     for path in sorted(fs.glob(f"{shards_root}/*.tar")):
         name = path.rsplit("/", 1)[-1]
