@@ -302,3 +302,45 @@ def test_malformed_state_file_stops_the_job_with_one_line_naming_it(ray_local, m
     assert what_to_do in line, line
     assert not (out / "records").exists()
 
+
+# ----------------------------------------------------------------------------- error kinds
+
+
+def test_running_out_of_memory_on_a_record_alone_is_an_input_error():
+    from pipelines.common.error_kinds import MODEL, kind_of_exception, retried
+
+    failures = {}
+    for name, allocate in (("numpy", lambda: np.empty(2**60, np.uint8)),
+                           ("torch", lambda: torch.empty(2**60, dtype=torch.uint8)),
+                           ("shape", lambda: torch.nn.Conv2d(4, 8, 3)(torch.zeros(1, 3, 8, 8)))):
+        try:
+            allocate()
+        except Exception as exc:  # the real errors numpy and torch raise
+            failures[name] = exc
+    assert isinstance(failures["numpy"], MemoryError)
+    assert "can't allocate memory" in str(failures["torch"])  # a RuntimeError, not a MemoryError
+    for name in ("numpy", "torch"):
+        assert kind_of_exception(failures[name], "inpaint") == INPUT
+        assert kind_of_exception(failures[name], "decode") == INPUT
+        assert not retried(INPUT, retry_errors=False)  # a plain rerun does not redo it
+    assert kind_of_exception(failures["shape"], "inpaint") == MODEL  # not the record's size: retried
+
+
+def test_memory_error_while_decoding_a_record_is_its_own_input_error(tmp_path):
+    # A real MemoryError: a 12000² PNG decoded with no pixel limit in a process whose
+    # address space has 200 MB left (a child process, so this one keeps its memory).
+    script = tmp_path / "decode.py"
+    script.write_text(f"""
+import resource, sys
+sys.path[:0] = [{str(REPO)!r}, {str(REPO / 'tests')!r}]
+from inpaint_fixtures import blank_png
+from pipelines.records.decode import DecodeOptions, decode_record
+data = blank_png(12000, 12000)
+vm = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + 200 * 2**20, vm + 200 * 2**20))
+row = decode_record("huge", "huge.png", data, None, "", DecodeOptions(0, "thick_256", 0, 0))
+print(row["status"], row["error_kind"], row["error"])
+""")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("error input ") and "huge.png" in proc.stdout and "MemoryError" in proc.stdout

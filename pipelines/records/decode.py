@@ -60,7 +60,7 @@ def failure(exc: BaseException, doing: str, name: str) -> tuple[str, str]:
     ``cannot DOING NAME: Type: message`` with ``error_kinds.kind_of_exception``."""
     if isinstance(exc, RecordError):
         return str(exc), exc.kind
-    return f"cannot {doing} {name}: {type(exc).__name__}: {exc}", kind_of_exception(exc)
+    return f"cannot {doing} {name}: {type(exc).__name__}: {exc}", kind_of_exception(exc, doing)
 
 
 def decode_record_image(data: Any, name: str, max_pixels: int = 0, reduce: bool = False) -> tuple[np.ndarray, bool]:
