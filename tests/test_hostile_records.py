@@ -401,3 +401,42 @@ def test_a_folder_of_only_compressed_shards_is_read(ray_local, model_uri, tmp_pa
     summary = _inpaint(model_uri, tmp_path / "in", tmp_path / "out")
     assert (summary.ok, summary.failed) == (3, 0)
     assert sorted(records(tmp_path / "out")) == ["good00", "good01", "good02"]
+
+
+# ----------------------------------------------------------------------------- fencing
+
+
+def test_a_run_that_lost_its_lease_stops_writing_and_no_id_is_written_twice(ray_local, model_uri, tmp_path):
+    import ray
+
+    from pipelines.common.output_lease import LEASE_FILE
+
+    ids = folder_input(tmp_path / "in", 40)
+    out = tmp_path / "out"
+    args = [sys.executable, "jobs/inpaint.py", f"input={tmp_path / 'in'}", f"output={out}", f"model={model_uri}",
+            "num_workers=1", "batch_size=1", "codec_batch_size=1", "records_per_file=4", "lease_seconds=6"]
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        deadline = time.monotonic() + BOUNDED_SECONDS
+        while not list((out / "records").glob("*.parquet")) and first.poll() is None:
+            assert time.monotonic() < deadline, "no records file in bounded time"
+            time.sleep(0.1)
+        assert first.poll() is None, first.communicate()[1][-3000:]
+        (out / LEASE_FILE).unlink()  # someone "cleans up"; the same command is started again
+        second = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, first_err = first.communicate(timeout=BOUNDED_SECONDS)
+        second_out, second_err = second.communicate(timeout=BOUNDED_SECONDS)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert first.returncode != 0 and "Traceback" not in first_err, first_err[-3000:]
+    (line,) = [ln for ln in first_err.splitlines() if ln.startswith("error:")]
+    assert f"lost the lease on {out}" in line and "nothing more was written; rerun to continue" in line, line
+    assert second.returncode == 0, second_err[-3000:]
+    third, _ = run_job(*args[2:])
+    assert third.returncode == 0 and f"{len(ids)} skipped" in third.stdout, third.stdout[-2000:]
+    rows = records(out)  # fails on an id written twice
+    assert sorted(rows) == sorted(ids) and all(r["status"] == "ok" for r in rows.values())

@@ -39,7 +39,8 @@ from pipelines.cluster.progress import JobProgress, ProgressCounter
 from pipelines.cluster.ray_setup import RAY_CONNECTION, init_ray, init_ray_during
 from pipelines.common.config_kit import check_config
 from pipelines.common.errors import JobError
-from pipelines.common.output_lease import acquire_lease
+from pipelines.cluster.filesystems import fenced_filesystem
+from pipelines.common.output_lease import acquire_lease, lost_lease_line
 from pipelines.common.retry import is_transient
 from pipelines.common.run_settings import check_settings, settings_of
 from pipelines.common.storage import message_line
@@ -87,6 +88,7 @@ class _Run:
     run_id: str
     storage: Storage
     model: ModelRef
+    fence: Any = None  # the lease's LeaseFence, once taken: every writer checks it
 
     @property
     def plan_root(self) -> str:
@@ -125,6 +127,7 @@ def run_inpaint(cfg: InpaintConfig) -> InpaintSummary:
     except Exception as exc:  # storage down or access refused at the start: one line
         raise JobError(f"cannot take the lease on output {st.output_uri}: {type(exc).__name__}: "
                        f"{message_line(exc)[:300]}") from exc
+    run.fence = lease.fence(retry_policy(cfg))
     try:
         summary = _run_with_lease(cfg, run)
     except Exception as exc:
@@ -214,11 +217,11 @@ def _writer(cfg: InpaintConfig, run: _Run, listing: Listing, plan: ActorPlan) ->
     if cfg.output_format == "webdataset":  # shards of ID.png + ID.json (webdataset_writer.py)
         return ShardWriteStage(st.out_fs, f"{st.out_root}/shards", join_uri(st.output_uri, "shards"),
                                cfg.png_compress_level, run.model.model_id, run.run_id, retry_policy(cfg), partitioned,
-                               cfg.records_per_shard, plan.codec_cpus)
+                               cfg.records_per_shard, plan.codec_cpus, run.fence)
     return ImageWriteStage(st.out_fs, f"{st.out_root}/images", join_uri(st.output_uri, "images"),
                            f"{st.out_root}/masks" if cfg.write_masks else None, join_uri(st.output_uri, "masks"),
                            cfg.output_format, cfg.png_compress_level, cfg.jpeg_quality, run.model.model_id, run.run_id,
-                           retry_policy(cfg), partitioned, cfg.codec_batch_size, plan.codec_cpus)
+                           retry_policy(cfg), partitioned, cfg.codec_batch_size, plan.codec_cpus, run.fence)
 
 
 def _allow_storage_retries_in_ray_writes() -> None:
@@ -281,7 +284,10 @@ def _run_planned(cfg: InpaintConfig, run: _Run) -> InpaintSummary:
         # manifest (records/shard_plan.py).
         with warnings.catch_warnings(), JobProgress("inpaint", listing.pending, counter):
             warnings.simplefilter("ignore", DeprecationWarning)  # min_rows_per_file with partition_cols
-            ds.write_parquet(st.records_root, filesystem=st.out_fs, min_rows_per_file=cfg.records_per_file,
+            # The records files are the commits: each is opened only after its task proves
+            # this run still holds the lease (output_lease.LeaseFence).
+            records_fs = fenced_filesystem(st.out_fs, run.fence) if run.fence is not None else st.out_fs
+            ds.write_parquet(st.records_root, filesystem=records_fs, min_rows_per_file=cfg.records_per_file,
                              ray_remote_args={"num_cpus": plan.codec_cpus},
                              filename_provider=FilenameProvider(dataset_uuid=run.run_id, file_format="parquet"),
                              partition_cols=[PARTITION] if listing.kind == "parquet" else None)
@@ -291,7 +297,14 @@ def _run_planned(cfg: InpaintConfig, run: _Run) -> InpaintSummary:
         cause = [line.strip() for line in str(exc).splitlines() if line.strip()][-1]
         raise JobError(f"the model actors could not start: {cause} (records written so far are kept; "
                        "rerun to resume)") from exc
+    except Exception as exc:  # a writer found the lease gone: one line, what was written stays valid
+        line = lost_lease_line(exc)
+        if line is None:
+            raise
+        raise JobError(line) from None
     summary.seconds = time.perf_counter() - start
+    # The files were written by other processes: what this process listed before is stale.
+    st.out_fs.invalidate_cache(st.records_root)
     summary.records_files = records_files(st.out_fs, st.records_root, prefix=f"{run.run_id}_", recursive=True)
     summary.ok, summary.failed = _count_statuses(st.out_fs, summary.records_files)
     return summary

@@ -63,7 +63,8 @@ class ImageWriteStage:
     ``out_fs`` (its URI under ``images_uri``), and with ``masks_root`` each ok record's mask
     (0/255 PNG) under ``masks_root`` (``masks_uri``); writes retried per ``retry``. Rows
     carry ``model_id`` and ``run_id``; ``partitioned``: add the records' ``shard`` partition
-    column (Parquet input)."""
+    column (Parquet input). ``fence`` (an ``output_lease.LeaseFence``, or None): checked
+    before a batch writes anything, so a run that lost the output's lease stops there."""
 
     out_fs: fsspec.AbstractFileSystem
     images_root: str
@@ -79,6 +80,7 @@ class ImageWriteStage:
     partitioned: bool
     batch_size: int
     num_cpus: float
+    fence: Any = None
 
     def apply(self, ds: Any) -> Any:
         return ds.map_batches(encode_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
@@ -91,6 +93,8 @@ def encode_batch(batch: dict[str, Any], stage: ImageWriteStage) -> pa.Table:
     (retried by the next run)."""
     n = len(batch["id"])
     ext = output_extension(stage.output_format)
+    if stage.fence is not None:
+        stage.fence.check()  # raises LeaseLost: this run may write nothing more
     status, error, kind, seconds = writer_columns(batch)
     output: list[str | None] = [None] * n
     mask_output: list[str | None] = [None] * n

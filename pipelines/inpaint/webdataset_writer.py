@@ -67,7 +67,8 @@ class ShardWriteStage:
     ``records_per_shard`` rows becomes one shard under ``shards_root`` (``shards_uri``) on
     ``out_fs``, its PNGs at ``png_compress_level``; writes retried per ``retry``. Rows carry
     ``model_id`` and ``run_id``; ``partitioned``: add the records' ``shard`` partition column
-    (Parquet input)."""
+    (Parquet input). ``fence``: as ``record_writer.ImageWriteStage``'s, checked before a
+    shard is written."""
 
     out_fs: fsspec.AbstractFileSystem
     shards_root: str
@@ -79,6 +80,7 @@ class ShardWriteStage:
     partitioned: bool
     records_per_shard: int
     num_cpus: float
+    fence: Any = None
 
     def apply(self, ds: Any) -> Any:
         return ds.map_batches(write_shard_batch, fn_kwargs={"stage": self}, batch_size=self.records_per_shard,
@@ -111,6 +113,8 @@ def write_shard_batch(batch: dict[str, Any], stage: ShardWriteStage) -> pa.Table
                          stage.partitioned)
     if not ok:
         return table
+    if stage.fence is not None:
+        stage.fence.check()  # raises LeaseLost: this run may write nothing more
     start = time.perf_counter()
     try:
         rows = table.to_pylist()
