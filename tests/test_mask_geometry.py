@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lama_core.mask_geometry import (GEOMETRY_JSON_SCHEMA, GeometryError, GeometryLimits, dilate_mask,
-                                     has_shapes, rasterize_geometry)
+                                     geometry_from_coco, has_shapes, rasterize_geometry)
 
 H, W = 30, 40
 
