@@ -40,6 +40,7 @@ from pipelines.cluster.ray_setup import RAY_CONNECTION, init_ray, init_ray_durin
 from pipelines.common.config_kit import check_config
 from pipelines.common.errors import JobError
 from pipelines.cluster.filesystems import fenced_filesystem
+from pipelines.common.task_retries import worker_crash_line
 from pipelines.common.output_lease import acquire_lease, lost_lease_line
 from pipelines.common.retry import is_transient
 from pipelines.common.run_settings import check_settings, settings_of
@@ -297,8 +298,8 @@ def _run_planned(cfg: InpaintConfig, run: _Run) -> InpaintSummary:
         cause = [line.strip() for line in str(exc).splitlines() if line.strip()][-1]
         raise JobError(f"the model actors could not start: {cause} (records written so far are kept; "
                        "rerun to resume)") from exc
-    except Exception as exc:  # a writer found the lease gone: one line, what was written stays valid
-        line = lost_lease_line(exc)
+    except Exception as exc:  # a writer found the lease gone, a record crashed its workers: one line
+        line = lost_lease_line(exc) or worker_crash_line(exc, "decoding or writing records")
         if line is None:
             raise
         raise JobError(line) from None

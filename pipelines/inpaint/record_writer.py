@@ -20,6 +20,7 @@ from lama_core.masks import mask_png
 from lama_core.metrics.hole_area import hole_area_bin
 from lama_core.storage import join_uri
 
+from pipelines.common.task_retries import TASK_RETRIES
 from pipelines.records.codecs import encode_image, output_extension
 from pipelines.common.error_kinds import INPUT, MODEL, STORAGE
 from pipelines.common.storage import message_line
@@ -84,7 +85,8 @@ class ImageWriteStage:
 
     def apply(self, ds: Any) -> Any:
         return ds.map_batches(encode_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
-                              num_cpus=self.num_cpus)
+                              num_cpus=self.num_cpus,
+                              max_retries=TASK_RETRIES)
 
 
 def encode_batch(batch: dict[str, Any], stage: ImageWriteStage) -> pa.Table:

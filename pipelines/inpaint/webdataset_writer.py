@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from lama_core.storage import join_uri
 
+from pipelines.common.task_retries import TASK_RETRIES
 from pipelines.records.codecs import encode_image
 from pipelines.common.error_kinds import MODEL, STORAGE
 from pipelines.inpaint.record_writer import record_table, writer_columns
@@ -84,7 +85,8 @@ class ShardWriteStage:
 
     def apply(self, ds: Any) -> Any:
         return ds.map_batches(write_shard_batch, fn_kwargs={"stage": self}, batch_size=self.records_per_shard,
-                              num_cpus=self.num_cpus)
+                              num_cpus=self.num_cpus,
+                              max_retries=TASK_RETRIES)
 
 
 def write_shard_batch(batch: dict[str, Any], stage: ShardWriteStage) -> pa.Table:

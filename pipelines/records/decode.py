@@ -23,6 +23,7 @@ import numpy as np
 from lama_core.mask_geometry import dilate_mask
 from lama_core.masks import generate_mask
 
+from pipelines.common.task_retries import TASK_RETRIES
 from pipelines.records.codecs import RecordError, decode_geometry, decode_image, decode_mask, image_size, scale_mask
 from pipelines.common.error_kinds import kind_of_exception
 from pipelines.records.shard_plan import done_ids
@@ -179,7 +180,8 @@ class FolderDecodeStage:
 
     def apply(self, ds: Any) -> Any:
         return ds.map_batches(decode_folder_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
-                              num_cpus=self.num_cpus)
+                              num_cpus=self.num_cpus,
+                              max_retries=TASK_RETRIES)
 
 
 def decode_folder_batch(batch: dict[str, np.ndarray], stage: FolderDecodeStage) -> dict[str, Any]:
@@ -235,7 +237,8 @@ class ParquetDecodeStage:
 
     def apply(self, ds: Any) -> Any:
         return ds.map_batches(decode_parquet_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
-                              num_cpus=self.num_cpus)
+                              num_cpus=self.num_cpus,
+                              max_retries=TASK_RETRIES)
 
 
 def decode_parquet_batch(batch: dict[str, np.ndarray], stage: ParquetDecodeStage) -> dict[str, Any]:

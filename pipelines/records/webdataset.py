@@ -42,6 +42,7 @@ import fsspec
 
 from lama_core.storage import join_uri
 
+from pipelines.common.task_retries import TASK_RETRIES
 from pipelines.common.errors import JobError
 from pipelines.records.batches import column_batch
 from pipelines.records.decode import DECODED_COLUMNS, DecodeOptions, decode_record
@@ -237,7 +238,8 @@ class WebDatasetDecodeStage:
 
     def apply(self, ds: Any) -> Any:
         return ds.map_batches(decode_webdataset_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
-                              batch_format="numpy", num_cpus=self.num_cpus)
+                              batch_format="numpy", num_cpus=self.num_cpus,
+                              max_retries=TASK_RETRIES)
 
 
 def decode_webdataset_batch(batch: dict[str, Any], stage: WebDatasetDecodeStage) -> dict[str, Any]:
@@ -343,6 +345,6 @@ def read_webdataset_records(listing: WebDatasetListing, fs: fsspec.AbstractFileS
     import ray
 
     ds = ray.data.from_items([{"path": p} for p in listing.shards], override_num_blocks=max(1, len(listing.shards)))
-    ds = ds.map_batches(read_shard_batch, batch_size=1, num_cpus=stage.num_cpus,
+    ds = ds.map_batches(read_shard_batch, batch_size=1, num_cpus=stage.num_cpus, max_retries=TASK_RETRIES,
                         fn_kwargs={"fs": fs, "bad_keys": listing.bad_keys, "damaged": listing.damaged})
     return stage.apply(ds)
