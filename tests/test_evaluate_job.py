@@ -266,6 +266,23 @@ def test_watch_picks_up_new_checkpoints_and_pixel_metrics_need_no_weights(tmp_pa
     assert len(failed) == 1 and "checkpoint_broken" in failed[0]["error"] and failed[0]["hole_area_bin"] == "all"
 
 
+def test_huge_ground_truth_image_is_an_error_row_refused_from_its_header(tmp_path, ray_local, monkeypatch):
+    from inpaint_fixtures import blank_png
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))  # pixel metrics only
+    for k in range(2):
+        write(tmp_path / "data" / f"img{k}.png", encode(rng_image(k, 64, 64)))
+    write(tmp_path / "data" / "huge.png", blank_png(12000, 12000))  # 432 MB decoded, 0.4 MB on disk
+    make_checkpoint(tmp_path / "ckpts" / "checkpoint_a", seed=1, step=None)
+    cfg = config(tmp_path, str(tmp_path / "no_weights"), metrics=["psnr"], mask_kind=["thick_512"])
+    (report,) = run_evaluation(cfg)
+    assert [p.status for p in report.evaluated] == ["ok"]
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "out" / "per_image").to_pylist()}
+    assert rows["img0"]["status"] == rows["img1"]["status"] == "ok"
+    assert rows["huge"]["status"] == "error" and "12000x12000" in rows["huge"]["error"]
+    assert "max_input_pixels=67108864" in rows["huge"]["error"] and "huge.png" in rows["huge"]["error"]
+
+
 def test_metrics_without_weights_are_skipped_naming_every_missing_file(tmp_path, capsys):
     make_checkpoint(tmp_path / "ckpt", seed=1, step=1)
     cfg = EvaluateConfig(model=str(tmp_path / "ckpt"), input=str(tmp_path / "nowhere"), output=str(tmp_path / "out"),

@@ -282,13 +282,13 @@ def _decoded_dataset(sweep: Sweep, data: EvalData, mask_sets: Sequence[MaskSet],
         blocks = max(1, min(math.ceil(len(data.records) / cfg.codec_batch_size), 10_000))
         ds = ray.data.from_items(data.records, override_num_blocks=blocks)
         stage = EvalDecodeStage(data.fs, tuple(mask_sets), sweep.mask_fs, cfg.mask_seed, cfg.codec_batch_size,
-                                codec_cpus)
+                                codec_cpus, max_input_pixels=cfg.max_input_pixels)
     else:
         ds = ray.data.read_parquet(data.shards, filesystem=data.fs, include_paths=True,
                                    num_cpus=codec_cpus).select_columns(["id", "image", "path"],
                                                                         num_cpus=codec_cpus)
         stage = EvalDecodeStage(data.fs, tuple(mask_sets), sweep.mask_fs, cfg.mask_seed, cfg.codec_batch_size,
-                                codec_cpus, data.index_of, data.shard_uris)
+                                codec_cpus, data.index_of, data.shard_uris, cfg.max_input_pixels)
     # No repartition: a 1-CPU repartition task starves beside the actors (see pipelines/inpaint/job.py).
     return stage.apply(ds)
 
