@@ -21,13 +21,21 @@ before pycocotools sees them, because its decoder writes ``sum(counts)`` bytes i
 
 Problems raise ``GeometryError`` with the shape's index and what is wrong: a box that is
 empty, inverted or wholly outside the image, a polygon with fewer than 3 points or no
-area, malformed RLE counts, an RLE ``size`` other than the image's. A box partly outside
-the image is clipped to it and reported (``GeometryMask.clipped``).
+area, malformed RLE counts, an RLE ``size`` other than the image's. A box or polygon
+partly outside the image is clipped to it and reported (``GeometryMask.clipped``).
+
+Geometry comes from untrusted files, so its size is bounded before any work
+(``GeometryLimits``: JSON text size, nesting depth, number of shapes, polygon points and
+outline length, RLE counts), RLE strings decode in linear time, and polygons are clipped
+to the image before pycocotools sees them: its rasteriser walks every edge at 5x
+resolution in 32-bit integers, so one vertex at 1e12 would mean an allocation of
+terabytes (or an integer overflow in C).
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,25 +90,72 @@ class GeometryError(ValueError):
     """The geometry of a record cannot be rasterised; the message says which shape and why."""
 
 
+@dataclass(frozen=True)
+class GeometryLimits:
+    """Bounds on one record's geometry, checked before the work they bound.
+
+    ``json_bytes``: JSON text size (16 MiB holds the uncompressed RLE of a complex mask of
+    a 50 MP photo several times over). ``depth``: nesting of arrays/objects in that text
+    (the schema needs 4; metadata beside it gets room). ``shapes``: boxes + polygons +
+    RLEs. ``polygon_points``: vertices over all polygons. ``outline``: total outline length
+    of the clipped polygons in pixels, what pycocotools' rasteriser allocates for (about
+    120 bytes per pixel of outline: 4 M pixels stay under 500 MB). ``rle_counts``: run
+    lengths per RLE (besides at most ``H * W + 1``). ``coordinate``: largest absolute
+    polygon coordinate (a real image is far smaller; beyond it clipping loses precision)."""
+
+    json_bytes: int = 16 * 2**20
+    depth: int = 32
+    shapes: int = 10_000
+    polygon_points: int = 1_000_000
+    outline: int = 4_000_000
+    rle_counts: int = 4_000_000
+    coordinate: float = 1e15
+
+
+#: The limits every job decodes geometry with.
+LIMITS = GeometryLimits()
+
+# A COCO count fits in 13 groups of 5 bits (65 bits); more is a hostile or corrupt string
+# (an unbounded count would make decoding quadratic in big-integer arithmetic).
+_MAX_COUNT_GROUPS = 13
+# JSON strings (with escapes), removed before counting brackets for the depth check.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
 @dataclass
 class GeometryMask:
-    """``mask``: uint8 ``H x W`` in {0, 1} (1 = hole). ``clipped``: some box reached past
-    the image and was cut to it. ``shapes``: how many boxes, polygons and RLEs were drawn."""
+    """``mask``: uint8 ``H x W`` in {0, 1} (1 = hole). ``clipped``: some box or polygon
+    reached past the image and was cut to it. ``shapes``: how many boxes, polygons and RLEs were drawn."""
 
     mask: np.ndarray
     clipped: bool
     shapes: int
 
 
-def parse_geometry(data: str | bytes | dict) -> dict[str, Any]:
+def _json_depth(text: bytes) -> int:
+    """Deepest nesting of arrays/objects in JSON ``text`` (brackets inside strings do not
+    count), in linear time and without parsing."""
+    bare = np.frombuffer(_JSON_STRING.sub(b'""', text), np.uint8)
+    step = np.isin(bare, (ord("["), ord("{"))).astype(np.int32) - np.isin(bare, (ord("]"), ord("}")))
+    return int(np.cumsum(step).max(initial=0))
+
+
+def parse_geometry(data: str | bytes | dict, limits: GeometryLimits = LIMITS) -> dict[str, Any]:
     """JSON text/bytes or an already-parsed dict -> the geometry dict. Raises
-    ``GeometryError`` when it is not JSON or not an object."""
+    ``GeometryError`` when it is not JSON, not an object, or over ``limits.json_bytes`` /
+    ``limits.depth`` (checked before parsing)."""
     if isinstance(data, dict):
         return data
+    text = data.encode("utf-8", errors="surrogatepass") if isinstance(data, str) else bytes(data)
+    if len(text) > limits.json_bytes:
+        raise GeometryError(f"geometry JSON is {len(text)} bytes, over the limit of {limits.json_bytes}")
+    depth = _json_depth(text)
+    if depth > limits.depth:
+        raise GeometryError(f"geometry JSON is nested {depth} levels deep, over the limit of {limits.depth}")
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise GeometryError(f"geometry is not valid JSON: {exc}") from exc
+        obj = json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise GeometryError(f"geometry is not valid JSON: {str(exc)[:200]}") from exc
     if not isinstance(obj, dict):
         raise GeometryError(f"geometry must be a JSON object, got {type(obj).__name__}")
     return obj
@@ -136,31 +191,90 @@ def _box_bboxes(boxes: Any, normalized: bool, height: int, width: int) -> tuple[
     return np.array(out, np.float64).reshape(-1, 4), clipped
 
 
-def _polygons(polygons: Any) -> list[list[float]]:
+def _polygons(polygons: Any, limits: GeometryLimits) -> list[np.ndarray]:
+    """Checked polygons as float64 ``N x 2`` vertex arrays (x, y)."""
     if not isinstance(polygons, list):
         raise GeometryError(f"polygons must be a list of [x1, y1, x2, y2, ...] lists, got {type(polygons).__name__}")
+    points = sum(len(poly) // 2 for poly in polygons if isinstance(poly, list))
+    if points > limits.polygon_points:
+        raise GeometryError(f"polygons have {points} points in all, over the limit of {limits.polygon_points}")
+    out = []
     for i, poly in enumerate(polygons):
         if not isinstance(poly, list) or not all(_number(v) for v in poly):
             raise GeometryError(f"polygon {i} must be a flat list of finite numbers [x1, y1, x2, y2, ...]")
         if len(poly) < 6 or len(poly) % 2:
             raise GeometryError(f"polygon {i} is empty or malformed: {len(poly)} coordinates (needs an even "
                                 "number, at least 3 points)")
-    return [[float(v) for v in poly] for poly in polygons]
+        vertices = np.array(poly, np.float64).reshape(-1, 2)
+        if np.abs(vertices).max() > limits.coordinate:
+            raise GeometryError(f"polygon {i} has a coordinate beyond +-{limits.coordinate:g} pixels")
+        out.append(vertices)
+    return out
 
 
-def _string_counts(text: str) -> list[int]:
+def _clip_half_plane(vertices: np.ndarray, axis: int, bound: float, keep_below: bool) -> np.ndarray:
+    """One Sutherland-Hodgman step, vectorised: the part of the closed polygon ``vertices``
+    (float64 ``N x 2``) where coordinate ``axis`` is <= ``bound`` (``keep_below``) or >= it.
+    Returns ``M x 2`` (M = 0 when nothing is left)."""
+    if not len(vertices):
+        return vertices
+    prev = np.roll(vertices, 1, axis=0)
+    inside = vertices[:, axis] <= bound if keep_below else vertices[:, axis] >= bound
+    prev_inside = np.roll(inside, 1)
+    crossing = inside != prev_inside
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (bound - prev[:, axis]) / (vertices[:, axis] - prev[:, axis])
+    cut = prev + np.where(crossing, t, 0.0)[:, None] * (vertices - prev)
+    cut[:, axis] = bound
+    # Per edge prev -> cur: the crossing point (if it crosses), then cur (if inside).
+    both = np.stack([cut, vertices], axis=1).reshape(-1, 2)
+    keep = np.stack([crossing, inside], axis=1).reshape(-1)
+    return both[keep]
+
+
+def _clip_polygon(vertices: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``vertices`` (float64 ``N x 2``) clipped to the image grown by its own size on every
+    side (``-width <= x <= 2 * width``, likewise y): no coordinate is left that
+    pycocotools' 32-bit, 5x-upsampled rasteriser cannot take, and the cut runs far from the
+    image, so only the rounding of an edge that was cut can move by a pixel in it."""
+    for axis, size in ((0, float(width)), (1, float(height))):
+        vertices = _clip_half_plane(vertices, axis, -size, keep_below=False)
+        vertices = _clip_half_plane(vertices, axis, 2 * size, keep_below=True)
+    return vertices
+
+
+def _beyond(vertices: np.ndarray, height: int, width: int, margin: float) -> bool:
+    """Whether a vertex lies more than ``margin`` times the image's size past its border."""
+    x, y = vertices[:, 0], vertices[:, 1]
+    return bool((x < -margin * width).any() or (x > (1 + margin) * width).any()
+                or (y < -margin * height).any() or (y > (1 + margin) * height).any())
+
+
+def _outline(vertices: np.ndarray) -> float:
+    """Outline length of a closed polygon as pycocotools walks it: sum over edges of
+    ``max(|dx|, |dy|)`` in pixels."""
+    step = np.abs(np.roll(vertices, -1, axis=0) - vertices)
+    return float(step.max(axis=1).sum()) if len(vertices) else 0.0
+
+
+def _string_counts(text: str, max_counts: int) -> list[int]:
     """Run lengths of a COCO compressed RLE string (the COCO API's ``rleFrString`` format:
     each count in 5-bit groups, least significant first, as characters ``48 + group``
     with bit 0x20 meaning "more groups follow" and bit 0x10 of the last group the sign;
     from the third count on, each is stored as the difference to the count two before).
-    Raises ``GeometryError`` on characters outside that alphabet or a truncated count."""
+    Linear in ``len(text)``. Raises ``GeometryError`` on characters outside that alphabet,
+    a truncated count, a count longer than 13 characters, or more than ``max_counts`` counts."""
     counts: list[int] = []
     pos = 0
     while pos < len(text):
+        if len(counts) >= max_counts:
+            raise GeometryError(f"RLE counts string holds more than {max_counts} run lengths")
         value, shift, more = 0, 0, True
         while more:
             if pos >= len(text):
                 raise GeometryError("RLE counts string ends inside a run length")
+            if shift >= 5 * _MAX_COUNT_GROUPS:
+                raise GeometryError(f"RLE counts string has a run length longer than {_MAX_COUNT_GROUPS} characters")
             group = ord(text[pos]) - 48
             if not 0 <= group < 64:
                 raise GeometryError(f"RLE counts string has a character outside COCO's alphabet: {text[pos]!r}")
@@ -176,9 +290,10 @@ def _string_counts(text: str) -> list[int]:
     return counts
 
 
-def _rle_objects(rle: Any, height: int, width: int) -> list[dict[str, Any]]:
+def _rle_objects(rle: Any, height: int, width: int, limits: GeometryLimits) -> list[dict[str, Any]]:
     """Checked RLEs as uncompressed ``{"size", "counts": [int]}`` dicts for pycocotools."""
     items = rle if isinstance(rle, list) else [rle]
+    max_counts = min(limits.rle_counts, height * width + 1)
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or "size" not in item or "counts" not in item:
@@ -193,11 +308,13 @@ def _rle_objects(rle: Any, height: int, width: int) -> list[dict[str, Any]]:
             counts = counts.decode("ascii", errors="replace")
         if isinstance(counts, str):
             try:
-                counts = _string_counts(counts)
+                counts = _string_counts(counts, max_counts)
             except GeometryError as exc:
                 raise GeometryError(f"rle {i} is malformed: {exc}") from None
         elif not (isinstance(counts, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in counts)):
             raise GeometryError(f"rle {i} counts must be a COCO string or a list of integers")
+        elif len(counts) > max_counts:
+            raise GeometryError(f"rle {i} is malformed: {len(counts)} run lengths, over the limit of {max_counts}")
         if any(v < 0 for v in counts):
             raise GeometryError(f"rle {i} is malformed: negative run length")
         if sum(counts) != height * width:
@@ -207,17 +324,30 @@ def _rle_objects(rle: Any, height: int, width: int) -> list[dict[str, Any]]:
     return out
 
 
-def rasterize_geometry(geometry: str | bytes | dict, height: int, width: int) -> GeometryMask:
+def _shape_count(geometry: dict[str, Any]) -> int:
+    count = 0
+    for key in SHAPE_KEYS:
+        value = geometry.get(key)
+        count += len(value) if isinstance(value, list) else value is not None
+    return count
+
+
+def rasterize_geometry(geometry: str | bytes | dict, height: int, width: int,
+                       limits: GeometryLimits = LIMITS) -> GeometryMask:
     """One record's geometry (JSON or dict, ``GEOMETRY_JSON_SCHEMA``) -> its hole mask on an
     ``height x width`` image: uint8 ``H x W`` in {0, 1}, the union of every shape, as
     pycocotools rasterises it. Geometry with no shapes (``{"boxes": []}``: nothing was
-    detected) gives an all-zero mask. Raises ``GeometryError`` (see the module docstring)."""
+    detected) gives an all-zero mask. ``limits`` bound the work before it is done. Raises
+    ``GeometryError`` (see the module docstring)."""
     from pycocotools import mask as coco_mask  # the COCO API's C rasteriser and RLE codec
 
-    geometry = parse_geometry(geometry)
+    geometry = parse_geometry(geometry, limits)
     normalized = geometry.get("normalized", False)
     if not isinstance(normalized, bool):
         raise GeometryError(f"normalized must be true or false, got {normalized!r}")
+    shapes = _shape_count(geometry)
+    if shapes > limits.shapes:
+        raise GeometryError(f"geometry holds {shapes} shapes, over the limit of {limits.shapes}")
     rles: list[Any] = []
     named: list[str] = []  # which shape each RLE came from, for "covers no pixel" errors
     clipped = False
@@ -227,12 +357,23 @@ def rasterize_geometry(geometry: str | bytes | dict, height: int, width: int) ->
             rles += coco_mask.frPyObjects(bboxes, height, width)
             named += [f"box {i} {geometry['boxes'][i]}" for i in range(len(bboxes))]
     if geometry.get("polygons") is not None:
-        polygons = _polygons(geometry["polygons"])
+        polygons, outline = [], 0.0
+        for i, vertices in enumerate(_polygons(geometry["polygons"], limits)):
+            clipped |= _beyond(vertices, height, width, 0.0)
+            if _beyond(vertices, height, width, 1.0):  # a polygon near the image is drawn as given
+                vertices = _clip_polygon(vertices, height, width)
+            if len(vertices) < 3:
+                raise GeometryError(f"polygon {i} lies outside the {width}x{height} image")
+            outline += _outline(vertices)
+            polygons.append(vertices.ravel().tolist())
+        if outline > limits.outline:
+            raise GeometryError(f"polygons have an outline of {outline:.0f} pixels inside the image, over the limit "
+                                f"of {limits.outline}")
         if polygons:
             rles += coco_mask.frPyObjects(polygons, height, width)
             named += [f"polygon {i}" for i in range(len(polygons))]
     if geometry.get("rle") is not None:
-        for i, obj in enumerate(_rle_objects(geometry["rle"], height, width)):
+        for i, obj in enumerate(_rle_objects(geometry["rle"], height, width, limits)):
             rles.append(coco_mask.frPyObjects(obj, height, width))
             named.append(f"rle {i}")
     if not rles:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tarfile
 import zlib
 from pathlib import Path
 
@@ -47,6 +48,29 @@ def png16_rgb(array: np.ndarray) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A black 8-bit RGB PNG of ``width x height`` compressed row by row: a 12000 x 12000
+    one (432 MB of pixels) is ~0.4 MB and never held decoded here."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    packer, row = zlib.compressobj(9), b"\x00" * (1 + 3 * width)  # filter byte 0 + the row
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """An uncompressed tar (a WebDataset shard) of ``(name, bytes)`` members, in order."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def write(path: Path, data: bytes) -> Path:

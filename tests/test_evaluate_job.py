@@ -235,6 +235,25 @@ def test_a_mask_folder_rewritten_with_other_masks_is_scored_again(sweep, tmp_pat
     assert len(before) == len(after) == 1 and before != after  # the pair's files now hold the new scores
 
 
+def test_reference_cache_of_the_wrong_shape_is_recomputed(sweep, tmp_path, capsys):
+    # Same copy-of-the-output pattern: a cache entry with 2 feature rows for 3 ids, of 7
+    # features each, must not crash the pass that uses it; it is recomputed and replaced.
+    root, cfg, _ = sweep
+    shutil.copytree(root / "out", tmp_path / "out")
+    (entry,) = (tmp_path / "out" / "cache").glob("real-features-*.npz")
+    with np.load(entry) as good:
+        ids = good["ids"]
+        assert good["fid_features_real"].shape == (len(ids), 2048)
+    np.savez(entry, ids=ids, fid_features_real=np.zeros((len(ids) - 1, 7), np.float32))
+    new = make_checkpoint(tmp_path / "ckpts" / "checkpoint_000003", seed=3, step=3)
+    cfg = dataclasses.replace(cfg, output=str(tmp_path / "out"), model=[cfg.model, new])
+    (report,) = run_evaluation(cfg)
+    assert [p.status for p in report.evaluated] == ["ok", "ok"]
+    assert f"reference cache {entry.name}" in capsys.readouterr().err
+    with np.load(entry) as fixed:
+        assert fixed["fid_features_real"].shape == (len(fixed["ids"]), 2048) and len(fixed["ids"]) == len(ids)
+
+
 # ----------------------------------------------------------------------------- watch, errors, config
 
 def test_watch_picks_up_new_checkpoints_and_pixel_metrics_need_no_weights(tmp_path, ray_local, monkeypatch,
@@ -270,6 +289,23 @@ def test_watch_picks_up_new_checkpoints_and_pixel_metrics_need_no_weights(tmp_pa
     summary = pq.read_table(tmp_path / "out" / "summary").to_pylist()
     failed = [r for r in summary if r["status"] == "error"]
     assert len(failed) == 1 and "checkpoint_broken" in failed[0]["error"] and failed[0]["hole_area_bin"] == "all"
+
+
+def test_huge_ground_truth_image_is_an_error_row_refused_from_its_header(tmp_path, ray_local, monkeypatch):
+    from inpaint_fixtures import blank_png
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))  # pixel metrics only
+    for k in range(2):
+        write(tmp_path / "data" / f"img{k}.png", encode(rng_image(k, 64, 64)))
+    write(tmp_path / "data" / "huge.png", blank_png(12000, 12000))  # 432 MB decoded, 0.4 MB on disk
+    make_checkpoint(tmp_path / "ckpts" / "checkpoint_a", seed=1, step=None)
+    cfg = config(tmp_path, str(tmp_path / "no_weights"), metrics=["psnr"], mask_kind=["thick_512"])
+    (report,) = run_evaluation(cfg)
+    assert [p.status for p in report.evaluated] == ["ok"]
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "out" / "per_image").to_pylist()}
+    assert rows["img0"]["status"] == rows["img1"]["status"] == "ok"
+    assert rows["huge"]["status"] == "error" and "12000x12000" in rows["huge"]["error"]
+    assert "max_input_pixels=67108864" in rows["huge"]["error"] and "huge.png" in rows["huge"]["error"]
 
 
 def test_metrics_without_weights_are_skipped_naming_every_missing_file(tmp_path, capsys):

@@ -130,12 +130,14 @@ def test_huge_png_is_refused_from_its_header_and_big_jpeg_decoded_reduced():
     assert err.value.kind == INPUT
     assert peak < 20 * 2**20, peak  # nothing near the 144 MB of even one channel
     jpeg = encode(rng_image(1, 1200, 1600), "JPEG", quality=90)
-    image, _ = decode_image(jpeg, "big.jpg", max_pixels=600 * 800)  # 1/2 scale fits exactly
+    with pytest.raises(RecordError, match="raise max_input_pixels, or resize_over_limit=true to decode it reduced"):
+        decode_image(jpeg, "big.jpg", max_pixels=600 * 800)  # reduced only when asked
+    image, _ = decode_image(jpeg, "big.jpg", max_pixels=600 * 800, reduce=True)  # 1/2 scale fits exactly
     assert image.shape == (600, 800, 3)
-    image, _ = decode_image(jpeg, "big.jpg", max_pixels=500 * 500)  # 1/4 scale
+    image, _ = decode_image(jpeg, "big.jpg", max_pixels=500 * 500, reduce=True)  # 1/4 scale
     assert image.shape == (300, 400, 3)
     with pytest.raises(RecordError, match="over max_input_pixels"):
-        decode_image(jpeg, "big.jpg", max_pixels=100 * 100)  # even 1/8 (150x200) is too large
+        decode_image(jpeg, "big.jpg", max_pixels=100 * 100, reduce=True)  # even 1/8 (150x200) is too large
 
 
 def test_alpha_only_mask_is_read_from_its_alpha_channel():
@@ -366,7 +368,7 @@ def test_sigkill_of_the_driver_mid_run_then_a_rerun_resumes(ray_local, model_uri
             proc.kill()
     assert (out / LEASE_FILE).exists()  # left behind by the killed driver
     # A records file the kill caught mid-write is not readable; the rerun sets it aside
-    # (``*.corrupt``) and redoes its ids.
+    # (``_NAME.corrupt``) and redoes its ids.
     written = len(_readable_records(out / "records"))
     assert 2 <= written < len(ids), written
     # Same host, the lease's process is gone: taken over at once, no wait for expiry.

@@ -8,8 +8,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from lama_core.mask_geometry import (GEOMETRY_JSON_SCHEMA, GeometryError, dilate_mask, geometry_from_coco,
-                                     has_shapes, rasterize_geometry)
+from lama_core.mask_geometry import (GEOMETRY_JSON_SCHEMA, GeometryError, GeometryLimits, dilate_mask,
+                                     geometry_from_coco, has_shapes, rasterize_geometry)
 
 H, W = 30, 40
 
@@ -230,3 +230,61 @@ def test_coco_file_to_geometry_per_image():
     bad["annotations"].append({"id": 14, "image_id": 9, "bbox": [0, 0, 1, 1]})
     with pytest.raises(GeometryError, match=r"annotation 4 \(id 14\) refers to no image"):
         geometry_from_coco(bad)
+
+
+# ----------------------------------------------------------------------------- hostile geometry
+
+def test_polygon_far_outside_is_clipped_before_pycocotools_and_drawn_as_its_part_inside():
+    # The triangle (0, 0), (X, 0), (X, X) covers the pixels on and above the diagonal for any
+    # X past the image; at X = 1e12 pycocotools alone would walk a 5e12-pixel outline.
+    near = rasterize_geometry({"polygons": [[0, 0, 1e3, 0, 1e3, 1e3]]}, H, W)
+    far = rasterize_geometry({"polygons": [[0, 0, 1e12, 0, 1e12, 1e12]]}, H, W)
+    assert far.clipped and near.clipped
+    assert np.array_equal(far.mask, near.mask) and far.mask.sum() > H * W // 3
+    inside = rasterize_geometry({"polygons": [[2, 2, 10, 2, 10, 8]]}, H, W)
+    assert not inside.clipped
+    with pytest.raises(GeometryError, match="polygon 0 lies outside the 40x30 image"):
+        rasterize_geometry({"polygons": [[1e12, 1e12, 2e12, 1e12, 2e12, 2e12]]}, H, W)
+    with pytest.raises(GeometryError, match=r"polygon 0 has a coordinate beyond \+-1e\+15"):
+        rasterize_geometry({"polygons": [[0, 0, 1e300, 0, 1e300, 1e300]]}, H, W)
+
+
+def test_concave_polygon_reaching_far_out_keeps_its_notch():
+    # A U whose arms reach 1e9 pixels down: inside the image, the notch between the arms
+    # stays unfilled after clipping.
+    u = [0, 0, 40, 0, 40, 1e9, 30, 1e9, 30, 10, 10, 10, 10, 1e9, 0, 1e9]
+    got = rasterize_geometry({"polygons": [u]}, H, W)
+    expected = rect(0, 10, 0, 40) | rect(0, 30, 0, 10) | rect(0, 30, 30, 40)
+    assert np.array_equal(got.mask, expected)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("x" * 2000, "geometry JSON is 2000 bytes, over the limit of 1000"),
+    ('{"boxes": ' + "[" * 40 + "]" * 40 + "}", "nested 41 levels deep, over the limit of 32"),
+    ('{"caption": "' + "[" * 200 + '", "boxes": [[0, 0, 2, 2]]}', None),  # brackets in a string do not nest
+    (json.dumps({"boxes": [[0, 0, 2, 2]] * 11}), "geometry holds 11 shapes, over the limit of 10"),
+    (json.dumps({"polygons": [[0, 0, 5, 0, 5, 5] * 4]}), "polygons have 12 points in all, over the limit of 10"),
+    (json.dumps({"polygons": [[0, 0, 39, 0, 0, 29, 39, 29] * 2]}), "over the limit of 200"),
+    (json.dumps({"rle": {"size": [H, W], "counts": [1] * 21}}), "21 run lengths, over the limit of 20"),
+    (json.dumps({"rle": {"size": [H, W], "counts": "1" * 21}}), "more than 20 run lengths"),
+])
+def test_limits_are_checked_before_the_work(text, problem):
+    limits = GeometryLimits(json_bytes=1000, shapes=10, polygon_points=10, outline=200, rle_counts=20)
+    if problem is None:
+        assert rasterize_geometry(text, H, W, limits).mask.sum() == 4
+        return
+    with pytest.raises(GeometryError) as info:
+        rasterize_geometry(text, H, W, limits)
+    assert problem in str(info.value)
+
+
+def test_megabyte_rle_strings_fail_in_linear_time():
+    # One endless count (every character says "more follows"): big-integer arithmetic made
+    # this quadratic; now it stops at the 14th character.
+    with pytest.raises(GeometryError, match="run length longer than 13 characters"):
+        rasterize_geometry({"rle": {"size": [H, W], "counts": "o" * 2**20}}, H, W)
+    # A million 1-pixel runs on a 40x30 image: more counts than pixels, refused at 1201.
+    with pytest.raises(GeometryError, match="more than 1201 run lengths"):
+        rasterize_geometry({"rle": {"size": [H, W], "counts": "1" * 2**20}}, H, W)
+    with pytest.raises(GeometryError, match="not valid JSON"):
+        rasterize_geometry("[" * 10_000 + "]" * 10_000, H, W, GeometryLimits(depth=100_000))

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from inpaint_fixtures import box_mask, encode, rng_image, write
+from inpaint_fixtures import box_mask, encode, rng_image, tar_bytes, write
 from lama_core import build_generator, save_generator
 from lama_core.mask_geometry import dilate_mask
 from pipelines.inpaint.config import InpaintConfig
@@ -32,16 +32,6 @@ def rect(height: int, width: int, y0: int, y1: int, x0: int, x1: int) -> np.ndar
     mask = np.zeros((height, width), bool)
     mask[y0:y1, x0:x1] = True
     return mask
-
-
-def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def read_tar(data: bytes) -> dict[str, bytes]:
@@ -146,7 +136,7 @@ def test_brace_patterns_member_keys_and_format_detection():
     assert not is_webdataset_input("parquet", "/d", ["a.tar"])
 
 
-def test_listing_counts_samples_skips_done_and_refuses_bad_shards(tmp_path):
+def test_listing_counts_samples_skips_done_and_turns_bad_shards_into_error_rows(tmp_path):
     geometry_shards(tmp_path / "in")
     fs = fsspec.filesystem("file")
     root = str(tmp_path / "in")
@@ -159,18 +149,21 @@ def test_listing_counts_samples_skips_done_and_refuses_bad_shards(tmp_path):
     missing = f"{root}/shard-{{000000..000002}}.tar"
     with pytest.raises(JobError, match="1 shards of the pattern .* do not exist .*shard-000002.tar"):
         list_webdataset(fs, missing, missing, [], set())
+    # A key in two shards: one error row, in the first shard that has it.
     write(tmp_path / "in" / "dup.tar", tar_bytes([("poly.png", b"x")]))
-    with pytest.raises(JobError, match="duplicate sample keys .*'poly'"):
-        list_webdataset(fs, root, root, files + ["dup.tar"], set())
+    dup = list_webdataset(fs, root, root, files + ["dup.tar"], set())
+    assert dup.total == 10 and dup.bad_keys["poly"][0] == f"{root}/shard-000000.tar"
+    assert "sample key 'poly' is in shards" in dup.bad_keys["poly"][1]
     write(tmp_path / "split" / "s.tar", tar_bytes([("a.png", b"x"), ("b.png", b"x"), ("a.json", b"{}")]))
-    with pytest.raises(JobError, match="s.tar: ValueError: the members of sample 'a' are not consecutive"):
-        list_webdataset(fs, str(tmp_path / "split"), str(tmp_path / "split"), ["s.tar"], set())
+    split = list_webdataset(fs, str(tmp_path / "split"), str(tmp_path / "split"), ["s.tar"], set())
+    assert split.total == 2 and "the members of sample 'a' are not consecutive" in split.bad_keys["a"][1]
     write(tmp_path / "twice" / "s.tar", tar_bytes([("a.png", b"x"), ("a.png", b"y")]))
-    with pytest.raises(JobError, match="sample 'a' has two members 'a.png'"):
-        list_webdataset(fs, str(tmp_path / "twice"), str(tmp_path / "twice"), ["s.tar"], set())
+    twice = list_webdataset(fs, str(tmp_path / "twice"), str(tmp_path / "twice"), ["s.tar"], set())
+    assert "sample 'a' has two members 'a.png'" in twice.bad_keys["a"][1]
     write(tmp_path / "bad" / "t.tar", b"not a tar file at all" * 40)
-    with pytest.raises(JobError, match="cannot read WebDataset shard .*t.tar"):
-        list_webdataset(fs, str(tmp_path / "bad"), str(tmp_path / "bad"), ["t.tar"], set())
+    bad = list_webdataset(fs, str(tmp_path / "bad"), str(tmp_path / "bad"), ["t.tar"], set())
+    assert bad.total == 1 and bad.damaged[f"{tmp_path}/bad/t.tar"][0] == "t.tar"
+    assert "not a readable tar" in bad.damaged[f"{tmp_path}/bad/t.tar"][1]
 
 
 def test_sample_columns_give_every_sample_one_schema():
@@ -201,8 +194,8 @@ def test_reconcile_keeps_named_shards_trims_partial_ones_and_drops_orphans(tmp_p
         write(out / "shards" / name, tar_bytes([m for i in ids for m in ((f"{i}.png", b"p"), (f"{i}.json", b"{}"))]))
     (out / "records").mkdir()
     outputs = [f"{out}/shards/{full}#a", f"{out}/shards/{full}#b", f"{out}/shards/{partial}#c", None]
-    pq.write_table(pa.table({"id": ["a", "b", "c", "x"], "output": pa.array(outputs, pa.string())}),
-                   out / "records" / "run.parquet")
+    pq.write_table(pa.table({"id": ["a", "b", "c", "x"], "status": ["ok"] * 4,
+                             "output": pa.array(outputs, pa.string())}), out / "records" / "run.parquet")
     assert reconcile_shards(fs, str(out)) == (1, 1)
     assert sorted(p.name for p in (out / "shards").iterdir()) == [full, partial]
     assert set(read_tar((out / "shards" / partial).read_bytes())) == {"c.png", "c.json"}

@@ -159,18 +159,30 @@ def content_hash(*parts: bytes | np.ndarray | torch.Tensor | str, model_id: str)
     return digest.hexdigest()
 
 
-def load_cached_arrays(cache_dir: str, key: str, endpoint_url: str | None = None) -> dict[str, np.ndarray] | None:
+def load_cached_arrays(cache_dir: str, key: str, endpoint_url: str | None = None,
+                       max_bytes: int | None = None) -> dict[str, np.ndarray] | None:
     """The arrays stored as ``CACHE_DIR/KEY.npz`` (a local folder or URI), or None when
     there is no such entry or it cannot be read (a damaged entry is recomputed by the
-    caller)."""
+    caller). ``max_bytes``: an entry whose file, or whose arrays once unpacked (the sizes
+    its zip directory declares), would be larger is not read: None. Never unpickles."""
+    import zipfile
+
     uri = join_uri(cache_dir, f"{key}.npz")
     fs, path = filesystem_for(uri, endpoint_url)
     if not fs.exists(path):
         return None
     try:
-        with np.load(io.BytesIO(read_bytes(uri, endpoint_url)), allow_pickle=False) as data:
+        if max_bytes is not None and fs.size(path) > max_bytes:
+            return None
+        buffer = io.BytesIO(read_bytes(uri, endpoint_url))
+        if max_bytes is not None:
+            with zipfile.ZipFile(buffer) as archive:
+                if sum(info.file_size for info in archive.infolist()) > max_bytes:
+                    return None  # a compressed entry that would unpack past the bound
+            buffer.seek(0)
+        with np.load(buffer, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
-    except (ValueError, OSError, EOFError):
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile):
         return None
 
 

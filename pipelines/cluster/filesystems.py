@@ -16,6 +16,30 @@ def pyarrow_filesystem(uri: str, endpoint_url: str | None = None) -> pafs.FileSy
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
+class _FencedHandler(pafs.FSSpecHandler):
+    """``FSSpecHandler`` whose every open for writing first calls ``fence.check()``."""
+
+    def __init__(self, fs, fence) -> None:
+        super().__init__(fs)
+        self.fence = fence
+
+    def open_output_stream(self, path, metadata):
+        self.fence.check()
+        return super().open_output_stream(path, metadata)
+
+    def open_append_stream(self, path, metadata):
+        self.fence.check()
+        return super().open_append_stream(path, metadata)
+
+
+def fenced_filesystem(fs, fence) -> pafs.FileSystem:
+    """The fsspec filesystem ``fs`` as a pyarrow ``FileSystem`` (for Ray's writers) that
+    calls ``fence.check()`` (e.g. ``output_lease.LeaseFence``: raises when the run lost its
+    output's lease) before it opens any file for writing: a writer task that may no longer
+    write fails before its file exists. Picklable into Ray tasks."""
+    return pafs.PyFileSystem(_FencedHandler(fs, fence))
+
+
 def storage_location(uri: str, endpoint_url: str | None = None) -> tuple[str, pafs.FileSystem | None]:
     """``(storage_path, storage_filesystem)`` for ``ray.train.RunConfig``: an absolute local
     path with no filesystem, or the path inside the bucket with a wrapped fsspec filesystem."""

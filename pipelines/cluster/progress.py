@@ -139,6 +139,36 @@ class ReportLog:
         return lines
 
 
+@ray.remote(num_cpus=0)
+class SkippedInputs:
+    """Input files a stage skipped (a zero-CPU actor): each distinct message (naming the
+    file and why) counts once, however often the file comes back (every epoch of a training
+    stream re-decodes it). The first ``named`` distinct ones wait to be printed by the
+    driver (``pop_new``); only their count is kept beyond that, as a set of 8-byte hashes."""
+
+    def __init__(self, named: int = 5) -> None:
+        self.named = named
+        self.seen: set[int] = set()
+        self.pending: list[str] = []
+
+    def add(self, message: str) -> None:
+        import hashlib
+
+        digest = int.from_bytes(hashlib.blake2b(message.encode("utf-8", "replace"), digest_size=8).digest(), "big")
+        if digest in self.seen:
+            return
+        self.seen.add(digest)
+        if len(self.seen) <= self.named:
+            self.pending.append(message)
+
+    def pop_new(self) -> list[str]:
+        lines, self.pending = self.pending, []
+        return lines
+
+    def count(self) -> int:
+        return len(self.seen)
+
+
 #: Metrics a training report carries that are not worth a console column.
 _QUIET_METRICS = {"step", "start_step", "start_generator_digest", "generator_lr", "discriminator_lr", "images_per_s"}
 
@@ -175,20 +205,31 @@ def report_printer(log: Any, total_steps: int) -> Any:
 
 class follow_reports(_Poller):
     """Context manager: print the lines ``log`` (a ``ReportLog``) receives, to ``stream``
-    (stdout), from a thread, until the block exits (then the rest)."""
+    (stdout), from a thread, until the block exits (then the rest). ``skipped`` (a
+    ``SkippedInputs`` handle, optional): its first distinct messages are printed as
+    ``skipped training image: MESSAGE`` when they arrive, and its count once at the end."""
 
-    def __init__(self, log: Any, stream: TextIO | None = None, poll_s: float = 1.0):
+    def __init__(self, log: Any, stream: TextIO | None = None, poll_s: float = 1.0, skipped: Any = None):
         super().__init__("train-reports")
-        self.log, self.stream, self.poll_s = log, stream or sys.stdout, poll_s
+        self.log, self.stream, self.poll_s, self.skipped = log, stream or sys.stdout, poll_s, skipped
+
+    def _get(self, ref: Any, default: Any) -> Any:
+        try:
+            return ray.get(ref, timeout=10)
+        except Exception:  # noqa: BLE001 - never let the printer stop training
+            return default
 
     def _run(self) -> None:
         while True:
             stopping = self._stop.wait(self.poll_s)
-            try:
-                lines = ray.get(self.log.pop_all.remote(), timeout=10)
-            except Exception:  # noqa: BLE001 - never let the printer stop training
-                lines = []
+            lines = self._get(self.log.pop_all.remote(), [])
+            if self.skipped is not None:
+                lines += [f"skipped training image: {m}" for m in self._get(self.skipped.pop_new.remote(), [])]
             for line in lines:
                 print(line, file=self.stream, flush=True)
             if stopping:
+                count = self._get(self.skipped.count.remote(), 0) if self.skipped is not None else 0
+                if count:
+                    print(f"skipped {count} training images in all (over max_input_pixels or undecodable; the "
+                          "first are named above)", file=self.stream, flush=True)
                 return

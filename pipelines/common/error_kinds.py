@@ -3,13 +3,14 @@
 Every error row of ``OUTPUT/records/`` carries ``error_kind``:
 
 * ``input``: the record itself is bad (corrupt or missing file, no mask, size mismatch,
-  over the pixel limit). Retrying changes nothing until the user fixes files or options:
-  redone only with ``retry_errors=true``.
+  over the pixel or geometry limits, too large for memory: a ``MemoryError`` while
+  decoding it, or out of memory when the model ran on it alone). Retrying changes nothing
+  until the user fixes files or options: redone only with ``retry_errors=true``.
 * ``storage``: reading or writing failed for a reason outside the record (the endpoint
   was unreachable, timed out, throttled, refused access) after the retries of
   ``pipelines.common.retry``. Redone by any rerun.
-* ``model``: the model or the processing around it failed (out of memory, a kernel
-  error). Redone by any rerun.
+* ``model``: the model or the processing around it failed for a reason other than the
+  record's size (a kernel error, a device fault). Redone by any rerun.
 
 Rows written before error kinds existed have a null ``error_kind``; they are treated as
 retryable, so a rerun classifies them.
@@ -28,10 +29,25 @@ def retried(kind: str | None, retry_errors: bool) -> bool:
     return retry_errors or kind != INPUT
 
 
-def kind_of_exception(exc: BaseException) -> str:
-    """Kind of an unforeseen exception raised while processing one record: ``model`` for
-    out-of-memory (the record may fit on a rerun with other settings), else ``input``."""
+#: How allocators word running out of memory: CUDA and oneDNN ("out of memory"), torch's
+#: CPU allocator ("DefaultCPUAllocator: can't allocate memory"), errno 12's strerror.
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A ``MemoryError``, torch's ``OutOfMemoryError``, or an error whose message says an
+    allocation failed (``_OUT_OF_MEMORY``)."""
     text = str(exc).lower()
-    if isinstance(exc, MemoryError) or "out of memory" in text:
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" \
+        or any(phrase in text for phrase in _OUT_OF_MEMORY)
+
+
+def kind_of_exception(exc: BaseException, doing: str = "decode") -> str:
+    """Kind of an unforeseen exception raised while ``doing`` one record alone: decoding it
+    (``"decode"``, or making its mask) is ``input`` whatever the exception, out of memory
+    included (the record's own bytes decided what was allocated); the model on it alone
+    (``"inpaint"``) is ``input`` when out of memory (its size, at these settings: every
+    rerun would fail the same way, so it is not retried forever) and ``model`` otherwise."""
+    if doing == "inpaint" and not is_out_of_memory(exc):
         return MODEL
     return INPUT

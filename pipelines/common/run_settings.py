@@ -9,12 +9,12 @@ another output, or ``overwrite=true`` (redo everything with the new settings).
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable
 
 import fsspec
 
 from pipelines.common.errors import JobError
+from pipelines.common.state_files import read_json_state, shorten, write_json_state
 
 SETTINGS_FILE = "_settings.json"
 
@@ -38,6 +38,23 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _plain_value(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    return isinstance(value, list) and all(v is None or isinstance(v, (bool, int, float, str)) for v in value)
+
+
+def settings_problem(value: Any) -> str | None:
+    """Why ``value`` (a parsed ``_settings.json``) is not what ``check_settings`` writes, or
+    None: a JSON object of plain values (null, booleans, numbers, strings, lists of them)."""
+    if not isinstance(value, dict):
+        return f"a JSON object was expected, it holds {shorten(value)}"
+    for key, item in value.items():
+        if not _plain_value(item):
+            return f"{shorten(key)} holds {shorten(item)}, not a plain value"
+    return None
+
+
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """``key: 'old' (output) vs 'new' (this run)`` for every key whose value differs (a
     key only one side has counts when its value is not null)."""
@@ -50,18 +67,21 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def check_settings(fs: fsspec.AbstractFileSystem, out_root: str, output_uri: str, settings: dict[str, Any],
                    overwrite: bool, dry_run: bool = False,
-                   way_on: str = "write to another output, or pass overwrite=true to redo every record with these"
-                   ) -> None:
+                   way_on: str = "write to another output, or pass overwrite=true to redo every record with these",
+                   before: dict[str, Any] | None = None) -> None:
     """Compare ``settings`` with the output's remembered ones and remember them when the
     output has none (or ``overwrite``). Raises ``JobError`` naming the differences and
-    ``way_on`` (what the user can do). ``dry_run``: compare only, write nothing."""
+    ``way_on`` (what the user can do). ``dry_run``: compare only, write nothing.
+    ``before``: the value a key had in effect in outputs written before it was remembered
+    (a remembered file without the key is compared as if it held that value)."""
     path = f"{out_root.rstrip('/')}/{SETTINGS_FILE}"
-    try:
-        old = json.loads(fs.cat_file(path))
-    except FileNotFoundError:
-        old = None
-    if old is not None and not overwrite:
-        diff = differences(old, settings)
+    old = None
+    if not overwrite:  # overwrite=true replaces the file unread, so it also repairs a broken one
+        old = read_json_state(fs, path, f"{output_uri.rstrip('/')}/{SETTINGS_FILE}", settings_problem,
+                              f"delete {output_uri.rstrip('/')}/{SETTINGS_FILE} to start over (the next run "
+                              "remembers its own settings), or pass overwrite=true to redo every record")
+    if old is not None:
+        diff = differences({**(before or {}), **old}, settings)
         if diff:
             raise JobError(f"output {output_uri} holds results made with other settings ({'; '.join(diff)}): "
                            f"{way_on}")
@@ -69,4 +89,4 @@ def check_settings(fs: fsspec.AbstractFileSystem, out_root: str, output_uri: str
     if not dry_run:
         if "file" in fs.protocol or "local" in fs.protocol:
             fs.makedirs(out_root, exist_ok=True)
-        fs.pipe_file(path, json.dumps(settings, indent=1, sort_keys=True).encode())
+        write_json_state(fs, path, settings)

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 from lama_core.choices import LPIPS_NETS, MASK_KINDS, METRIC_NAMES
 
 from pipelines.common.config_kit import WorkerOptions, choices, non_negative, setting
-from pipelines.records.formats import EVAL_INPUT_FORMATS
+from pipelines.records.formats import DEFAULT_MAX_INPUT_PIXELS, EVAL_INPUT_FORMATS
 
 
 @dataclass
@@ -40,11 +40,14 @@ class EvaluateConfig(WorkerOptions):
     poll_seconds: float = setting(300.0, "seconds between polls in watch mode")
     max_polls: int = setting(0, "sweeps before a watch stops; 0 = until interrupted")
     grid_images: int = setting(4, "images per sample grid (input | output | ground truth)")
+    max_input_pixels: int = setting(DEFAULT_MAX_INPUT_PIXELS, "ground-truth images over this many pixels (read from "
+                                                              "the header, before decoding) are error rows; 0 = no "
+                                                              "limit")
 
     def problems(self) -> list[str]:
         """Every value out of range, one sentence each (empty: the config is good)."""
         problems = self.worker_problems()
-        problems += non_negative(self, "poll_seconds", "max_polls", "grid_images", "mask_seed")
+        problems += non_negative(self, "poll_seconds", "max_polls", "grid_images", "mask_seed", "max_input_pixels")
         problems += choices(self, lpips_net=LPIPS_NETS, input_format=EVAL_INPUT_FORMATS)
         unknown = [m for m in self.metrics if m not in METRIC_NAMES]
         if unknown or not list(self.metrics):

@@ -73,7 +73,9 @@ class EvalDecodeStage:
     over batches of ``batch_size`` images: reads and decodes ground-truth images (``image_fs``)
     and attaches a mask from each of ``mask_sets`` (frozen sets read from ``mask_fs[name]``,
     drawn ones from ``mask_seed``): one output row per image x mask set. Parquet input:
-    ``index_of`` maps ids to image indices, ``shard_uris`` shard paths to URIs."""
+    ``index_of`` maps ids to image indices, ``shard_uris`` shard paths to URIs. An image over
+    ``max_input_pixels`` (its header, before decoding; 0 = no limit) is an error row, as in
+    every other job."""
 
     image_fs: fsspec.AbstractFileSystem
     mask_sets: tuple[MaskSet, ...]
@@ -83,6 +85,7 @@ class EvalDecodeStage:
     num_cpus: float
     index_of: dict[str, int] | None = None
     shard_uris: dict[str, str] | None = None
+    max_input_pixels: int = 0
 
     def apply(self, ds: Any) -> Any:
         return ds.map_batches(decode_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
@@ -123,7 +126,7 @@ def decode_batch(batch: dict[str, Any], stage: EvalDecodeStage) -> dict[str, Any
         base = {**ROW_COLUMNS, "id": rid, "source": source, "index": index, "image": EMPTY_IMAGE, "mask": EMPTY_MASK}
         try:
             data = batch["image"][k] if parquet else blob(blobs, str(batch["image_path"][k]), source)
-            image, base["converted"] = decode_record_image(data, name)
+            image, base["converted"] = decode_record_image(data, name, stage.max_input_pixels)
             base.update(image=image, height=image.shape[0], width=image.shape[1])
         except Exception as exc:  # RecordError, or anything unforeseen: still a row per mask set
             base.update(status="error", error=failure(exc, "decode", name)[0])

@@ -26,6 +26,7 @@ import fsspec
 import numpy as np
 
 from lama_core import load_generator
+from lama_core.metrics.inception import FEATURE_DIM
 from lama_core.metrics import (ALL, METRICS, content_hash, hole_area_bin, load_cached_arrays, reference_columns,
                                store_cached_arrays, summarize_by_hole_area)
 from lama_core.training_checkpoint import checkpoint_step
@@ -112,16 +113,52 @@ def _reference_cache_key(sweep: Sweep, data: EvalData) -> str:
     return f"real-features-{key}"
 
 
+#: Bytes a reference-cache entry may take per image of the data: fid's 2048 float32
+#: features are 8 KiB and its id some more; a larger entry is not one a sweep wrote.
+_CACHE_BYTES_PER_IMAGE = 16 * 2**10
+
+
+def _cache_problem(arrays: dict[str, np.ndarray], columns: list[str]) -> str | None:
+    """Why cached reference ``arrays`` are not what ``store_references`` writes for
+    ``columns``, or None: ``ids`` a 1-D text array, each column float with one row per id
+    (fid features ``(N, FEATURE_DIM)``)."""
+    ids = arrays.get("ids")
+    if ids is None or ids.ndim != 1 or ids.dtype.kind != "U":
+        return "no 1-D text array 'ids'"
+    for column in columns:
+        values = arrays.get(column)
+        if values is None or values.dtype.kind != "f" or values.ndim != 2 or values.shape[0] != len(ids):
+            return f"{column!r} is not a float array of {len(ids)} rows"
+        if column == "fid_features_real" and len(ids) and values.shape[1] != FEATURE_DIM:
+            return f"{column!r} rows hold {values.shape[1]} features, not {FEATURE_DIM}"
+    return None
+
+
 def load_references(sweep: Sweep, data: EvalData) -> References:
     """Cached ground-truth reference columns of the sweep's metrics by image id; empty when
-    none are cached yet or the entry is unreadable (then the next pass computes them)."""
+    none are cached yet or the entry is unusable (then the next pass computes them and
+    overwrites it): unreadable, larger than the data needs (``_CACHE_BYTES_PER_IMAGE`` per
+    image, at least 64 MiB: checked before loading), or of the wrong shape (``_cache_problem``)."""
     columns = reference_columns(sweep.metrics)
     if not columns:
         return {}
-    arrays = load_cached_arrays(sweep.layout.cache_uri, _reference_cache_key(sweep, data), sweep.endpoint)
-    if arrays is None or "ids" not in arrays or any(c not in arrays for c in columns):
+    key = _reference_cache_key(sweep, data)
+    limit = max(64 * 2**20, _CACHE_BYTES_PER_IMAGE * len(data.ids))
+    arrays = load_cached_arrays(sweep.layout.cache_uri, key, sweep.endpoint, max_bytes=limit)
+    problem = "unreadable or over its size bound" if arrays is None else _cache_problem(arrays, columns)
+    if problem:
+        if arrays is not None or _cache_exists(sweep, key):
+            print(f"warning: reference cache {key}.npz under {sweep.layout.cache_uri} is {problem}: "
+                  "recomputing it", file=sys.stderr, flush=True)
         return {}
     return {str(i): {c: arrays[c][k] for c in columns} for k, i in enumerate(arrays["ids"])}
+
+
+def _cache_exists(sweep: Sweep, key: str) -> bool:
+    from lama_core.storage import filesystem_for, join_uri
+
+    fs, path = filesystem_for(join_uri(sweep.layout.cache_uri, f"{key}.npz"), sweep.endpoint)
+    return fs.exists(path)
 
 
 def store_references(sweep: Sweep, data: EvalData, references: References) -> str:
@@ -248,13 +285,13 @@ def _decoded_dataset(sweep: Sweep, data: EvalData, mask_sets: Sequence[MaskSet],
         blocks = max(1, min(math.ceil(len(data.records) / cfg.codec_batch_size), 10_000))
         ds = ray.data.from_items(data.records, override_num_blocks=blocks)
         stage = EvalDecodeStage(data.fs, tuple(mask_sets), sweep.mask_fs, cfg.mask_seed, cfg.codec_batch_size,
-                                codec_cpus)
+                                codec_cpus, max_input_pixels=cfg.max_input_pixels)
     else:
         ds = ray.data.read_parquet(data.shards, filesystem=data.fs, include_paths=True,
                                    num_cpus=codec_cpus).select_columns(["id", "image", "path"],
                                                                         num_cpus=codec_cpus)
         stage = EvalDecodeStage(data.fs, tuple(mask_sets), sweep.mask_fs, cfg.mask_seed, cfg.codec_batch_size,
-                                codec_cpus, data.index_of, data.shard_uris)
+                                codec_cpus, data.index_of, data.shard_uris, cfg.max_input_pixels)
     # No repartition: a 1-CPU repartition task starves beside the actors (see pipelines/inpaint/job.py).
     return stage.apply(ds)
 

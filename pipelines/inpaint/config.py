@@ -10,6 +10,7 @@ from lama_core.choices import DEFAULT_HD_STRATEGY, HD_STRATEGIES, MASK_KINDS
 
 from pipelines.common.config_kit import (DEFAULT_MODEL, WorkerOptions, at_least_one, choices, finite, non_negative,
                                          setting)
+from pipelines.common.output_lease import MAX_LEASE_SECONDS
 from pipelines.records.formats import DEFAULT_MAX_INPUT_PIXELS, INPUT_FORMATS, OUTPUT_FORMATS
 
 #: Default input: scikit-image's bundled photos, written there as a Parquet shard on first use.
@@ -68,8 +69,11 @@ class InpaintConfig(WorkerOptions):
     records_per_file: int = setting(1000, "rows per records/*.parquet file")
     seed: int = setting(0, "weight seed when `model` is a preset name")
     max_input_pixels: int = setting(DEFAULT_MAX_INPUT_PIXELS, "images over this many pixels (read from the header, before "
-                                                 "decoding) are input errors; JPEGs decode at 1/2, 1/4 or 1/8 "
-                                                 "scale to fit; 0 = no limit")
+                                                 "decoding) are input errors (8192² takes 50 MP photos at full "
+                                                 "size); 0 = no limit")
+    resize_over_limit: bool = setting(False, "true: a JPEG over max_input_pixels is decoded at 1/2, 1/4 or 1/8 "
+                                             "scale to fit (flag `resized`, processed_width/processed_height "
+                                             "recorded) instead of being an input error")
     storage_attempts: int = setting(6, "tries per storage request on transient faults (connection refused or "
                                        "reset, timeouts, 5xx, throttling)")
     storage_backoff_seconds: float = setting(1.0, "first wait between storage tries; doubles each try")
@@ -86,8 +90,8 @@ class InpaintConfig(WorkerOptions):
         problems += finite(self, "storage_backoff_seconds", "storage_backoff_max_seconds")
         if 0 < self.max_pixels < 64 * 64:
             problems.append(f"max_pixels must be 0 (no budget) or >= 4096 (64x64), got {self.max_pixels}")
-        if not 5 <= self.lease_seconds < float("inf"):
-            problems.append(f"lease_seconds must be a finite number >= 5, got {self.lease_seconds}")
+        if not 5 <= self.lease_seconds <= MAX_LEASE_SECONDS:
+            problems.append(f"lease_seconds must be a number in [5, {MAX_LEASE_SECONDS:.0f}], got {self.lease_seconds}")
         problems += choices(self, input_format=INPUT_FORMATS, hd_strategy=HD_STRATEGIES, output_format=OUTPUT_FORMATS)
         if not 0 <= self.png_compress_level <= 9:
             problems.append(f"png_compress_level must be 0-9, got {self.png_compress_level}")
@@ -112,4 +116,8 @@ class InpaintConfig(WorkerOptions):
 #: refused. Input locations (``input``, ``mask_dir``) are not settings: fixing a forgotten
 #: ``mask_dir`` and rerunning with ``retry_errors=true`` is the way to repair records.
 RESULT_KEYS = ("mask_kind", "mask_seed", "precision", "max_pixels", "max_input_pixels", "output_format",
-               "jpeg_quality", "hd_strategy", "mask_dilate", "backend")
+               "jpeg_quality", "hd_strategy", "mask_dilate", "backend", "resize_over_limit")
+#: What outputs written before a key of ``RESULT_KEYS`` existed did, for comparing with
+#: their ``_settings.json``: JPEGs over ``max_input_pixels`` were always decoded reduced;
+#: the model always ran on torch.
+RESULT_KEYS_BEFORE = {"resize_over_limit": True, "backend": "torch"}

@@ -39,11 +39,13 @@ from pipelines.cluster.progress import JobProgress, ProgressCounter
 from pipelines.cluster.ray_setup import RAY_CONNECTION, init_ray, init_ray_during
 from pipelines.common.config_kit import check_config
 from pipelines.common.errors import JobError
-from pipelines.common.output_lease import acquire_lease
+from pipelines.cluster.filesystems import fenced_filesystem
+from pipelines.common.task_retries import worker_crash_line
+from pipelines.common.output_lease import acquire_lease, lost_lease_line
 from pipelines.common.retry import is_transient
 from pipelines.common.run_settings import check_settings, settings_of
 from pipelines.common.storage import message_line
-from pipelines.inpaint.config import RESULT_KEYS, InpaintConfig
+from pipelines.inpaint.config import RESULT_KEYS, RESULT_KEYS_BEFORE, InpaintConfig
 from pipelines.inpaint.inputs import (ModelRef, Storage, check_model, list_inputs, model_uri, open_storage,
                                      retry_policy)
 from pipelines.inpaint.preview import write_preview
@@ -92,6 +94,7 @@ class _Run:
     run_id: str
     storage: Storage
     model: ModelRef
+    fence: Any = None  # the lease's LeaseFence, once taken: every writer checks it
 
     @property
     def plan_root(self) -> str:
@@ -132,6 +135,7 @@ def run_inpaint(cfg: InpaintConfig) -> InpaintSummary:
     except Exception as exc:  # storage down or access refused at the start: one line
         raise JobError(f"cannot take the lease on output {st.output_uri}: {type(exc).__name__}: "
                        f"{message_line(exc)[:300]}") from exc
+    run.fence = lease.fence(retry_policy(cfg))
     try:
         summary = _run_with_lease(cfg, run)
     except Exception as exc:
@@ -153,7 +157,7 @@ def _plan_only(cfg: InpaintConfig, run: _Run) -> InpaintSummary:
     """``dry_run=true``: check settings and print the plan; write nothing, run no model."""
     st = run.storage
     check_settings(st.out_fs, st.out_root, st.output_uri, settings_of(cfg, RESULT_KEYS, model=run.model.model_id),
-                   cfg.overwrite, dry_run=True)
+                   cfg.overwrite, dry_run=True, before=RESULT_KEYS_BEFORE)
     try:
         listing = list_inputs(cfg, st, run.plan_root, drop_retryable=False)
     finally:
@@ -173,7 +177,7 @@ def _run_with_lease(cfg: InpaintConfig, run: _Run) -> InpaintSummary:
         print(f"overwrite=true: removed {removed} earlier records files")
     # After removing old records (overwrite), so old rows never sit under new settings.
     check_settings(st.out_fs, st.out_root, st.output_uri, settings_of(cfg, RESULT_KEYS, model=run.model.model_id),
-                   cfg.overwrite)
+                   cfg.overwrite, before=RESULT_KEYS_BEFORE)
     reconcile_shards(st.out_fs, st.out_root)  # output_format=webdataset after a killed run
     try:
         return _run_planned(cfg, run)
@@ -193,7 +197,7 @@ def _decoded(cfg: InpaintConfig, run: _Run, listing: Listing, plan: ActorPlan) -
     # A folder image without a mask file is an error row unless mask_kind is set; a Parquet
     # row or WebDataset sample without a mask gets the default mask set.
     options = DecodeOptions(cfg.max_input_pixels, cfg.mask_kind if listing.kind == "folder" else cfg.drawn_mask_kind,
-                            cfg.mask_seed, cfg.mask_dilate)
+                            cfg.mask_seed, cfg.mask_dilate, cfg.resize_over_limit)
     batch, cpus = cfg.codec_batch_size, plan.codec_cpus
     if listing.kind == "webdataset":
         stage = WebDatasetDecodeStage(listing.shard_uris, frozenset(listing.skip_ids), options, batch, cpus)
@@ -222,11 +226,11 @@ def _writer(cfg: InpaintConfig, run: _Run, listing: Listing, plan: ActorPlan) ->
     if cfg.output_format == "webdataset":  # shards of ID.png + ID.json (webdataset_writer.py)
         return ShardWriteStage(st.out_fs, f"{st.out_root}/shards", join_uri(st.output_uri, "shards"),
                                cfg.png_compress_level, run.model.model_id, run.run_id, retry_policy(cfg), partitioned,
-                               cfg.records_per_shard, plan.codec_cpus)
+                               cfg.records_per_shard, plan.codec_cpus, run.fence)
     return ImageWriteStage(st.out_fs, f"{st.out_root}/images", join_uri(st.output_uri, "images"),
                            f"{st.out_root}/masks" if cfg.write_masks else None, join_uri(st.output_uri, "masks"),
                            cfg.output_format, cfg.png_compress_level, cfg.jpeg_quality, run.model.model_id, run.run_id,
-                           retry_policy(cfg), partitioned, cfg.codec_batch_size, plan.codec_cpus)
+                           retry_policy(cfg), partitioned, cfg.codec_batch_size, plan.codec_cpus, run.fence)
 
 
 def _allow_storage_retries_in_ray_writes() -> None:
@@ -289,7 +293,10 @@ def _run_planned(cfg: InpaintConfig, run: _Run) -> InpaintSummary:
         # manifest (records/shard_plan.py).
         with warnings.catch_warnings(), JobProgress("inpaint", listing.pending, counter):
             warnings.simplefilter("ignore", DeprecationWarning)  # min_rows_per_file with partition_cols
-            ds.write_parquet(st.records_root, filesystem=st.out_fs, min_rows_per_file=cfg.records_per_file,
+            # The records files are the commits: each is opened only after its task proves
+            # this run still holds the lease (output_lease.LeaseFence).
+            records_fs = fenced_filesystem(st.out_fs, run.fence) if run.fence is not None else st.out_fs
+            ds.write_parquet(st.records_root, filesystem=records_fs, min_rows_per_file=cfg.records_per_file,
                              ray_remote_args={"num_cpus": plan.codec_cpus},
                              filename_provider=FilenameProvider(dataset_uuid=run.run_id, file_format="parquet"),
                              partition_cols=[PARTITION] if listing.kind == "parquet" else None)
@@ -299,7 +306,14 @@ def _run_planned(cfg: InpaintConfig, run: _Run) -> InpaintSummary:
         cause = [line.strip() for line in str(exc).splitlines() if line.strip()][-1]
         raise JobError(f"the model actors could not start: {cause} (records written so far are kept; "
                        "rerun to resume)") from exc
+    except Exception as exc:  # a writer found the lease gone, a record crashed its workers: one line
+        line = lost_lease_line(exc) or worker_crash_line(exc, "decoding or writing records")
+        if line is None:
+            raise
+        raise JobError(line) from None
     summary.seconds = time.perf_counter() - start
+    # The files were written by other processes: what this process listed before is stale.
+    st.out_fs.invalidate_cache(st.records_root)
     summary.records_files = records_files(st.out_fs, st.records_root, prefix=f"{run.run_id}_", recursive=True)
     summary.ok, summary.failed = _count_statuses(st.out_fs, summary.records_files)
     summary.preview = write_preview(st.out_fs, st.out_root, st.output_uri, summary.records_files, cfg.preview,

@@ -24,7 +24,7 @@ from lama_core.model_source import generator_for, model_id
 from lama_core.storage import read_bytes
 from lama_core.metrics.pixel import psnr as _psnr, ssim as _ssim
 
-from pipelines.common.error_kinds import MODEL
+from pipelines.common.error_kinds import INPUT, kind_of_exception
 from pipelines.inpaint.record_writer import METRIC_COLUMNS
 from pipelines.cluster.actor_pool import ActorPlan, model_actor_pool
 from pipelines.cluster.model_actor import resolve_device, run_per_record, start_model_actor
@@ -134,10 +134,14 @@ class InpaintStage:
             return out
         start = time.perf_counter()
 
-        def fail(i: int, exc: Exception) -> None:
+        def fail(i: int, exc: Exception) -> None:  # the record failed when run alone
             out["status"][i] = "error"
-            out["error"][i] = f"inpainting failed for {out['source'][i]}: {type(exc).__name__}: {exc}"
-            out["error_kind"][i] = MODEL  # out of memory, a kernel error: not the record's fault
+            kind = kind_of_exception(exc, "inpaint")
+            hint = (f" ({out['processed_width'][i]}x{out['processed_height'][i]} px, hole "
+                    f"{out['hole_fraction'][i]:.0%}: lower max_pixels or use a larger device, then rerun with "
+                    "retry_errors=true)") if kind == INPUT else ""
+            out["error"][i] = f"inpainting failed for {out['source'][i]}: {type(exc).__name__}: {exc}{hint}"
+            out["error_kind"][i] = kind
 
         done = run_per_record(todo, lambda rows: self.inpainter.inpaint([batch["image"][i] for i in rows],
                                                                         [batch["mask"][i] for i in rows]), fail)

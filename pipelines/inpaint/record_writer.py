@@ -20,6 +20,7 @@ from lama_core.masks import mask_png
 from lama_core.metrics.hole_area import hole_area_bin
 from lama_core.storage import join_uri
 
+from pipelines.common.task_retries import TASK_RETRIES
 from pipelines.records.codecs import encode_image, output_extension
 from pipelines.common.error_kinds import INPUT, MODEL, STORAGE
 from pipelines.common.storage import message_line
@@ -32,7 +33,8 @@ from pipelines.common.retry import RetryPolicy, write_file
 RECORD_SCHEMA = pa.schema([
     ("id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("error_kind", pa.string()),
     ("source", pa.string()), ("mask_source", pa.string()), ("output", pa.string()), ("mask_output", pa.string()),
-    ("width", pa.int32()), ("height", pa.int32()), ("hole_fraction", pa.float64()), ("hole_area_bin", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("processed_width", pa.int32()), ("processed_height", pa.int32()),
+    ("hole_fraction", pa.float64()), ("hole_area_bin", pa.string()),
     ("mask_generated", pa.bool_()), ("mask_index", pa.int64()), ("mask_binarized", pa.bool_()),
     ("mask_clipped", pa.bool_()), ("converted", pa.bool_()), ("resized", pa.bool_()),
     ("psnr", pa.float64()), ("ssim", pa.float64()), ("psnr_hole", pa.float64()), ("ssim_hole", pa.float64()),
@@ -63,7 +65,8 @@ class ImageWriteStage:
     ``out_fs`` (its URI under ``images_uri``), and with ``masks_root`` each ok record's mask
     (0/255 PNG) under ``masks_root`` (``masks_uri``); writes retried per ``retry``. Rows
     carry ``model_id`` and ``run_id``; ``partitioned``: add the records' ``shard`` partition
-    column (Parquet input)."""
+    column (Parquet input). ``fence`` (an ``output_lease.LeaseFence``, or None): checked
+    before a batch writes anything, so a run that lost the output's lease stops there."""
 
     out_fs: fsspec.AbstractFileSystem
     images_root: str
@@ -79,10 +82,12 @@ class ImageWriteStage:
     partitioned: bool
     batch_size: int
     num_cpus: float
+    fence: Any = None
 
     def apply(self, ds: Any) -> Any:
         return ds.map_batches(encode_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
-                              num_cpus=self.num_cpus)
+                              num_cpus=self.num_cpus,
+                              max_retries=TASK_RETRIES)
 
 
 def encode_batch(batch: dict[str, Any], stage: ImageWriteStage) -> pa.Table:
@@ -91,6 +96,8 @@ def encode_batch(batch: dict[str, Any], stage: ImageWriteStage) -> pa.Table:
     (retried by the next run)."""
     n = len(batch["id"])
     ext = output_extension(stage.output_format)
+    if stage.fence is not None:
+        stage.fence.check()  # raises LeaseLost: this run may write nothing more
     status, error, kind, seconds = writer_columns(batch)
     output: list[str | None] = [None] * n
     mask_output: list[str | None] = [None] * n
@@ -152,6 +159,8 @@ def record_table(batch: dict[str, Any], status: list[str], error: list[str | Non
         "source": [str(x) for x in batch["source"]], "mask_source": nullable([str(x) for x in batch["mask_source"]], ""),
         "output": output, "mask_output": mask_output if mask_output is not None else [None] * n,
         "width": nullable(batch["width"].tolist(), -1), "height": nullable(batch["height"].tolist(), -1),
+        **{k: nullable(batch[k].tolist(), -1) if k in batch else [None] * n
+           for k in ("processed_width", "processed_height")},
         "hole_fraction": fractions, "hole_area_bin": [None if f is None else hole_area_bin(f) for f in fractions],
         "mask_index": nullable(batch["mask_index"].tolist(), -1),
         **{flag: [bool(v) if s == "ok" else None for v, s in zip(batch[flag].tolist(), status)] for flag in _FLAGS},

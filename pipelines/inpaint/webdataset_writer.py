@@ -31,14 +31,14 @@ from typing import Any
 import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lama_core.storage import join_uri
 
+from pipelines.common.task_retries import TASK_RETRIES
 from pipelines.records.codecs import encode_image
 from pipelines.common.error_kinds import MODEL, STORAGE
 from pipelines.inpaint.record_writer import record_table, writer_columns
-from pipelines.records.resume import records_files
+from pipelines.records.resume import read_records_file, records_files
 from pipelines.common.storage import message_line
 from pipelines.common.retry import RetryPolicy, write_file
 
@@ -68,7 +68,8 @@ class ShardWriteStage:
     ``records_per_shard`` rows becomes one shard under ``shards_root`` (``shards_uri``) on
     ``out_fs``, its PNGs at ``png_compress_level``; writes retried per ``retry``. Rows carry
     ``model_id`` and ``run_id``; ``partitioned``: add the records' ``shard`` partition column
-    (Parquet input)."""
+    (Parquet input). ``fence``: as ``record_writer.ImageWriteStage``'s, checked before a
+    shard is written."""
 
     out_fs: fsspec.AbstractFileSystem
     shards_root: str
@@ -80,10 +81,12 @@ class ShardWriteStage:
     partitioned: bool
     records_per_shard: int
     num_cpus: float
+    fence: Any = None
 
     def apply(self, ds: Any) -> Any:
         return ds.map_batches(write_shard_batch, fn_kwargs={"stage": self}, batch_size=self.records_per_shard,
-                              num_cpus=self.num_cpus)
+                              num_cpus=self.num_cpus,
+                              max_retries=TASK_RETRIES)
 
 
 def write_shard_batch(batch: dict[str, Any], stage: ShardWriteStage) -> pa.Table:
@@ -112,6 +115,8 @@ def write_shard_batch(batch: dict[str, Any], stage: ShardWriteStage) -> pa.Table
                          stage.partitioned)
     if not ok:
         return table
+    if stage.fence is not None:
+        stage.fence.check()  # raises LeaseLost: this run may write nothing more
     start = time.perf_counter()
     try:
         rows = table.to_pylist()
@@ -143,11 +148,15 @@ def reconcile_shards(fs: fsspec.AbstractFileSystem, out_root: str) -> tuple[int,
         return 0, 0
     named: dict[str, set[str]] = {}
     for path in records_files(fs, f"{out_root}/records", recursive=True):
-        with fs.open(path, "rb") as f:
-            for output in pq.read_table(f, columns=["output"]).column("output").to_pylist():
-                if output and "#" in output:
-                    shard, rid = output.split("#", 1)
-                    named.setdefault(shard.rsplit("/", 1)[-1], set()).add(rid)
+        # A torn records file is set aside here already (its ids are redone, so its shard
+        # samples go too); the resume scan then no longer sees it.
+        table = read_records_file(fs, path, ["output"])
+        if table is None or "output" not in table.column_names:
+            continue
+        for output in table.column("output").to_pylist():
+            if output and "#" in output:
+                shard, rid = output.split("#", 1)
+                named.setdefault(shard.rsplit("/", 1)[-1], set()).add(rid)
     deleted = rewritten = 0
     for path in sorted(fs.glob(f"{shards_root}/*.tar")):
         name = path.rsplit("/", 1)[-1]

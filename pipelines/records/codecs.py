@@ -20,6 +20,11 @@ from lama_core.mask_geometry import GeometryError, has_shapes, parse_geometry, r
 # Pillow modes that hold more than 8 bits per sample (16-bit PNG grayscale and 32-bit int).
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
+# Pillow's own decompression-bomb check (a warning over 89 MP, an error over 179 MP) would
+# refuse a 180 MP image a user allowed with max_input_pixels; ``_reduce_or_refuse`` checks
+# the same header against the job's limit before any pixel is decoded instead.
+Image.MAX_IMAGE_PIXELS = None
+
 
 class RecordError(Exception):
     """One record cannot be processed; the message names the file and the reason.
@@ -44,28 +49,30 @@ def _native(arr: np.ndarray) -> np.ndarray:
     return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
-def _reduce_or_refuse(img: Image.Image, what: str, name: str, max_pixels: int) -> None:
-    """Check the header's size against ``max_pixels`` before any pixel is decoded: a JPEG
-    over it is set to decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling: the full
-    image is never held), anything else raises ``RecordError`` (kind ``input``)."""
+def _reduce_or_refuse(img: Image.Image, what: str, name: str, max_pixels: int, reduce: bool) -> None:
+    """Check the header's size against ``max_pixels`` before any pixel is decoded: over it,
+    a JPEG is set to decode at 1/2, 1/4 or 1/8 scale when ``reduce`` (libjpeg's DCT
+    scaling: the full image is never held); anything else raises ``RecordError`` (kind
+    ``input``)."""
     width, height = img.size
     if not max_pixels or width * height <= max_pixels:
         return
-    if img.format == "JPEG":
+    if reduce and img.format == "JPEG":
         for scale in (2, 4, 8):
             if -(-width // scale) * -(-height // scale) <= max_pixels:
                 img.draft(img.mode, (-(-width // scale), -(-height // scale)))
                 return
+    hint = "" if reduce or img.format != "JPEG" else ", or resize_over_limit=true to decode it reduced,"
     raise RecordError(f"{what} {name} is {width}x{height} = {width * height} pixels, over max_input_pixels="
-                      f"{max_pixels} (checked from the header, before decoding; raise max_input_pixels and "
+                      f"{max_pixels} (checked from the header, before decoding; raise max_input_pixels{hint} and "
                       "rerun with retry_errors=true to process it)")
 
 
-def _open(data: bytes, what: str, name: str, max_pixels: int = 0) -> tuple[Image.Image, bool]:
+def _open(data: bytes, what: str, name: str, max_pixels: int = 0, reduce: bool = False) -> tuple[Image.Image, bool]:
     """Open and fully decode ``data``, so truncated or corrupt files fail here, not later.
     Returns the image and whether the file stores 16 bits per sample. ``max_pixels`` > 0:
-    the size in the header is checked first (``_reduce_or_refuse``), so a small file
-    that declares a huge image never allocates it."""
+    the size in the header is checked first (``_reduce_or_refuse``, with ``reduce``), so a
+    small file that declares a huge image never allocates it."""
     if not data:
         raise RecordError(f"cannot decode {what} {name}: empty file")
     try:
@@ -74,7 +81,7 @@ def _open(data: bytes, what: str, name: str, max_pixels: int = 0) -> tuple[Image
         wide = any(";16" in str(getattr(tile, "args", "")) for tile in img.tile)
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error, ...
         raise RecordError(f"cannot decode {what} {name}: {_describe(exc)}") from exc
-    _reduce_or_refuse(img, what, name, max_pixels)
+    _reduce_or_refuse(img, what, name, max_pixels, reduce)
     try:
         img.load()
         # Camera JPEGs store pixels unrotated plus an EXIF Orientation tag; viewers (and
@@ -85,16 +92,16 @@ def _open(data: bytes, what: str, name: str, max_pixels: int = 0) -> tuple[Image
     return img, wide
 
 
-def decode_image(data: bytes, name: str, max_pixels: int = 0) -> tuple[np.ndarray, bool]:
+def decode_image(data: bytes, name: str, max_pixels: int = 0, reduce: bool = False) -> tuple[np.ndarray, bool]:
     """Encoded image bytes -> ``(uint8 H x W x 3 RGB array, converted)``.
 
     ``converted`` is True when the file was not 8-bit RGB (grayscale, palette, RGBA/LA whose
     alpha is dropped, CMYK, 16-bit). ``name`` (a URI or path) is used in error messages.
     ``max_pixels`` > 0: an image whose header declares more pixels is refused before
-    decoding, except a JPEG, decoded at the largest 1/2, 1/4 or 1/8 scale that fits (the
-    array is then smaller than the file's size). Raises ``RecordError``.
+    decoding; with ``reduce``, a JPEG is decoded at the largest 1/2, 1/4 or 1/8 scale that
+    fits instead (the array is then smaller than the file's size). Raises ``RecordError``.
     """
-    img, wide = _open(data, "image", name, max_pixels)
+    img, wide = _open(data, "image", name, max_pixels, reduce)
     try:
         if img.mode == "RGB":
             return np.asarray(img), wide

@@ -23,6 +23,7 @@ import numpy as np
 from lama_core.mask_geometry import dilate_mask
 from lama_core.masks import generate_mask
 
+from pipelines.common.task_retries import TASK_RETRIES
 from pipelines.records.codecs import RecordError, decode_geometry, decode_image, decode_mask, image_size, scale_mask
 from pipelines.common.error_kinds import kind_of_exception
 from pipelines.records.shard_plan import done_ids
@@ -37,16 +38,17 @@ class DecodeOptions:
     stage, never re-defaulted on the way.
 
     ``max_input_pixels``: an image over it (read from the header, before decoding) is an
-    input error, a JPEG is decoded reduced to fit (flag ``resized``); 0 = no limit. Its
-    mask file may hold up to 3x as many pixels (1 byte each). ``mask_kind``: the mask set
-    drawn for a record without a mask (``None``: such a record is an error row);
-    ``mask_seed``: its seed. ``mask_dilate``: pixels every given hole grows by (drawn
-    masks do not)."""
+    input error, unless ``resize_over_limit`` and it is a JPEG: then it is decoded reduced
+    to fit (flag ``resized``); 0 = no limit. Its mask file may hold up to 3x as many pixels
+    (1 byte each). ``mask_kind``: the mask set drawn for a record without a mask (``None``:
+    such a record is an error row); ``mask_seed``: its seed. ``mask_dilate``: pixels every
+    given hole grows by (drawn masks do not)."""
 
     max_input_pixels: int
     mask_kind: str | None
     mask_seed: int
     mask_dilate: int
+    resize_over_limit: bool = False
 
     @property
     def max_mask_pixels(self) -> int:
@@ -59,22 +61,25 @@ def failure(exc: BaseException, doing: str, name: str) -> tuple[str, str]:
     ``cannot DOING NAME: Type: message`` with ``error_kinds.kind_of_exception``."""
     if isinstance(exc, RecordError):
         return str(exc), exc.kind
-    return f"cannot {doing} {name}: {type(exc).__name__}: {exc}", kind_of_exception(exc)
+    return f"cannot {doing} {name}: {type(exc).__name__}: {exc}", kind_of_exception(exc, doing)
 
 
-def decode_record_image(data: Any, name: str, max_pixels: int = 0) -> tuple[np.ndarray, bool]:
+def decode_record_image(data: Any, name: str, max_pixels: int = 0, reduce: bool = False) -> tuple[np.ndarray, bool]:
     """A record's image: encoded bytes (or None: ``RecordError`` "no image bytes for NAME")
     -> ``(uint8 H x W x 3, converted)`` via ``codecs.decode_image`` (``max_pixels`` > 0
-    bounds the decoded size)."""
+    bounds the decoded size; ``reduce``: a JPEG over it is decoded reduced)."""
     if data is None:
         raise RecordError(f"no image bytes for {name}")
-    return decode_image(bytes(data), name, max_pixels)
+    return decode_image(bytes(data), name, max_pixels, reduce)
 
 
 #: Columns of a decoded row of the bulk job and their values when unknown (``column_batch``
-#: defaults; the row also carries ``image`` and ``mask``).
+#: defaults; the row also carries ``image`` and ``mask``). ``width``/``height``: the input
+#: image's own size (its header, EXIF rotation applied); ``processed_width``/
+#: ``processed_height``: the size decoded and inpainted (smaller only when reduced).
 DECODED_COLUMNS = {
     "id": "", "source": "", "mask_source": "", "status": "ok", "error": "", "error_kind": "", "width": -1, "height": -1,
+    "processed_width": -1, "processed_height": -1,
     "hole_fraction": math.nan, "mask_binarized": False, "mask_clipped": False, "converted": False,
     "mask_generated": False, "mask_index": -1, "seconds": 0.0, "reduced": False,
 }
@@ -101,13 +106,16 @@ def _unsafe_id(record_id: str) -> bool:
 
 
 def decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask_source: str,
-                  options: DecodeOptions, label: str = "", geometry: Any = None) -> dict[str, Any]:
+                  options: DecodeOptions, label: str = "", geometry: Any = None,
+                  geometry_source: str = "") -> dict[str, Any]:
     """One decoded row (``DECODED_COLUMNS`` columns + ``image``, ``mask``), or an error row.
 
     ``source`` / ``mask_source``: URIs of the files (``mask_source`` empty when the mask is
     drawn); ``label`` (e.g. ``(id 'x')`` for rows of a Parquet shard) follows them in error
     messages. ``geometry``: JSON text of mask geometry (``lama_core.mask_geometry``), whose
-    holes are added to the mask file's. With neither, the mask is drawn from
+    holes are added to the mask file's; ``geometry_source`` names where it came from in
+    errors (default ``mask_source``, e.g. the ``.json`` of a WebDataset sample whose mask
+    image is another member). With neither, the mask is drawn from
     ``options.mask_kind`` (ground truth known). ``options``: the limits (``DecodeOptions``;
     a JPEG reduced to fit has its full-size mask file scaled to match).
     """
@@ -118,20 +126,30 @@ def decode_record(rid: str, source: str, image_bytes: Any, mask_bytes: Any, mask
     try:
         if _unsafe_id(rid):
             raise RecordError(f"id {rid!r} of {source} cannot be used as an output file name")
-        image, row["converted"] = decode_record_image(image_bytes, image_name, options.max_input_pixels)
-        row["height"], row["width"] = image.shape[:2]
-        full_size = image_size(bytes(image_bytes))
+        if image_bytes is not None:
+            try:  # the input's own size, also on the error row of an image over the limit
+                row["width"], row["height"] = image_size(bytes(image_bytes))
+            except RecordError:
+                pass  # unreadable: decoding says why, naming the file
+        image, row["converted"] = decode_record_image(image_bytes, image_name, options.max_input_pixels,
+                                                      options.resize_over_limit)
+        row["processed_height"], row["processed_width"] = image.shape[:2]
+        full_size = (row["width"], row["height"])
         row["reduced"] = full_size != (image.shape[1], image.shape[0])
         hole = None
         if mask_bytes is not None:
-            hole, row["mask_binarized"] = decode_mask(bytes(mask_bytes), mask_name, options.max_mask_pixels)
+            # The mask file of an image decoded reduced is as large as the image's own size.
+            mask_limit = max(options.max_mask_pixels, full_size[0] * full_size[1]) if row["reduced"] else \
+                options.max_mask_pixels
+            hole, row["mask_binarized"] = decode_mask(bytes(mask_bytes), mask_name, mask_limit)
             if row["reduced"] and hole.shape == full_size[::-1]:
                 hole = scale_mask(hole, image.shape[1], image.shape[0])
             if hole.shape != image.shape[:2]:
                 raise RecordError(f"size mismatch: mask {mask_name} is {hole.shape[1]}x{hole.shape[0]} but image "
                                   f"{image_name} is {image.shape[1]}x{image.shape[0]} (WxH)")
         if geometry is not None:
-            drawn, row["mask_clipped"] = decode_geometry(geometry, *image.shape[:2], mask_name)
+            drawn, row["mask_clipped"] = decode_geometry(geometry, *image.shape[:2],
+                                                         f"{geometry_source or mask_source}{label}")
             if drawn is not None:
                 hole = drawn if hole is None else hole | drawn
         if hole is not None and options.mask_dilate > 0:
@@ -170,7 +188,8 @@ class FolderDecodeStage:
 
     def apply(self, ds: Any) -> Any:
         return ds.map_batches(decode_folder_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
-                              num_cpus=self.num_cpus)
+                              num_cpus=self.num_cpus,
+                              max_retries=TASK_RETRIES)
 
 
 def decode_folder_batch(batch: dict[str, np.ndarray], stage: FolderDecodeStage) -> dict[str, Any]:
@@ -226,7 +245,8 @@ class ParquetDecodeStage:
 
     def apply(self, ds: Any) -> Any:
         return ds.map_batches(decode_parquet_batch, fn_kwargs={"stage": self}, batch_size=self.batch_size,
-                              num_cpus=self.num_cpus)
+                              num_cpus=self.num_cpus,
+                              max_retries=TASK_RETRIES)
 
 
 def decode_parquet_batch(batch: dict[str, np.ndarray], stage: ParquetDecodeStage) -> dict[str, Any]:

@@ -11,11 +11,12 @@ moment, even if the run is killed, each id is in one file or in none. Readers ne
 "latest row wins" rule: ``pq.read_table(OUTPUT/records)`` is the answer.
 
 Records files are listed literally (``ls``), never with a glob: an output path holding
-``*``, ``?`` or ``[...]`` names only itself.
+``*``, ``?`` or ``[...]`` names only itself. Every reader of them goes through
+``read_records_file``, which sets aside (``_NAME.corrupt``) a file that is torn, too large, or
+lacks the ``id``/``status`` columns, so its ids are redone instead of the job failing.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import fsspec
@@ -25,7 +26,14 @@ import pyarrow.parquet as pq
 from lama_core.storage import write_atomic
 
 from pipelines.common.error_kinds import retried
-from pipelines.common.retry import RetryPolicy, call_with_retry
+from pipelines.common.retry import RetryPolicy, call_with_retry, is_transient
+from pipelines.common.state_files import set_aside
+
+#: A records file holds ``records_per_file`` rows of ~1 KB (1000 by default): one over
+#: this size is not one a run wrote, and is set aside rather than read.
+MAX_RECORDS_FILE_BYTES = 2**30
+#: Columns a records file must have, with the Arrow types they may have.
+_REQUIRED = {"id": (pa.string(), pa.large_string()), "status": (pa.string(), pa.large_string())}
 
 
 def records_files(fs: fsspec.AbstractFileSystem, records_root: str, prefix: str = "",
@@ -88,31 +96,62 @@ class FileState:
     unreadable: bool = False
 
 
+def _records_problem(schema: pa.Schema) -> str | None:
+    for name, types in _REQUIRED.items():
+        if schema.get_field_index(name) < 0:
+            return f"has no {name!r} column"
+        if schema.field(name).type not in types:
+            return f"has a {name!r} column of type {schema.field(name).type}, not strings"
+    return None
+
+
+def read_records_file(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None,
+                      policy: RetryPolicy = RetryPolicy()) -> pa.Table | None:
+    """``columns`` (those of them it has; None: all) of the records file at ``path``, or
+    None when it is not a records file a run wrote: torn (a run killed while writing it
+    locally), over ``MAX_RECORDS_FILE_BYTES``, or without string ``id``/``status``
+    columns. Such a file is set aside (``_NAME.corrupt``, one warning line) and its ids count
+    as not done. Transient storage errors are retried per ``policy`` and then raised."""
+    def read():
+        size = fs.size(path)
+        if size is not None and size > MAX_RECORDS_FILE_BYTES:
+            raise ValueError(f"{size} bytes, over the limit of {MAX_RECORDS_FILE_BYTES}")
+        with fs.open(path, "rb") as f:
+            schema = pq.read_schema(f)
+        problem = _records_problem(schema)
+        if problem:
+            raise ValueError(problem)
+        wanted = None if columns is None else [c for c in columns if schema.get_field_index(c) >= 0]
+        with fs.open(path, "rb") as f:
+            return pq.read_table(f, columns=wanted)
+
+    try:
+        return call_with_retry(read, policy)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        why = str(exc).splitlines()[0][:80] if str(exc) else ""
+        set_aside(fs, path, f"is not a readable records file ({type(exc).__name__}: {why})", "its records are redone")
+        return None
+
+
 def scan_records_file(fs: fsspec.AbstractFileSystem, path: str, retry_errors: bool, drop_retryable: bool,
                       policy: RetryPolicy = RetryPolicy()) -> FileState:
-    """Read ``id``/``status``/``error_kind`` of one records file. With ``drop_retryable``,
-    rewrite it without its retryable rows (atomically; a file left empty is deleted). A
-    file that cannot be parsed (a run killed while writing it locally) is renamed
-    ``*.corrupt`` with a warning and its ids count as not done. Transient storage errors
-    are retried per ``policy`` and then raised."""
+    """Read ``id``/``status``/``error_kind`` of one records file (``read_records_file``: a
+    malformed file is set aside and its ids count as not done). With ``drop_retryable``,
+    rewrite it without its retryable rows (atomically; a file left empty is deleted).
+    Transient storage errors are retried per ``policy`` and then raised."""
     state = FileState()
 
     def read(columns):
         with fs.open(path, "rb") as f:
             return pq.read_table(f, columns=columns)
 
-    try:
-        names = call_with_retry(lambda: pq.read_schema(fs.open(path, "rb")).names, policy)
-        table = call_with_retry(lambda: read([c for c in ("id", "status", "error_kind") if c in names]), policy)
-    except Exception as exc:
-        from pipelines.common.retry import is_transient
-        if is_transient(exc):
-            raise
-        print(f"warning: cannot read earlier records file {path} ({type(exc).__name__}); renaming it to "
-              f"{path}.corrupt and redoing its records", file=sys.stderr)
-        fs.mv(path, path + ".corrupt")
+    table = read_records_file(fs, path, ["id", "status", "error_kind"], policy)
+    if table is None:
         state.unreadable = True
         return state
+    names = table.column_names
     ids = table.column("id").cast(pa.string()).to_pylist()
     status = table.column("status").to_pylist()
     kinds = table.column("error_kind").to_pylist() if "error_kind" in names else [None] * len(ids)

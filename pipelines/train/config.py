@@ -10,7 +10,7 @@ from typing import Optional
 from lama_core.choices import AUGMENTATIONS, MASK_KINDS, PRESETS, RECIPES, TRAINING_PRECISIONS, choice_problem
 
 from pipelines.common.config_kit import at_least_one, choices, non_negative, setting
-from pipelines.records.formats import DEFAULT_MAX_INPUT_PIXELS
+from pipelines.records.formats import TRAINING_MAX_INPUT_PIXELS
 
 #: Loss weight keys: null = the recipe's value (``lama_core.losses.LOSS_RECIPES``).
 LOSS_WEIGHT_KEYS = ("l1_weight_known", "l1_weight_missing", "adversarial_weight", "feature_matching_weight",
@@ -69,8 +69,9 @@ class TrainingOptions:
     checkpoint_every: int = setting(100, "steps between checkpoints (and at the end)")
     keep_checkpoints: int = setting(3, "checkpoints kept (oldest deleted)")
     validation_images: int = setting(4, "images of the fixed validation batch (held out, never trained on)")
-    max_input_pixels: int = setting(DEFAULT_MAX_INPUT_PIXELS, "training images over this many pixels (read from the header, "
-                                                 "before decoding) are skipped and counted; 0 = no limit")
+    max_input_pixels: int = setting(TRAINING_MAX_INPUT_PIXELS, "training images over this many pixels (read from the "
+                                                   "header, before decoding) are skipped and counted, JPEGs "
+                                                   "decoded at 1/2, 1/4 or 1/8 scale to fit; 0 = no limit")
     validation_input: str = setting("", "validation images (never trained on); empty = the last "
                                         "validation_images images of input (sorted; Parquet: its last shard), "
                                         "then left out of training")

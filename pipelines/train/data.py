@@ -6,7 +6,8 @@ Both trainers decode through ``pipelines.records.codecs.decode_image`` with the 
 ``max_input_pixels`` (read from the header, before decoding) and cut crops with
 ``lama_core.augment.crop_function``: an image over the limit or undecodable is skipped and
 counted, named on the console (a training set tolerates a few bad files; an inference job
-turns each into an error row instead).
+turns each into an error row instead). The Ray job's decode tasks send each skip to a
+``pipelines.cluster.progress.SkippedInputs`` actor, whose first names the driver prints.
 """
 from __future__ import annotations
 
@@ -70,22 +71,24 @@ class TrainingCrops:
     (decode once, crop many: small datasets then fill an epoch with full batches instead of
     paying a pipeline restart per step). Crops come from fresh OS entropy, so every epoch
     (the stream re-executes this stage) sees new crops; runs are therefore not
-    bit-reproducible. Skipped images are printed to the worker's log."""
+    bit-reproducible. Skipped images (over ``max_input_pixels`` or undecodable) go to
+    ``skipped`` (a ``SkippedInputs`` actor handle; None: the worker's log only)."""
 
     crop_size: int
     crops_per_image: int
     augmentation: str
     grayscale_probability: float
     max_input_pixels: int
+    skipped: Any = None
     #: Images per task batch; half a CPU per task, so the stage still runs when the
     #: training workers hold all but half a core of a node.
     batch_size: int = 8
     num_cpus: float = 0.5
 
     @classmethod
-    def of(cls, cfg: TrainConfig) -> "TrainingCrops":
+    def of(cls, cfg: TrainConfig, skipped: Any = None) -> "TrainingCrops":
         return cls(cfg.crop_size, cfg.crops_per_image, cfg.augmentation, cfg.grayscale_probability,
-                   cfg.max_input_pixels)
+                   cfg.max_input_pixels, skipped)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cut = crop_function(self.augmentation, self.crop_size, np.random.default_rng(), self.grayscale_probability)
@@ -93,9 +96,11 @@ class TrainingCrops:
         names = batch["path"] if "path" in batch else [""] * len(batch["bytes"])
         for data, name in zip(batch["bytes"], names):
             try:
-                image, _ = decode_image(bytes(data), str(name), self.max_input_pixels)
+                image, _ = decode_image(bytes(data), str(name), self.max_input_pixels, reduce=True)
             except RecordError as exc:
                 print(f"skipping training image: {exc}")
+                if self.skipped is not None:
+                    self.skipped.add.remote(str(exc))
                 continue
             crops.extend(cut(image) for _ in range(self.crops_per_image))
         if not crops:
@@ -107,8 +112,9 @@ class TrainingCrops:
         return ds.map_batches(self, batch_size=self.batch_size, num_cpus=self.num_cpus)
 
 
-def build_training_dataset(cfg: TrainConfig) -> Any:
-    """The Ray Dataset of training crops (column ``image``: uint8 ``crop x crop x 3``)."""
+def build_training_dataset(cfg: TrainConfig, skipped: Any = None) -> Any:
+    """The Ray Dataset of training crops (column ``image``: uint8 ``crop x crop x 3``);
+    ``skipped``: a ``SkippedInputs`` handle told of every image skipped."""
     import ray.data
 
     from pipelines.cluster.filesystems import pyarrow_filesystem
@@ -121,11 +127,12 @@ def build_training_dataset(cfg: TrainConfig) -> Any:
         kind, paths, _ = split_held_out(cfg, cfg.endpoint_url)
         filesystem = pyarrow_filesystem(cfg.input, cfg.endpoint_url)
         if kind == "parquet":
-            ds = ray.data.read_parquet(paths, filesystem=filesystem, columns=["image"])
+            # The shard's path names a skipped image (a row has no file name of its own).
+            ds = ray.data.read_parquet(paths, filesystem=filesystem, columns=["image"], include_paths=True)
             ds = ds.rename_columns({"image": "bytes"})
         else:
             ds = ray.data.read_binary_files(paths, filesystem=filesystem, include_paths=True)
-    return TrainingCrops.of(cfg).apply(ds)
+    return TrainingCrops.of(cfg, skipped).apply(ds)
 
 
 def training_images(cfg: TrainingOptions) -> list[np.ndarray]:
@@ -144,7 +151,7 @@ def training_images(cfg: TrainingOptions) -> list[np.ndarray]:
     for path in paths:
         with open(path, "rb") as f:
             try:
-                images.append(decode_image(f.read(), path, cfg.max_input_pixels)[0])
+                images.append(decode_image(f.read(), path, cfg.max_input_pixels, reduce=True)[0])
             except RecordError as exc:
                 skipped.append(str(exc))
     if skipped:
@@ -182,10 +189,10 @@ def validation_batch(cfg: TrainingOptions, endpoint_url: str | None = None) -> d
                     with fs.open(path, "rb") as f:
                         column = pq.read_table(f, columns=["image"]).column("image").to_pylist()
                     for data in column[: cfg.validation_images - len(sources)]:
-                        sources.append(decode_image(data, path, cfg.max_input_pixels)[0])
+                        sources.append(decode_image(data, path, cfg.max_input_pixels, reduce=True)[0])
                 else:
                     with fs.open(path, "rb") as f:
-                        sources.append(decode_image(f.read(), path, cfg.max_input_pixels)[0])
+                        sources.append(decode_image(f.read(), path, cfg.max_input_pixels, reduce=True)[0])
             except RecordError:
                 continue
     if not sources:

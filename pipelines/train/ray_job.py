@@ -100,7 +100,7 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
     from ray.train.torch import TorchTrainer
 
     from pipelines.cluster.filesystems import storage_location
-    from pipelines.cluster.progress import ReportLog, follow_reports, report_printer
+    from pipelines.cluster.progress import ReportLog, SkippedInputs, follow_reports, report_printer
     from pipelines.cluster.ray_setup import init_ray
     from pipelines.common.storage import absolute_uri
 
@@ -109,8 +109,9 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
     cfg = replace(cfg, gpus_per_worker=resolve_gpus(cfg.gpus_per_worker, resources.get("GPU", 0.0)))
     use_gpu = cfg.gpus_per_worker > 0
     check_cpu_headroom(cfg.num_workers, cfg.cpus_per_worker, resources.get("CPU", 0.0), fixed_cluster=False)
+    skipped = SkippedInputs.remote()  # images the decode tasks skip, named on this console
     try:
-        dataset = build_training_dataset(cfg)
+        dataset = build_training_dataset(cfg, skipped)
         validation = validation_batch(cfg, cfg.endpoint_url)
     except (FileNotFoundError, ValueError, PermissionError) as exc:
         raise JobError(str(exc)) from exc
@@ -132,7 +133,7 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
         datasets={"train": dataset},
     )
     try:
-        with follow_reports(reports):
+        with follow_reports(reports, skipped=skipped):
             result = trainer.fit()
     except TrainingFailedError as exc:  # raised once max_failures restarts are used up
         raise JobError(f"training failed: {failure_cause(exc)}") from exc
