@@ -432,10 +432,10 @@ def test_a_run_that_lost_its_lease_stops_writing_and_no_id_is_written_twice(ray_
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
                 proc.kill()
-    # When the fence stops a records-file write, Ray Data logs that write's traceback on its
-    # way out; the job's own last word is one line.
+    # When the fence stops a records-file write, Ray Data logs that write's traceback (and
+    # advice on its retry settings) around it; the job's own word is one line.
     assert first.returncode == 1, first_err[-3000:]
-    line = first_err.strip().splitlines()[-1]
+    (line,) = [ln for ln in first_err.splitlines() if ln.startswith("error:")]
     assert line.startswith(f"error: lost the lease on {out}"), line
     assert line.endswith("nothing more was written; rerun to continue"), line
     assert second.returncode == 0, second_err[-3000:]
@@ -496,10 +496,26 @@ def test_a_decode_task_whose_worker_keeps_dying_stops_the_job_instead_of_hanging
         stop.set()
         thread.join(timeout=5)
     assert len(set(killed)) >= 1 + 3, killed  # the first run of a task and its 3 retries
-    # Ray Data logs the dead task's system error (with its traceback) on its way out; the
-    # job's own last word is one line.
+    # Ray Data logs the dead task's system error (with its traceback) around it; the job's
+    # own word is one line.
     assert proc.returncode == 1, proc.stderr[-3000:]
-    line = proc.stderr.strip().splitlines()[-1]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert line.startswith("error: a task of decoding or writing records crashed its worker 4 times"), line
     assert "records written so far stay valid" in line, line
     assert seconds < BOUNDED_SECONDS
+
+
+def test_the_lost_lease_line_is_found_in_a_ray_task_error(ray_local):
+    import ray
+
+    from pipelines.common.output_lease import LeaseLost, lost_lease_line
+
+    @ray.remote(max_retries=0)
+    def writer():
+        raise LeaseLost("lost the lease on /out (its lease file is gone); nothing more was written; rerun to continue")
+
+    with pytest.raises(Exception) as info:
+        ray.get(writer.remote())
+    assert isinstance(info.value, LeaseLost) and str(info.value).count("\n") > 2  # the whole traceback
+    assert lost_lease_line(info.value) == ("lost the lease on /out (its lease file is gone); nothing more was "
+                                           "written; rerun to continue")

@@ -114,12 +114,12 @@ def lost_lease_line(exc: BaseException) -> str | None:
     or its text), or None."""
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, LeaseLost):
-            return str(exc)
-        # A Ray error's text is the task's traceback: the raise statement's source line
-        # comes before the "LeaseLost: ..." line that holds the message.
+        # (No isinstance shortcut: Ray's RayTaskError(LeaseLost) is a LeaseLost too, and its
+        # text is the whole traceback.) A Ray error's text is the task's traceback, in which the raise statement's source
+        # line (an f-string) precedes the message; pyarrow may re-wrap the message when the
+        # fence stopped a file open, so only the words are looked for.
         for line in reversed(str(exc).splitlines()):
-            if "LeaseLost: lost the lease on " in line:
+            if "lost the lease on " in line and "{" not in line:
                 return line[line.index("lost the lease on "):].strip()
         exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
         seen += 1
