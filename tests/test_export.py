@@ -192,7 +192,7 @@ def test_backend_names_and_precision_checks(tiny, tiny_matmul):
     assert BACKENDS == ("torch", "onnxruntime", "openvino")
     with pytest.raises(ValueError, match="backend must be torch, onnxruntime or openvino"):
         Inpainter(tiny, backend="tensorrt")
-    with pytest.raises(ValueError, match="fp32 graph"):
+    with pytest.raises(ValueError, match="runs precision fp32"):
         Inpainter(tiny, backend="onnxruntime", precision="bf16", onnx_model=tiny_matmul)
     with pytest.raises(ValueError, match="fp32 or bf16"):
         Inpainter(tiny, backend="openvino", precision="fp16", onnx_model=tiny_matmul)

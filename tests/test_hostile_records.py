@@ -178,7 +178,7 @@ def test_ray_training_skips_huge_and_corrupt_images_and_names_them_on_the_consol
         write(data / f"photo{i}.png", encode(rng_image(300 + i, 80, 80)))
     write(data / "a_huge.png", blank_png(12000, 12000))  # sorted first: trained on, not held out
     write(data / "b_broken.png", encode(rng_image(9, 80, 80))[:200])
-    cfg = TrainConfig(input=str(data), output=str(tmp_path / "out"), model="small", num_workers=1,
+    cfg = TrainConfig(input=str(data), output=str(tmp_path / "out"), model="small", recipe="no-perceptual", num_workers=1,
                       cpus_per_worker=0.5, batch_size=2, crop_size=64, steps=2, log_every=1, checkpoint_every=2,
                       validation_images=2, max_failures=0, seed=3)
     outcome = run_training(cfg)
@@ -241,9 +241,9 @@ def test_output_written_before_resize_over_limit_counts_as_having_reduced(tmp_pa
     (tmp_path / SETTINGS_FILE).write_text(json.dumps({"model": "m", "max_input_pixels": 16777216}))
     fs = fsspec.filesystem("file")
     with pytest.raises(JobError, match="resize_over_limit: True in the output vs False now"):
-        check_settings(fs, str(tmp_path), str(tmp_path), {"model": "m", "max_input_pixels": 16777216,
+        check_settings(fs, str(tmp_path), str(tmp_path), {"model": "m", "max_input_pixels": 16777216, "backend": "torch",
                                                           "resize_over_limit": False}, False, before=RESULT_KEYS_BEFORE)
-    check_settings(fs, str(tmp_path), str(tmp_path), {"model": "m", "max_input_pixels": 16777216,
+    check_settings(fs, str(tmp_path), str(tmp_path), {"model": "m", "max_input_pixels": 16777216, "backend": "torch",
                                                       "resize_over_limit": True}, False, before=RESULT_KEYS_BEFORE)
 
 

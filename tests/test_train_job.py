@@ -279,7 +279,7 @@ def test_resume_after_sigkill_of_driver_then_of_all_ray_processes_and_past_a_tru
     from pipelines.evaluate.checkpoints import expand_checkpoints
 
     run = str(tmp_path / "runs" / "crash")
-    args = ["model=small", "batch_size=2", "crop_size=32", "validation_images=2", "log_every=1",
+    args = ["model=small", "recipe=no-perceptual", "batch_size=2", "crop_size=32", "validation_images=2", "log_every=1",
             "checkpoint_every=1", "keep_checkpoints=2", f"output={tmp_path / 'runs'}", "name=crash"]
 
     first = _launch_training([*args, "steps=100000"], tmp_path / "first.log")

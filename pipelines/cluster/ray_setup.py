@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from typing import Callable, TypeVar
 
 import ray
@@ -47,6 +48,10 @@ def quiet_ray(verbose: bool = False) -> None:
         # instance, progress bars being off), not about the user's job.
         for name in ("ray", "ray.data", "ray.train", "ray.tune"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # Ray's notices about its own API's future, not about the user's job.
+        from ray.util.annotations import RayDeprecationWarning
+
+        warnings.filterwarnings("ignore", category=RayDeprecationWarning)
 
 
 #: How this process's own ``init_ray`` connected ("" until it did), and whether quietly.
